@@ -1,0 +1,151 @@
+//! attach, detach, status.
+
+use anyhow::Context as _;
+use clap::Args;
+use floodgate::{
+    lists::ListKind,
+    loader::{self, Mode, PinDir},
+    state::{Access, State},
+};
+
+/// Attach the filter to interfaces; returns once attached (the filter keeps running).
+///
+/// One program is shared by every interface, and all share the same lists and counters.
+///
+/// Examples:
+///   floodgate attach eth0
+///   floodgate attach eth0 eth1 --mode skb
+#[derive(Args)]
+pub struct AttachArgs {
+    /// Interfaces to attach to.
+    #[arg(required = true, value_name = "IFACE")]
+    ifaces: Vec<String>,
+    /// XDP mode: auto tries native (driver) mode and falls back to skb (generic) mode.
+    #[arg(long, value_enum, default_value = "auto")]
+    mode: Mode,
+}
+
+/// Detach the filter from interfaces. The lists are kept unless --purge is given.
+///
+/// Examples:
+///   floodgate detach eth0
+///   floodgate detach --all --purge
+#[derive(Args)]
+pub struct DetachArgs {
+    /// Interfaces to detach from.
+    #[arg(
+        value_name = "IFACE",
+        required_unless_present = "all",
+        conflicts_with = "all"
+    )]
+    ifaces: Vec<String>,
+    /// Detach from every interface.
+    #[arg(long)]
+    all: bool,
+    /// Also delete the lists and counters (needs every interface detached).
+    #[arg(long)]
+    purge: bool,
+}
+
+/// Show attached interfaces, the program and list sizes.
+///
+/// Examples:
+///   floodgate status
+///   floodgate status --json
+#[derive(Args)]
+pub struct StatusArgs {
+    /// Print JSON instead of text.
+    #[arg(long)]
+    json: bool,
+}
+
+pub fn attach(pin: &PinDir, args: AttachArgs) -> anyhow::Result<()> {
+    let mut state = State::open(pin, Access::Write)?;
+    let outcomes = loader::attach(&mut state.ebpf, pin, &args.ifaces, args.mode)?;
+    for o in outcomes {
+        if o.already {
+            println!("{}: already attached ({} mode)", o.iface, o.mode);
+        } else if let Some(why) = o.fell_back {
+            println!("{}: attached in skb mode (native refused: {why})", o.iface);
+        } else {
+            println!("{}: attached in {} mode", o.iface, o.mode);
+        }
+    }
+    Ok(())
+}
+
+pub fn detach(pin: &PinDir, args: DetachArgs) -> anyhow::Result<()> {
+    floodgate::sys::require_bpffs(pin.root())?;
+    let _lock = floodgate::sys::StateLock::acquire(pin.root())?;
+    let done = loader::detach(pin, &args.ifaces, args.all, args.purge)?;
+    if done.is_empty() {
+        println!("nothing was attached");
+    }
+    for iface in &done {
+        println!("{iface}: detached");
+    }
+    if args.purge {
+        println!("lists and counters deleted ({})", pin.root().display());
+    }
+    Ok(())
+}
+
+#[derive(serde::Serialize)]
+struct ListSizes {
+    ipv4: usize,
+    ipv6: usize,
+}
+
+#[derive(serde::Serialize)]
+struct Status {
+    pin_dir: String,
+    program_id: Option<u32>,
+    interfaces: Vec<loader::Attachment>,
+    blocklist: ListSizes,
+    allowlist: ListSizes,
+}
+
+pub fn status(pin: &PinDir, args: StatusArgs) -> anyhow::Result<()> {
+    let state = State::open(pin, Access::Read)?;
+    let sizes = |kind| -> anyhow::Result<ListSizes> {
+        let (ipv4, ipv6) = state
+            .lists
+            .list(kind)
+            .counts()
+            .context("counting entries")?;
+        Ok(ListSizes { ipv4, ipv6 })
+    };
+    let status = Status {
+        pin_dir: pin.root().display().to_string(),
+        program_id: loader::program_id(pin),
+        interfaces: loader::attachments(pin)?,
+        blocklist: sizes(ListKind::Block)?,
+        allowlist: sizes(ListKind::Allow)?,
+    };
+    if args.json {
+        println!("{}", serde_json::to_string_pretty(&status)?);
+        return Ok(());
+    }
+    println!("pin dir:    {}", status.pin_dir);
+    match status.program_id {
+        Some(id) => println!("program:    loaded (id {id})"),
+        None => println!("program:    not loaded (attach an interface to load it)"),
+    }
+    if status.interfaces.is_empty() {
+        println!("interfaces: none attached in this network namespace");
+    } else {
+        println!("interfaces:");
+        for a in &status.interfaces {
+            println!("  {:<16} {:<6} program {}", a.iface, a.mode, a.program_id);
+        }
+    }
+    println!(
+        "blocklist:  {} IPv4, {} IPv6 entries",
+        status.blocklist.ipv4, status.blocklist.ipv6
+    );
+    println!(
+        "allowlist:  {} IPv4, {} IPv6 entries",
+        status.allowlist.ipv4, status.allowlist.ipv6
+    );
+    Ok(())
+}

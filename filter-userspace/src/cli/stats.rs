@@ -1,0 +1,138 @@
+//! stats: packets and bytes per reason, once or live.
+
+use std::{
+    collections::BTreeMap,
+    time::{Duration, Instant},
+};
+
+use clap::Args;
+use filter_common::{Action, Counter, REASON_COUNT, Reason};
+use floodgate::{
+    loader::PinDir,
+    state::{Access, State},
+};
+
+/// Packets and bytes per reason, summed over CPUs since the maps were created.
+///
+/// Reasons: pass, allowlist (passed), blocklist (dropped), malformed (dropped).
+///
+/// Examples:
+///   floodgate stats
+///   floodgate stats --json
+///   floodgate stats --watch --interval 2s
+#[derive(Args)]
+pub struct StatsArgs {
+    /// Print JSON: {"reasons": {"<reason>": {"packets": N, "bytes": N}, ...}}.
+    #[arg(long)]
+    json: bool,
+    /// Refresh until interrupted, with rates (one JSON object per line with --json).
+    #[arg(long)]
+    watch: bool,
+    /// Refresh interval for --watch.
+    #[arg(long, default_value = "1s", value_parser = humantime::parse_duration)]
+    interval: Duration,
+}
+
+#[derive(serde::Serialize)]
+struct JsonCounter {
+    packets: u64,
+    bytes: u64,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pps: Option<f64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    bps: Option<f64>,
+}
+
+#[derive(serde::Serialize)]
+struct JsonStats {
+    reasons: BTreeMap<&'static str, JsonCounter>,
+}
+
+type Snapshot = [(Reason, Counter); REASON_COUNT];
+
+pub fn stats(pin: &PinDir, args: StatsArgs) -> anyhow::Result<()> {
+    let state = State::open(pin, Access::Read)?;
+    if !args.watch {
+        print(&state.stats.read()?, None, args.json)?;
+        return Ok(());
+    }
+    let mut prev = state.stats.read()?;
+    let mut at = Instant::now();
+    loop {
+        std::thread::sleep(args.interval);
+        let now = state.stats.read()?;
+        let elapsed = at.elapsed().as_secs_f64();
+        at = Instant::now();
+        if !args.json {
+            // Clear the screen and home the cursor, like watch(1).
+            print!("\x1b[2J\x1b[H");
+        }
+        print(&now, Some((&prev, elapsed)), args.json)?;
+        prev = now;
+    }
+}
+
+fn print(now: &Snapshot, prev: Option<(&Snapshot, f64)>, json: bool) -> anyhow::Result<()> {
+    let rate = |i: usize| {
+        prev.map(|(p, secs)| {
+            let dp = now[i].1.packets.saturating_sub(p[i].1.packets) as f64 / secs;
+            let db = now[i].1.bytes.saturating_sub(p[i].1.bytes) as f64 * 8.0 / secs;
+            (dp, db)
+        })
+    };
+    if json {
+        let reasons = now
+            .iter()
+            .enumerate()
+            .map(|(i, (r, c))| {
+                let rt = rate(i);
+                (
+                    r.name(),
+                    JsonCounter {
+                        packets: c.packets,
+                        bytes: c.bytes,
+                        pps: rt.map(|x| x.0),
+                        bps: rt.map(|x| x.1),
+                    },
+                )
+            })
+            .collect();
+        println!("{}", serde_json::to_string(&JsonStats { reasons })?);
+        return Ok(());
+    }
+    let header_rate = if prev.is_some() {
+        format!(" {:>12} {:>12}", "PPS", "BIT/S")
+    } else {
+        String::new()
+    };
+    println!(
+        "{:<12} {:<6} {:>16} {:>18}{header_rate}",
+        "REASON", "ACTION", "PACKETS", "BYTES"
+    );
+    for (i, (r, c)) in now.iter().enumerate() {
+        let action = match r.action() {
+            Action::Pass => "pass",
+            Action::Drop => "drop",
+        };
+        let rt = rate(i)
+            .map(|(p, b)| format!(" {:>12.0} {:>12}", p, human_bits(b)))
+            .unwrap_or_default();
+        println!(
+            "{:<12} {:<6} {:>16} {:>18}{rt}",
+            r.name(),
+            action,
+            c.packets,
+            c.bytes
+        );
+    }
+    Ok(())
+}
+
+fn human_bits(bps: f64) -> String {
+    match bps {
+        b if b >= 1e9 => format!("{:.2}G", b / 1e9),
+        b if b >= 1e6 => format!("{:.2}M", b / 1e6),
+        b if b >= 1e3 => format!("{:.1}k", b / 1e3),
+        b => format!("{b:.0}"),
+    }
+}

@@ -1,0 +1,111 @@
+//! Errors a user can hit, each saying what to do next.
+
+use std::path::PathBuf;
+
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    #[error(
+        "bpffs is not mounted at {path}: run `mount -t bpf bpf {path}` (or `cargo xtask setup`). \
+         Under `ip netns exec` /sys is remounted and the pins are hidden: use \
+         `nsenter --net=/run/netns/NAME floodgate ...` instead"
+    )]
+    BpffsNotMounted { path: PathBuf },
+
+    #[error("no such interface: {name} (see `ip link`)")]
+    UnknownInterface { name: String },
+
+    #[error(
+        "{iface}: another XDP program is already attached (see `ip -d link show dev {iface}`); \
+         detach it first"
+    )]
+    InterfaceBusy { iface: String },
+
+    #[error(
+        "{iface}: native XDP is not supported by this driver: retry with --mode skb ({source})"
+    )]
+    NativeUnsupported {
+        iface: String,
+        source: std::io::Error,
+    },
+
+    #[error("{iface} is not attached (see `floodgate status`)")]
+    NotAttached { iface: String },
+
+    #[error("{list} is full ({capacity} entries in the {map} map): remove entries or flush first")]
+    ListFull {
+        list: &'static str,
+        map: &'static str,
+        capacity: u32,
+    },
+
+    #[error("{input}: not an IPv4/IPv6 address or prefix")]
+    BadPrefix { input: String },
+
+    #[error("{input}: host bits are set; did you mean {suggestion}?")]
+    HostBitsSet { input: String, suggestion: String },
+
+    #[error("comment is {len} bytes; at most {max} are kept")]
+    CommentTooLong { len: usize, max: usize },
+
+    #[error("{path}: {count} bad line(s), nothing was changed:\n{details}")]
+    BadFeed {
+        path: String,
+        count: usize,
+        details: String,
+    },
+
+    #[error(
+        "the XDP object has no {what} named {name} (build mismatch: rebuild with `cargo xtask build`)"
+    )]
+    MissingInObject { what: &'static str, name: String },
+
+    #[error("{context}: {source}")]
+    Map {
+        context: String,
+        source: aya::maps::MapError,
+    },
+
+    #[error("{context}: {source}")]
+    Program {
+        context: String,
+        source: aya::programs::ProgramError,
+    },
+
+    #[error("{context}: {source}")]
+    Io {
+        context: String,
+        source: std::io::Error,
+    },
+
+    #[error("loading the XDP object: {0}")]
+    Load(#[from] aya::EbpfError),
+}
+
+pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+/// Attach context to I/O errors without losing the source.
+pub(crate) trait IoContext<T> {
+    fn io_context(self, context: impl FnOnce() -> String) -> Result<T>;
+}
+
+impl<T> IoContext<T> for std::io::Result<T> {
+    fn io_context(self, context: impl FnOnce() -> String) -> Result<T> {
+        self.map_err(|source| Error::Io {
+            context: context(),
+            source,
+        })
+    }
+}
+
+pub(crate) trait MapContext<T> {
+    fn map_context(self, context: impl FnOnce() -> String) -> Result<T>;
+}
+
+impl<T> MapContext<T> for std::result::Result<T, aya::maps::MapError> {
+    fn map_context(self, context: impl FnOnce() -> String) -> Result<T> {
+        self.map_err(|source| Error::Map {
+            context: context(),
+            source,
+        })
+    }
+}

@@ -1,0 +1,21 @@
+//! floodgate's controller as a library: the `floodgate` binary is a thin CLI over it, and the
+//! privileged tests drive the same code.
+//!
+//! All state lives in the kernel, pinned under one directory (default
+//! [`DEFAULT_PIN_DIR`]): the maps (lists, counters), the program and one link per interface.
+//! No process needs to run for the filter to keep filtering.
+
+pub mod error;
+pub mod feed;
+pub mod lists;
+pub mod loader;
+pub mod netlink;
+pub mod prefix;
+pub mod state;
+pub mod stats;
+pub mod sys;
+
+pub use error::Error;
+
+/// Where floodgate pins its state unless told otherwise (`--pin-dir`).
+pub const DEFAULT_PIN_DIR: &str = "/sys/fs/bpf/floodgate";

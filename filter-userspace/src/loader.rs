@@ -1,0 +1,343 @@
+//! Loading the XDP object, attaching it, detaching it, and reading back what is attached.
+//!
+//! Pin layout under the pin directory:
+//! ```text
+//! maps/<NAME>   every map (lists, counters), created on first use and reused after
+//! prog          the XDP program, shared by every interface
+//! ```
+//! Interfaces are attached over netlink (see [`crate::netlink`] for why), and an interface
+//! counts as floodgate's when its XDP program uses this pin directory's STATS map: that holds
+//! across program reloads and never mistakes another tool's program for ours.
+
+use std::{
+    collections::HashMap,
+    fs,
+    io::ErrorKind,
+    os::fd::AsFd,
+    path::{Path, PathBuf},
+};
+
+use aya::{
+    Ebpf, EbpfLoader,
+    maps::MapData,
+    programs::{ProgramInfo, Xdp, loaded_programs},
+};
+use filter_common::{PROGRAM_NAME, map_names};
+
+use crate::{
+    error::{Error, IoContext, Result},
+    netlink, sys,
+};
+
+/// The XDP object built by build.rs.
+pub static OBJECT: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/floodgate"));
+
+/// The pin directory and the paths inside it.
+#[derive(Clone, Debug)]
+pub struct PinDir {
+    root: PathBuf,
+}
+
+impl PinDir {
+    pub fn new(root: impl Into<PathBuf>) -> PinDir {
+        PinDir { root: root.into() }
+    }
+    pub fn root(&self) -> &Path {
+        &self.root
+    }
+    pub fn maps(&self) -> PathBuf {
+        self.root.join("maps")
+    }
+    pub fn prog(&self) -> PathBuf {
+        self.root.join("prog")
+    }
+}
+
+/// XDP attach mode as the user asks for it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+pub enum Mode {
+    /// Native (driver) mode if the driver supports it, else generic (skb) mode.
+    Auto,
+    /// Native (driver) XDP: runs before the kernel allocates an skb.
+    Native,
+    /// Generic XDP: works on any interface, runs after skb allocation (slower).
+    Skb,
+}
+
+fn mode_flag(mode: &str) -> u32 {
+    match mode {
+        "native" => netlink::XDP_FLAGS_DRV_MODE,
+        "skb" => netlink::XDP_FLAGS_SKB_MODE,
+        _ => 0,
+    }
+}
+
+/// Parse the object and create (or reuse) its pinned maps. Programs are not loaded yet.
+pub fn load_object(pin: &PinDir) -> Result<Ebpf> {
+    sys::require_bpffs(pin.root())?;
+    let maps = pin.maps();
+    fs::create_dir_all(&maps).io_context(|| format!("creating {}", maps.display()))?;
+    Ok(EbpfLoader::new()
+        .default_map_pin_directory(&maps)
+        .load(OBJECT)?)
+}
+
+/// The XDP program from `ebpf`, loaded into the kernel (verified) if it is not yet.
+pub fn program(ebpf: &mut Ebpf) -> Result<&mut Xdp> {
+    let prog = ebpf
+        .program_mut(PROGRAM_NAME)
+        .ok_or_else(|| Error::MissingInObject {
+            what: "program",
+            name: PROGRAM_NAME.into(),
+        })?;
+    let xdp: &mut Xdp = prog.try_into().map_err(|source| Error::Program {
+        context: "program type".into(),
+        source,
+    })?;
+    if xdp.fd().is_err() {
+        xdp.load().map_err(|source| Error::Program {
+            context: "verifying the XDP program".into(),
+            source,
+        })?;
+    }
+    Ok(xdp)
+}
+
+/// One interface as `status` and `attach` report it.
+#[derive(Clone, Debug, serde::Serialize)]
+pub struct Attachment {
+    pub iface: String,
+    pub ifindex: u32,
+    /// "native" or "skb".
+    pub mode: &'static str,
+    pub program_id: u32,
+}
+
+/// What `attach` did for one interface.
+#[derive(Debug)]
+pub struct AttachOutcome {
+    pub iface: String,
+    pub mode: &'static str,
+    /// It was attached before this call; nothing changed.
+    pub already: bool,
+    /// `auto` asked for native mode and the driver refused, so skb mode was used: the reason.
+    pub fell_back: Option<String>,
+}
+
+/// Attach the shared program to each interface (in the caller's network namespace).
+/// Interfaces already running floodgate are left as they are. All names are checked first;
+/// on a failure part-way, interfaces attached before it stay attached and the error says which.
+pub fn attach(
+    ebpf: &mut Ebpf,
+    pin: &PinDir,
+    ifaces: &[String],
+    mode: Mode,
+) -> Result<Vec<AttachOutcome>> {
+    let mut indexes = Vec::new();
+    for iface in ifaces {
+        indexes.push(sys::if_index(iface).ok_or_else(|| Error::UnknownInterface {
+            name: iface.clone(),
+        })?);
+    }
+    let prog = pinned_program(ebpf, pin)?;
+    let prog_fd = prog.fd().map_err(|source| Error::Program {
+        context: "opening the program".into(),
+        source,
+    })?;
+    let current = attachments(pin)?;
+    let mut out = Vec::new();
+    for (iface, ifindex) in ifaces.iter().zip(indexes) {
+        if let Some(a) = current.iter().find(|a| a.ifindex == ifindex) {
+            out.push(AttachOutcome {
+                iface: iface.clone(),
+                mode: a.mode,
+                already: true,
+                fell_back: None,
+            });
+            continue;
+        }
+        let try_mode = |m: &'static str| -> Result<&'static str> {
+            netlink::attach(ifindex, prog_fd.as_fd(), mode_flag(m))
+                .map(|()| m)
+                .map_err(|e| attach_error(iface, m, e))
+        };
+        let (got, fell_back) = match mode {
+            Mode::Native => (try_mode("native")?, None),
+            Mode::Skb => (try_mode("skb")?, None),
+            Mode::Auto => match try_mode("native") {
+                Ok(m) => (m, None),
+                Err(Error::NativeUnsupported { source, .. }) => {
+                    (try_mode("skb")?, Some(source.to_string()))
+                }
+                Err(e) => return Err(e),
+            },
+        };
+        out.push(AttachOutcome {
+            iface: iface.clone(),
+            mode: got,
+            already: false,
+            fell_back,
+        });
+    }
+    Ok(out)
+}
+
+/// The pinned program, loading (verifying) and pinning it first if there is none.
+fn pinned_program(ebpf: &mut Ebpf, pin: &PinDir) -> Result<ProgramInfo> {
+    let path = pin.prog();
+    if !path.exists() {
+        let prog = program(ebpf)?;
+        prog.pin(&path).map_err(|e| Error::Io {
+            context: format!("pinning the program at {}", path.display()),
+            source: std::io::Error::other(e),
+        })?;
+    }
+    ProgramInfo::from_pin(&path).map_err(|source| Error::Program {
+        context: format!("opening {}", path.display()),
+        source,
+    })
+}
+
+fn attach_error(iface: &str, mode: &str, e: std::io::Error) -> Error {
+    match e.raw_os_error() {
+        Some(libc::EBUSY) | Some(libc::EEXIST) => Error::InterfaceBusy {
+            iface: iface.to_string(),
+        },
+        Some(libc::EOPNOTSUPP) | Some(libc::EINVAL) if mode == "native" => {
+            Error::NativeUnsupported {
+                iface: iface.to_string(),
+                source: e,
+            }
+        }
+        _ => Error::Io {
+            context: format!("{iface}: attaching in {mode} mode"),
+            source: e,
+        },
+    }
+}
+
+/// The kernel id of this pin directory's STATS map, if the maps exist.
+fn stats_map_id(pin: &PinDir) -> Option<u32> {
+    let map = MapData::from_pin(pin.maps().join(map_names::STATS)).ok()?;
+    Some(map.info().ok()?.id())
+}
+
+/// Interfaces of the caller's network namespace running floodgate with this pin directory.
+pub fn attachments(pin: &PinDir) -> Result<Vec<Attachment>> {
+    let Some(stats_id) = stats_map_id(pin) else {
+        return Ok(Vec::new());
+    };
+    let xdp = netlink::xdp_interfaces().io_context(|| "listing XDP programs (netlink)".into())?;
+    if xdp.is_empty() {
+        return Ok(Vec::new());
+    }
+    let mut ours: HashMap<u32, bool> = HashMap::new();
+    for info in loaded_programs().filter_map(|p| p.ok()) {
+        if xdp.iter().any(|x| x.prog_id == info.id()) {
+            let uses_our_maps = info
+                .map_ids()
+                .ok()
+                .flatten()
+                .is_some_and(|ids| ids.contains(&stats_id));
+            ours.insert(info.id(), uses_our_maps);
+        }
+    }
+    let mut out: Vec<Attachment> = xdp
+        .into_iter()
+        .filter(|x| ours.get(&x.prog_id).copied().unwrap_or(false))
+        .map(|x| Attachment {
+            iface: x.ifname,
+            ifindex: x.ifindex,
+            mode: x.mode,
+            program_id: x.prog_id,
+        })
+        .collect();
+    out.sort_by(|a, b| a.iface.cmp(&b.iface));
+    Ok(out)
+}
+
+/// Detach from the named interfaces (or all in this network namespace). With `purge`, also
+/// delete the lists and counters; that needs every interface detached, or the program would
+/// keep maps nobody can reach.
+pub fn detach(pin: &PinDir, ifaces: &[String], all: bool, purge: bool) -> Result<Vec<String>> {
+    let current = attachments(pin)?;
+    let targets: Vec<&Attachment> =
+        if all {
+            current.iter().collect()
+        } else {
+            let mut t = Vec::new();
+            for iface in ifaces {
+                let a = current.iter().find(|a| &a.iface == iface).ok_or_else(|| {
+                    Error::NotAttached {
+                        iface: iface.clone(),
+                    }
+                })?;
+                t.push(a);
+            }
+            t
+        };
+    if purge {
+        let remaining: Vec<&str> = current
+            .iter()
+            .filter(|a| !targets.iter().any(|t| t.ifindex == a.ifindex))
+            .map(|a| a.iface.as_str())
+            .collect();
+        if !remaining.is_empty() {
+            return Err(Error::Io {
+                context: format!(
+                    "--purge deletes the lists, but {} would stay attached; detach them too or use --all",
+                    remaining.join(", ")
+                ),
+                source: std::io::Error::from(ErrorKind::InvalidInput),
+            });
+        }
+    }
+    let mut done = Vec::new();
+    for a in targets {
+        let info = loaded_programs()
+            .filter_map(|p| p.ok())
+            .find(|p| p.id() == a.program_id)
+            .ok_or_else(|| Error::NotAttached {
+                iface: a.iface.clone(),
+            })?;
+        let fd = info.fd().map_err(|source| Error::Program {
+            context: format!("{}: opening its program", a.iface),
+            source,
+        })?;
+        netlink::detach(a.ifindex, fd.as_fd(), mode_flag(a.mode))
+            .io_context(|| format!("{}: detaching", a.iface))?;
+        done.push(a.iface.clone());
+    }
+    if attachments(pin)?.is_empty() {
+        // Nothing here uses the program: unpin it so the next attach loads the current build.
+        let prog = pin.prog();
+        if let Err(e) = fs::remove_file(&prog) {
+            if e.kind() != ErrorKind::NotFound {
+                return Err(e).io_context(|| format!("removing {}", prog.display()));
+            }
+        }
+        if purge && pin.root().exists() {
+            fs::remove_dir_all(pin.root())
+                .io_context(|| format!("removing {}", pin.root().display()))?;
+        }
+    }
+    Ok(done)
+}
+
+/// The id of the pinned program, if one is pinned (for `status`).
+pub fn program_id(pin: &PinDir) -> Option<u32> {
+    let path = pin.prog();
+    if !path.exists() {
+        return None;
+    }
+    let info = aya::programs::ProgramInfo::from_pin(&path).ok()?;
+    Some(info.id())
+}
+
+/// Whether a program named like ours is loaded anywhere (helps tests assert cleanup).
+pub fn floodgate_programs_loaded() -> usize {
+    loaded_programs()
+        .filter_map(|p| p.ok())
+        .filter(|p| p.name_as_str() == Some(PROGRAM_NAME))
+        .count()
+}

@@ -1,0 +1,47 @@
+//! Everything a command works on, opened once: the lock, the object with its pinned maps, the
+//! lists and the counters.
+
+use aya::Ebpf;
+
+use crate::{
+    error::Result,
+    lists::Lists,
+    loader::{self, PinDir},
+    stats::Stats,
+    sys::StateLock,
+};
+
+pub struct State {
+    pub pin: PinDir,
+    pub ebpf: Ebpf,
+    pub lists: Lists,
+    pub stats: Stats,
+    _lock: Option<StateLock>,
+}
+
+/// Whether the caller changes state (and so must hold the lock) or only reads counters.
+#[derive(Clone, Copy, PartialEq, Eq)]
+pub enum Access {
+    Write,
+    Read,
+}
+
+impl State {
+    pub fn open(pin: &PinDir, access: Access) -> Result<State> {
+        crate::sys::require_bpffs(pin.root())?;
+        let lock = match access {
+            Access::Write => Some(StateLock::acquire(pin.root())?),
+            Access::Read => None,
+        };
+        let mut ebpf = loader::load_object(pin)?;
+        let lists = Lists::take(&mut ebpf)?;
+        let stats = Stats::take(&mut ebpf)?;
+        Ok(State {
+            pin: pin.clone(),
+            ebpf,
+            lists,
+            stats,
+            _lock: lock,
+        })
+    }
+}
