@@ -1,1 +1,139 @@
+//! Shared pieces of the privileged tests: a packet builder for fixtures, a BPF_PROG_TEST_RUN
+//! harness with its own pin directory, and a runner for the real `floodgate` binary.
 
+pub mod packet;
+
+use std::{
+    path::{Path, PathBuf},
+    process::Output,
+    sync::atomic::{AtomicU32, Ordering},
+};
+
+use aya::programs::{TestRun, TestRunOptions};
+use filter_common::{Counter, REASON_COUNT, Reason};
+use floodgate::{
+    loader::{self, PinDir},
+    state::{Access, State},
+};
+
+/// The XDP program loaded (not attached) with fresh maps under a private pin directory,
+/// removed on drop.
+pub struct Harness {
+    pub state: State,
+    pin_root: PathBuf,
+}
+
+static SEQ: AtomicU32 = AtomicU32::new(0);
+
+impl Harness {
+    pub fn new() -> Harness {
+        let root = PathBuf::from(format!(
+            "/sys/fs/bpf/fgt{}h{}",
+            std::process::id(),
+            SEQ.fetch_add(1, Ordering::Relaxed)
+        ));
+        let _ = std::fs::remove_dir_all(&root);
+        let mut state = State::open(&PinDir::new(&root), Access::Write)
+            .unwrap_or_else(|e| panic!("opening state under {}: {e}", root.display()));
+        loader::program(&mut state.ebpf).unwrap_or_else(|e| panic!("loading the XDP program: {e}"));
+        Harness {
+            state,
+            pin_root: root,
+        }
+    }
+
+    pub fn counters(&self) -> [Counter; REASON_COUNT] {
+        self.state
+            .stats
+            .read()
+            .expect("reading STATS")
+            .map(|(_, c)| c)
+    }
+
+    /// Run one frame through BPF_PROG_TEST_RUN: the XDP action and the one reason counted.
+    pub fn run(&mut self, frame: &[u8]) -> (u32, Reason) {
+        let before = self.counters();
+        let prog = loader::program(&mut self.state.ebpf).expect("program");
+        let result = prog
+            .test_run(TestRunOptions {
+                data_in: Some(frame),
+                repeat: 1,
+                ..TestRunOptions::default()
+            })
+            .unwrap_or_else(|e| panic!("test_run of a {}-byte frame: {e}", frame.len()));
+        let after = self.counters();
+        let changed: Vec<Reason> = filter_common::REASONS
+            .iter()
+            .copied()
+            .filter(|r| after[*r as usize].packets != before[*r as usize].packets)
+            .collect();
+        assert_eq!(
+            changed.len(),
+            1,
+            "exactly one reason must count each frame, got {changed:?}"
+        );
+        let r = changed[0];
+        assert_eq!(
+            after[r as usize].packets - before[r as usize].packets,
+            1,
+            "one packet counted"
+        );
+        assert_eq!(
+            after[r as usize].bytes - before[r as usize].bytes,
+            frame.len() as u64,
+            "bytes counted must be the frame length"
+        );
+        (result.return_value, r)
+    }
+}
+
+impl Drop for Harness {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.pin_root);
+    }
+}
+
+pub const XDP_DROP: u32 = 1;
+pub const XDP_PASS: u32 = 2;
+
+/// The `floodgate` binary under test: FLOODGATE_BIN (set by `cargo xtask test`), else the
+/// debug build next to this workspace.
+pub fn floodgate_bin() -> PathBuf {
+    std::env::var_os("FLOODGATE_BIN")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| Path::new(env!("CARGO_MANIFEST_DIR")).join("../target/debug/floodgate"))
+}
+
+/// Run the real CLI inside the lab's victim namespace with the lab's pin directory.
+pub fn floodgate(lab: &floodgate_lab::Lab, args: &[&str]) -> Output {
+    lab.victim
+        .command(floodgate_bin().to_str().expect("UTF-8 path"))
+        .arg("--pin-dir")
+        .arg(&lab.pin_dir)
+        .args(args)
+        .output()
+        .unwrap_or_else(|e| panic!("running floodgate {}: {e}", args.join(" ")))
+}
+
+/// Run the CLI and insist it succeeds; returns stdout.
+pub fn floodgate_ok(lab: &floodgate_lab::Lab, args: &[&str]) -> String {
+    let out = floodgate(lab, args);
+    assert!(
+        out.status.success(),
+        "floodgate {} failed: {}",
+        args.join(" "),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+/// `floodgate stats --json` as (packets, bytes) for one reason.
+pub fn stat(lab: &floodgate_lab::Lab, reason: &str) -> (u64, u64) {
+    let json: serde_json::Value = serde_json::from_str(&floodgate_ok(lab, &["stats", "--json"]))
+        .expect("stats --json is JSON");
+    let r = &json["reasons"][reason];
+    (
+        r["packets"].as_u64().expect("packets"),
+        r["bytes"].as_u64().expect("bytes"),
+    )
+}

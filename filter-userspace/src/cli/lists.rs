@@ -133,12 +133,20 @@ fn progress_printer() -> impl FnMut(usize, usize) {
 
 fn run(pin: &PinDir, kind: ListKind, cmd: ListCommand) -> anyhow::Result<()> {
     // Validate input before touching (or even opening) any state.
+    let nets = match &cmd {
+        ListCommand::Add(a) => {
+            floodgate::lists::validate_comment(a.comment.as_deref())?;
+            parse_all(&a.entries)?
+        }
+        ListCommand::Del(a) => parse_all(&a.entries)?,
+        _ => Vec::new(),
+    };
     let mut state = State::open(pin, Access::Write)?;
+    // Expired entries no longer match in the kernel; every list command also clears them out.
     let swept = state.lists.sweep_expired(kind)?;
     let name = kind.name();
     match cmd {
         ListCommand::Add(a) => {
-            let nets = parse_all(&a.entries)?;
             state.lists.add(
                 kind,
                 &nets,
@@ -156,8 +164,7 @@ fn run(pin: &PinDir, kind: ListKind, cmd: ListCommand) -> anyhow::Result<()> {
                 if nets.len() == 1 { "y" } else { "ies" }
             );
         }
-        ListCommand::Del(a) => {
-            let nets = parse_all(&a.entries)?;
+        ListCommand::Del(_) => {
             state.lists.del(kind, &nets)?;
             println!(
                 "{name}: removed {} entr{}",

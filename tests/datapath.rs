@@ -1,0 +1,591 @@
+//! Every verdict of the XDP program, as a table of fixtures run through BPF_PROG_TEST_RUN.
+//! Each row: what it covers, the frame, the expected action and the reason counted.
+
+use std::{
+    net::{Ipv4Addr, Ipv6Addr},
+    time::Duration,
+};
+
+use filter_common::Reason;
+use floodgate::{lists::ListKind, prefix::parse_prefix};
+use floodgate_tests::{
+    Harness, XDP_DROP, XDP_PASS,
+    packet::{self, *},
+};
+
+const DST4: Ipv4Addr = Ipv4Addr::new(198, 18, 0, 1);
+const CLEAN4: Ipv4Addr = Ipv4Addr::new(198, 18, 0, 2);
+const BLOCKED4: Ipv4Addr = Ipv4Addr::new(198, 18, 66, 6); // exact /32
+const BLOCKED4_NET: Ipv4Addr = Ipv4Addr::new(198, 19, 5, 5); // in 198.19.0.0/16
+const ALLOWED4: Ipv4Addr = Ipv4Addr::new(198, 19, 1, 5); // 198.19.1.0/24 allowed inside the block
+const EXPIRED4: Ipv4Addr = Ipv4Addr::new(198, 18, 77, 7); // /32 whose TTL has passed
+const SHADOWED4: Ipv4Addr = Ipv4Addr::new(198, 18, 200, 5); // expired /24 inside a live /17
+
+const DST6: Ipv6Addr = Ipv6Addr::new(0x2001, 0xdb8, 0, 0, 0, 0, 0, 1);
+const CLEAN6: Ipv6Addr = Ipv6Addr::new(0x2001, 0xdb8, 0, 0, 0, 0, 0, 2);
+const BLOCKED6: Ipv6Addr = Ipv6Addr::new(0x2001, 0xdb8, 0xbad, 0, 0, 0, 0, 1); // exact /128
+const BLOCKED6_NET: Ipv6Addr = Ipv6Addr::new(0x2001, 0xdb8, 0xdead, 7, 0, 0, 0, 1); // in /48
+const ALLOWED6: Ipv6Addr = Ipv6Addr::new(0x2001, 0xdb8, 0xdead, 1, 0, 0, 0, 9); // allowed /64
+
+fn lists(h: &mut Harness) {
+    let add = |h: &mut Harness, kind, entries: &[&str], ttl: Option<Duration>| {
+        let nets: Vec<_> = entries
+            .iter()
+            .map(|e| parse_prefix(e).expect("valid prefix"))
+            .collect();
+        h.state
+            .lists
+            .add(kind, &nets, ttl, None, &mut |_, _| {})
+            .expect("adding fixture entries");
+    };
+    add(
+        h,
+        ListKind::Block,
+        &[
+            "198.18.66.6",
+            "198.19.0.0/16",
+            "198.18.128.0/17",
+            "2001:db8:bad::1",
+            "2001:db8:dead::/48",
+        ],
+        None,
+    );
+    add(
+        h,
+        ListKind::Allow,
+        &["198.19.1.0/24", "2001:db8:dead:1::/64"],
+        None,
+    );
+    add(
+        h,
+        ListKind::Block,
+        &["198.18.77.7", "198.18.200.0/24"],
+        Some(Duration::from_millis(1)),
+    );
+    std::thread::sleep(Duration::from_millis(20));
+}
+
+fn v4(src: Ipv4Addr, proto: u8, l4: &[u8]) -> Vec<u8> {
+    eth(&[], ETH_P_IP, &ipv4(src, DST4, proto, &[], 0, l4))
+}
+
+fn v6(src: Ipv6Addr, next: u8, rest: &[u8]) -> Vec<u8> {
+    eth(&[], ETH_P_IPV6, &ipv6(src, DST6, next, rest))
+}
+
+fn udp_payload() -> Vec<u8> {
+    packet::udp(40000, 53, b"query")
+}
+
+struct Case {
+    what: &'static str,
+    frame: Vec<u8>,
+    action: u32,
+    reason: Reason,
+}
+
+fn case(what: &'static str, frame: Vec<u8>, reason: Reason) -> Case {
+    let action = match reason.action() {
+        filter_common::Action::Pass => XDP_PASS,
+        filter_common::Action::Drop => XDP_DROP,
+    };
+    Case {
+        what,
+        frame,
+        action,
+        reason,
+    }
+}
+
+fn cases() -> Vec<Case> {
+    use Reason::*;
+    let u = udp_payload();
+    let q = ETH_P_8021Q;
+    let ad = ETH_P_8021AD;
+    let mut cases = vec![
+        // --- IPv4 basics
+        case("v4 UDP, clean source", v4(CLEAN4, UDP, &u), Pass),
+        case(
+            "v4 TCP SYN, clean source",
+            v4(CLEAN4, TCP, &tcp(40000, 443, 0x02, 5)),
+            Pass,
+        ),
+        case(
+            "v4 ICMP echo, clean source",
+            v4(CLEAN4, ICMP, &icmp_echo()),
+            Pass,
+        ),
+        case("v4 UDP, blocked /32", v4(BLOCKED4, UDP, &u), Blocklist),
+        case(
+            "v4 TCP, blocked by /16 prefix",
+            v4(BLOCKED4_NET, TCP, &tcp(1, 80, 0x02, 5)),
+            Blocklist,
+        ),
+        case(
+            "v4 allowlisted /24 inside a blocked /16 passes",
+            v4(ALLOWED4, UDP, &u),
+            Allowlist,
+        ),
+        case(
+            "v4 GRE from a blocked source",
+            v4(BLOCKED4, GRE, &[0, 0, 0x08, 0]),
+            Blocklist,
+        ),
+        case(
+            "v4 ESP from a blocked source",
+            v4(BLOCKED4, ESP, &[0; 16]),
+            Blocklist,
+        ),
+        case(
+            "v4 unknown protocol, clean",
+            v4(CLEAN4, 253, &[1, 2, 3]),
+            Pass,
+        ),
+        // --- TTL in the kernel
+        case(
+            "v4 /32 whose TTL passed no longer matches",
+            v4(EXPIRED4, UDP, &u),
+            Pass,
+        ),
+        case(
+            "expired /24 does not hide the live /17 around it",
+            v4(SHADOWED4, UDP, &u),
+            Blocklist,
+        ),
+        // --- IPv4 options and fragments
+        case(
+            "v4 with 8 bytes of options, clean",
+            eth(
+                &[],
+                ETH_P_IP,
+                &ipv4(CLEAN4, DST4, UDP, &[1, 1, 1, 1, 0x94, 4, 0, 0], 0, &u),
+            ),
+            Pass,
+        ),
+        case(
+            "v4 with options, blocked",
+            eth(
+                &[],
+                ETH_P_IP,
+                &ipv4(BLOCKED4, DST4, UDP, &[0x94, 4, 0, 0], 0, &u),
+            ),
+            Blocklist,
+        ),
+        case(
+            "v4 with 40 bytes of options (IHL 15), clean",
+            eth(&[], ETH_P_IP, &ipv4(CLEAN4, DST4, UDP, &[1; 40], 0, &u)),
+            Pass,
+        ),
+        case(
+            "v4 first fragment (MF), clean",
+            eth(&[], ETH_P_IP, &ipv4(CLEAN4, DST4, UDP, &[], 0x2000, &u)),
+            Pass,
+        ),
+        case(
+            "v4 non-first fragment, clean (no L4 header expected)",
+            eth(
+                &[],
+                ETH_P_IP,
+                &ipv4(CLEAN4, DST4, UDP, &[], 0x0010, &[9; 3]),
+            ),
+            Pass,
+        ),
+        case(
+            "v4 non-first fragment from a blocked source",
+            eth(
+                &[],
+                ETH_P_IP,
+                &ipv4(BLOCKED4, DST4, UDP, &[], 0x0010, &[9; 64]),
+            ),
+            Blocklist,
+        ),
+        case(
+            "v4 non-first fragment from a blocked prefix",
+            eth(
+                &[],
+                ETH_P_IP,
+                &ipv4(BLOCKED4_NET, DST4, TCP, &[], 0x2020, &[9; 64]),
+            ),
+            Blocklist,
+        ),
+        // --- VLAN and QinQ
+        case(
+            "802.1Q, clean",
+            eth(&[(q, 10)], ETH_P_IP, &ipv4(CLEAN4, DST4, UDP, &[], 0, &u)),
+            Pass,
+        ),
+        case(
+            "802.1Q, blocked",
+            eth(&[(q, 10)], ETH_P_IP, &ipv4(BLOCKED4, DST4, UDP, &[], 0, &u)),
+            Blocklist,
+        ),
+        case(
+            "QinQ 802.1ad+802.1Q, v4 blocked",
+            eth(
+                &[(ad, 100), (q, 10)],
+                ETH_P_IP,
+                &ipv4(BLOCKED4, DST4, UDP, &[], 0, &u),
+            ),
+            Blocklist,
+        ),
+        case(
+            "QinQ, v6 clean",
+            eth(
+                &[(ad, 100), (q, 10)],
+                ETH_P_IPV6,
+                &ipv6(CLEAN6, DST6, UDP, &u),
+            ),
+            Pass,
+        ),
+        case(
+            "QinQ, v6 blocked",
+            eth(
+                &[(ad, 100), (q, 10)],
+                ETH_P_IPV6,
+                &ipv6(BLOCKED6, DST6, UDP, &u),
+            ),
+            Blocklist,
+        ),
+        case(
+            "802.1Q, allowlisted",
+            eth(&[(q, 7)], ETH_P_IP, &ipv4(ALLOWED4, DST4, UDP, &[], 0, &u)),
+            Allowlist,
+        ),
+        case(
+            "three VLAN tags cannot be inspected",
+            eth(
+                &[(ad, 1), (q, 2), (q, 3)],
+                ETH_P_IP,
+                &ipv4(CLEAN4, DST4, UDP, &[], 0, &u),
+            ),
+            Malformed,
+        ),
+        case("VLAN tag cut short", eth(&[], q, &[0, 10]), Malformed),
+        case(
+            "VLAN carrying ARP",
+            eth(&[(q, 5)], ETH_P_ARP, &arp()[14..]),
+            Pass,
+        ),
+        // --- IPv6 basics
+        case("v6 UDP, clean", v6(CLEAN6, UDP, &u), Pass),
+        case(
+            "v6 ICMPv6 echo, clean",
+            v6(CLEAN6, ICMPV6, &icmpv6_echo()),
+            Pass,
+        ),
+        case("v6 UDP, blocked /128", v6(BLOCKED6, UDP, &u), Blocklist),
+        case(
+            "v6 ICMPv6, blocked /128",
+            v6(BLOCKED6, ICMPV6, &icmpv6_echo()),
+            Blocklist,
+        ),
+        case(
+            "v6 TCP, blocked by /48",
+            v6(BLOCKED6_NET, TCP, &tcp(1, 443, 0x02, 5)),
+            Blocklist,
+        ),
+        case(
+            "v6 allowlisted /64 inside a blocked /48 passes",
+            v6(ALLOWED6, UDP, &u),
+            Allowlist,
+        ),
+        case(
+            "v6 ESP from a blocked source",
+            v6(BLOCKED6, ESP, &[0; 16]),
+            Blocklist,
+        ),
+        // --- IPv6 extension headers, each kind
+        case(
+            "v6 hop-by-hop then UDP",
+            v6(CLEAN6, HOP, &ext(UDP, 0, &u)),
+            Pass,
+        ),
+        case(
+            "v6 routing then UDP",
+            v6(CLEAN6, ROUTING, &ext(UDP, 2, &u)),
+            Pass,
+        ),
+        case(
+            "v6 destination options then TCP",
+            v6(CLEAN6, DEST, &ext(TCP, 1, &tcp(1, 22, 0x10, 5))),
+            Pass,
+        ),
+        case(
+            "v6 first fragment then UDP",
+            v6(CLEAN6, FRAGMENT, &frag6(UDP, 0, true, &u)),
+            Pass,
+        ),
+        case("v6 AH then UDP", v6(CLEAN6, AH, &ah(UDP, &u)), Pass),
+        case(
+            "v6 hop-by-hop, routing, dest opts, fragment, then UDP",
+            v6(
+                CLEAN6,
+                HOP,
+                &ext(
+                    ROUTING,
+                    0,
+                    &ext(DEST, 0, &ext(FRAGMENT, 0, &frag6(UDP, 0, false, &u))),
+                ),
+            ),
+            Pass,
+        ),
+        case(
+            "v6 non-first fragment, clean",
+            v6(CLEAN6, FRAGMENT, &frag6(UDP, 100, false, &[7; 3])),
+            Pass,
+        ),
+        case(
+            "v6 non-first fragment from a blocked source",
+            v6(BLOCKED6, FRAGMENT, &frag6(UDP, 100, true, &[7; 64])),
+            Blocklist,
+        ),
+        case(
+            "v6 blocked source behind extension headers",
+            v6(BLOCKED6_NET, HOP, &ext(DEST, 0, &ext(UDP, 0, &u))),
+            Blocklist,
+        ),
+        // --- Non-IP
+        case("ARP passes untouched", arp(), Pass),
+        case(
+            "LLDP passes untouched",
+            eth(&[], 0x88cc, &[2, 7, 4, 0, 0, 0, 0, 0, 1]),
+            Pass,
+        ),
+        // --- Malformed IPv4
+        case(
+            "v4 header cut short",
+            eth(&[], ETH_P_IP, &ipv4(CLEAN4, DST4, UDP, &[], 0, &u)[..12]),
+            Malformed,
+        ),
+        case(
+            "v4 IHL < 5",
+            {
+                let mut p = ipv4(CLEAN4, DST4, UDP, &[], 0, &u);
+                p[0] = 0x44;
+                eth(&[], ETH_P_IP, &p)
+            },
+            Malformed,
+        ),
+        case(
+            "v4 version field is not 4",
+            {
+                let mut p = ipv4(CLEAN4, DST4, UDP, &[], 0, &u);
+                p[0] = 0x55;
+                eth(&[], ETH_P_IP, &p)
+            },
+            Malformed,
+        ),
+        case(
+            "v4 total length shorter than the header",
+            {
+                let mut p = ipv4(CLEAN4, DST4, UDP, &[], 0, &u);
+                p[2] = 0;
+                p[3] = 12;
+                eth(&[], ETH_P_IP, &p)
+            },
+            Malformed,
+        ),
+        case(
+            "v4 options run past the frame",
+            {
+                let p = ipv4(CLEAN4, DST4, UDP, &[1; 40], 0, &[]);
+                eth(&[], ETH_P_IP, &p[..30])
+            },
+            Malformed,
+        ),
+        case(
+            "v4 UDP header cut short",
+            eth(&[], ETH_P_IP, &ipv4(CLEAN4, DST4, UDP, &[], 0, &[0, 53, 0])),
+            Malformed,
+        ),
+        case(
+            "v4 TCP header cut short",
+            eth(
+                &[],
+                ETH_P_IP,
+                &ipv4(CLEAN4, DST4, TCP, &[], 0, &tcp(1, 2, 2, 5)[..12]),
+            ),
+            Malformed,
+        ),
+        case(
+            "v4 TCP data offset < 5",
+            v4(CLEAN4, TCP, &{
+                let mut t = tcp(1, 2, 2, 5);
+                t[12] = 0x30;
+                t
+            }),
+            Malformed,
+        ),
+        case(
+            "v4 ICMP header cut short",
+            v4(CLEAN4, ICMP, &[8, 0, 0]),
+            Malformed,
+        ),
+        case(
+            "blocklist is checked before L4 sanity",
+            v4(BLOCKED4, UDP, &[0, 53]),
+            Blocklist,
+        ),
+        // --- Malformed IPv6
+        case(
+            "v6 header cut short",
+            eth(&[], ETH_P_IPV6, &ipv6(CLEAN6, DST6, UDP, &u)[..30]),
+            Malformed,
+        ),
+        case(
+            "v6 version field is not 6",
+            {
+                let mut p = ipv6(CLEAN6, DST6, UDP, &u);
+                p[0] = 0x40;
+                eth(&[], ETH_P_IPV6, &p)
+            },
+            Malformed,
+        ),
+        case(
+            "v6 extension header cut short",
+            v6(CLEAN6, HOP, &[UDP]),
+            Malformed,
+        ),
+        case(
+            "v6 extension length runs past the frame (L4 missing)",
+            v6(CLEAN6, ROUTING, &ext(UDP, 0, &[])[..8]),
+            Malformed,
+        ),
+        case(
+            "v6 UDP header cut short",
+            v6(CLEAN6, UDP, &[0, 53]),
+            Malformed,
+        ),
+        case(
+            "v6 ICMPv6 header cut short",
+            v6(CLEAN6, ICMPV6, &[128, 0]),
+            Malformed,
+        ),
+    ];
+    // A chain longer than the walk allows.
+    let mut chain = u.clone();
+    for i in 0..7 {
+        chain = ext(if i == 0 { UDP } else { DEST }, 0, &chain);
+    }
+    cases.push(case(
+        "v6 chain of 7 extension headers",
+        v6(CLEAN6, DEST, &chain),
+        Malformed,
+    ));
+    cases
+}
+
+#[test]
+fn every_verdict_through_test_run() {
+    let mut h = Harness::new();
+    lists(&mut h);
+    let mut failures = Vec::new();
+    for c in cases() {
+        let (action, reason) = h.run(&c.frame);
+        if (action, reason) != (c.action, c.reason) {
+            failures.push(format!(
+                "{}: got action {action} reason {}, want action {} reason {}",
+                c.what,
+                reason.name(),
+                c.action,
+                c.reason.name()
+            ));
+        }
+    }
+    assert!(
+        failures.is_empty(),
+        "{} fixture(s) failed:\n{}",
+        failures.len(),
+        failures.join("\n")
+    );
+}
+
+#[test]
+fn hits_are_counted_per_entry() {
+    let mut h = Harness::new();
+    lists(&mut h);
+    for _ in 0..3 {
+        h.run(&v4(BLOCKED4, UDP, &udp_payload()));
+    }
+    h.run(&v4(BLOCKED4_NET, UDP, &udp_payload()));
+    h.run(&v4(ALLOWED4, UDP, &udp_payload()));
+    let hits = |kind, cidr: &str| {
+        h.state
+            .lists
+            .entries(kind)
+            .expect("listing")
+            .into_iter()
+            .find(|e| e.net.to_string() == cidr)
+            .unwrap_or_else(|| panic!("{cidr} must be listed"))
+            .hits
+    };
+    assert_eq!(
+        hits(ListKind::Block, "198.18.66.6/32"),
+        3,
+        "exact entry hit three times"
+    );
+    assert_eq!(
+        hits(ListKind::Block, "198.19.0.0/16"),
+        1,
+        "prefix entry hit once"
+    );
+    assert_eq!(
+        hits(ListKind::Allow, "198.19.1.0/24"),
+        1,
+        "allow entry hit once"
+    );
+    assert_eq!(
+        hits(ListKind::Block, "2001:db8:bad::1/128"),
+        0,
+        "untouched entry has no hits"
+    );
+}
+
+#[test]
+fn expired_entries_are_hidden_then_swept() {
+    let mut h = Harness::new();
+    lists(&mut h);
+    let listed: Vec<String> = h
+        .state
+        .lists
+        .entries(ListKind::Block)
+        .expect("list")
+        .iter()
+        .map(|e| e.net.to_string())
+        .collect();
+    assert!(
+        !listed.contains(&"198.18.77.7/32".to_string()),
+        "expired entries are not listed: {listed:?}"
+    );
+    let swept = h.state.lists.sweep_expired(ListKind::Block).expect("sweep");
+    assert_eq!(swept, 2, "both expired entries are swept");
+    assert_eq!(
+        h.state.lists.sweep_expired(ListKind::Block).expect("sweep"),
+        0,
+        "sweeping twice removes nothing more"
+    );
+}
+
+#[test]
+fn a_full_list_refuses_the_batch_and_keeps_what_it_had() {
+    let mut h = Harness::new();
+    let before = h.state.lists.list(ListKind::Allow).counts().expect("count");
+    // More /32s than the allowlist's exact map holds: the batch must fail and be rolled back.
+    let nets: Vec<_> = (0..=filter_common::ALLOW_EXACT_MAX)
+        .map(|i| ipnet::IpNet::from(std::net::IpAddr::V4(Ipv4Addr::from(0xC612_0000u32 + i))))
+        .collect();
+    let err = h
+        .state
+        .lists
+        .add(ListKind::Allow, &nets, None, None, &mut |_, _| {})
+        .expect_err("must not fit");
+    assert!(
+        err.to_string().contains("is full"),
+        "error names the cause: {err}"
+    );
+    assert_eq!(
+        h.state.lists.list(ListKind::Allow).counts().expect("count"),
+        before,
+        "nothing of the batch is left"
+    );
+}
