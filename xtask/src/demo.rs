@@ -1,5 +1,324 @@
+//! `cargo xtask demo`: a guided flood on a lab of two network namespaces. The attacker side
+//! floods the victim from a blocklisted botnet range (IPv4 and IPv6, spoofed sources, raw
+//! frames); floodgate on the victim drops it in XDP while a legitimate host keeps working.
+//! The lab is removed at the end, on error, and on Ctrl-C.
+
+use std::{
+    net::{IpAddr, Ipv4Addr, Ipv6Addr},
+    sync::{
+        Arc,
+        atomic::{AtomicBool, AtomicU64, Ordering},
+    },
+    time::{Duration, Instant},
+};
+
+use anyhow::{Context as _, bail};
+use floodgate_lab::{ATTACKER_IF, ATTACKER_V4, Lab, VICTIM_IF, VICTIM_V4, VICTIM_V6, traffic};
+
 #[derive(clap::Args)]
-pub struct Options {}
-pub fn run(_: Options) -> anyhow::Result<()> {
+pub struct Options {
+    /// How long the flood runs.
+    #[arg(long, default_value = "6")]
+    flood_seconds: u64,
+}
+
+static STOP: AtomicBool = AtomicBool::new(false);
+
+fn stopped() -> anyhow::Result<()> {
+    if STOP.load(Ordering::Relaxed) {
+        bail!("interrupted; the lab has been removed");
+    }
+    Ok(())
+}
+
+fn pause(d: Duration) -> anyhow::Result<()> {
+    let end = Instant::now() + d;
+    while Instant::now() < end {
+        stopped()?;
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    Ok(())
+}
+
+fn heading(n: u32, text: &str) {
+    println!("\n\x1b[1m== {n}. {text}\x1b[0m");
+}
+
+struct Demo {
+    lab: Lab,
+    bin: std::path::PathBuf,
+}
+
+impl Demo {
+    /// Run floodgate in the victim namespace, echoing the command line and its output.
+    fn fg(&self, args: &[&str]) -> anyhow::Result<String> {
+        stopped()?;
+        let shown: Vec<String> = args
+            .iter()
+            .map(|a| {
+                if a.contains(' ') {
+                    format!("'{a}'")
+                } else {
+                    a.to_string()
+                }
+            })
+            .collect();
+        println!("\x1b[36m$ floodgate {}\x1b[0m", shown.join(" "));
+        let out = self.fg_quiet(args)?;
+        print!("{out}");
+        Ok(out)
+    }
+
+    fn fg_quiet(&self, args: &[&str]) -> anyhow::Result<String> {
+        let out = self
+            .lab
+            .victim
+            .command(self.bin.to_str().context("non-UTF-8 path")?)
+            .arg("--pin-dir")
+            .arg(&self.lab.pin_dir)
+            .args(args)
+            .output()
+            .context("running floodgate")?;
+        if !out.status.success() {
+            bail!(
+                "floodgate {} failed: {}",
+                args.join(" "),
+                String::from_utf8_lossy(&out.stderr).trim()
+            );
+        }
+        Ok(String::from_utf8_lossy(&out.stdout).into_owned())
+    }
+
+    fn ping(&self, src: &str, dst: &str) -> bool {
+        let ok = self.lab.ping(src, dst, 3);
+        println!(
+            "  ping {src} -> {dst}: {}",
+            if ok {
+                "3/3 replies"
+            } else {
+                "no replies (dropped)"
+            }
+        );
+        ok
+    }
+
+    fn counters(&self) -> anyhow::Result<Vec<(String, u64, u64)>> {
+        let v: serde_json::Value = serde_json::from_str(&self.fg_quiet(&["stats", "--json"])?)?;
+        let mut out = Vec::new();
+        for r in ["pass", "allowlist", "blocklist", "malformed"] {
+            let c = &v["reasons"][r];
+            out.push((
+                r.to_string(),
+                c["packets"].as_u64().unwrap_or(0),
+                c["bytes"].as_u64().unwrap_or(0),
+            ));
+        }
+        Ok(out)
+    }
+}
+
+/// xorshift: enough randomness for spoofed source addresses, no dependency.
+fn next(state: &mut u64) -> u64 {
+    *state ^= *state << 13;
+    *state ^= *state >> 7;
+    *state ^= *state << 17;
+    *state
+}
+
+pub fn run(opts: Options) -> anyhow::Result<()> {
+    crate::setup::run(crate::setup::Options::default())?;
+    println!("building floodgate (release)...");
+    crate::build::release_build()?;
+    let bin = crate::workspace_root().join("target/release/floodgate");
+    ctrlc::set_handler(|| STOP.store(true, Ordering::Relaxed))
+        .context("installing the Ctrl-C handler")?;
+
+    heading(0, "Lab: two network namespaces joined by a veth pair");
+    let lab = Lab::with_names(
+        "fg-demo-attacker",
+        "fg-demo-victim",
+        "/sys/fs/bpf/floodgate-demo",
+    )?;
+    println!(
+        "  attacker side: {ATTACKER_IF} 198.18.0.2/15, 2001:db8::2   (+ botnet 198.18.100.0/24, 2001:db8:bad::/48)"
+    );
+    println!("  victim side:   {VICTIM_IF}   198.18.0.1/15, 2001:db8::1   (floodgate runs here)");
+    let demo = Demo { lab, bin };
+    let result = script(&demo, &opts);
+    println!("\nremoving the lab (namespaces, veth, pins)...");
+    drop(demo);
+    result
+}
+
+fn script(d: &Demo, opts: &Options) -> anyhow::Result<()> {
+    heading(
+        1,
+        "Attach floodgate to the victim's interface (XDP, native mode)",
+    );
+    d.fg(&["attach", VICTIM_IF])?;
+
+    heading(
+        2,
+        "Before the attack: the legitimate host reaches the victim",
+    );
+    d.ping(&ATTACKER_V4.to_string(), &VICTIM_V4.to_string());
+
+    heading(3, "Blocklist the botnet's ranges (IPv4 and IPv6)");
+    d.fg(&[
+        "block",
+        "add",
+        "198.18.100.0/24",
+        "2001:db8:bad::/48",
+        "--comment",
+        "botnet (demo)",
+    ])?;
+
+    heading(
+        4,
+        &format!(
+            "UDP flood from random botnet sources for {} s, live counters",
+            opts.flood_seconds
+        ),
+    );
+    let victim_mac = Lab::mac(&d.lab.victim, VICTIM_IF)?;
+    let attacker_mac = Lab::mac(&d.lab.attacker, ATTACKER_IF)?;
+    let sent = Arc::new(AtomicU64::new(0));
+    let done = Arc::new(AtomicBool::new(false));
+    let before = d.counters()?;
+    std::thread::scope(|s| -> anyhow::Result<()> {
+        let flood = s.spawn(|| {
+            d.lab.attacker.run(|| -> anyhow::Result<()> {
+                let tx = traffic::RawSender::open(ATTACKER_IF)?;
+                let mut rng = 0x9E37_79B9_7F4A_7C15u64;
+                while !done.load(Ordering::Relaxed) && !STOP.load(Ordering::Relaxed) {
+                    let r = next(&mut rng);
+                    let (src, dst) = if r % 4 == 0 {
+                        let s = Ipv6Addr::new(
+                            0x2001,
+                            0xdb8,
+                            0xbad,
+                            (r >> 8) as u16,
+                            0,
+                            0,
+                            (r >> 24) as u16,
+                            (r >> 40) as u16,
+                        );
+                        (IpAddr::V6(s), IpAddr::V6(VICTIM_V6))
+                    } else {
+                        (
+                            IpAddr::V4(Ipv4Addr::new(198, 18, 100, (r >> 8) as u8)),
+                            IpAddr::V4(VICTIM_V4),
+                        )
+                    };
+                    let frame = traffic::udp_frame(
+                        attacker_mac,
+                        victim_mac,
+                        src,
+                        dst,
+                        (r >> 16) as u16,
+                        53,
+                        &[0u8; 64],
+                    );
+                    tx.send(&frame)?;
+                    sent.fetch_add(1, Ordering::Relaxed);
+                }
+                Ok(())
+            })
+        });
+        println!(
+            "  {:>4}  {:>12} {:>12} {:>12} {:>12}",
+            "t", "sent pps", "drop pps", "pass pps", "dropped"
+        );
+        let mut prev = d.counters()?;
+        let mut prev_sent = 0;
+        let mut at = Instant::now();
+        for t in 1..=opts.flood_seconds {
+            pause(Duration::from_secs(1))?;
+            let now = d.counters()?;
+            let secs = at.elapsed().as_secs_f64();
+            at = Instant::now();
+            let s_now = sent.load(Ordering::Relaxed);
+            let rate = |i: usize| (now[i].1 - prev[i].1) as f64 / secs;
+            println!(
+                "  {:>3}s  {:>12.0} {:>12.0} {:>12.0} {:>12}",
+                t,
+                (s_now - prev_sent) as f64 / secs,
+                rate(2),
+                rate(0) + rate(1),
+                now[2].1 - before[2].1
+            );
+            prev = now;
+            prev_sent = s_now;
+        }
+        println!("  meanwhile, the legitimate host:");
+        d.ping(&ATTACKER_V4.to_string(), &VICTIM_V4.to_string());
+        done.store(true, Ordering::Relaxed);
+        flood
+            .join()
+            .map_err(|_| anyhow::anyhow!("flood thread panicked"))???;
+        Ok(())
+    })?;
+    pause(Duration::from_millis(200))?;
+    let after = d.counters()?;
+    let total = sent.load(Ordering::Relaxed);
+    let dropped = after[2].1 - before[2].1;
+    println!("  flood frames sent: {total}, dropped by blocklist in XDP: {dropped}");
+
+    heading(
+        5,
+        "Allowlist beats blocklist: trust one botnet address (e.g. a partner's NAT)",
+    );
+    d.fg(&["allow", "add", "198.18.100.7", "--comment", "partner NAT"])?;
+    let before = d.counters()?;
+    d.lab.attacker.run(|| -> anyhow::Result<()> {
+        let tx = traffic::RawSender::open(ATTACKER_IF)?;
+        for i in 0..100u16 {
+            let f = traffic::udp_frame(
+                attacker_mac,
+                victim_mac,
+                IpAddr::V4(Ipv4Addr::new(198, 18, 100, 7)),
+                IpAddr::V4(VICTIM_V4),
+                1000 + i,
+                53,
+                b"hi",
+            );
+            tx.send(&f)?;
+        }
+        Ok(())
+    })??;
+    pause(Duration::from_millis(300))?;
+    let after = d.counters()?;
+    println!(
+        "  100 packets from 198.18.100.7: allowlist +{}, blocklist +{}",
+        after[1].1 - before[1].1,
+        after[2].1 - before[2].1
+    );
+
+    heading(
+        6,
+        "TTL: block the legitimate host for 3 s; the kernel lifts it with no process running",
+    );
+    d.fg(&[
+        "block",
+        "add",
+        &ATTACKER_V4.to_string(),
+        "--ttl",
+        "3s",
+        "--comment",
+        "timeout demo",
+    ])?;
+    d.ping(&ATTACKER_V4.to_string(), &VICTIM_V4.to_string());
+    println!("  waiting 3.5 s...");
+    pause(Duration::from_millis(3500))?;
+    d.ping(&ATTACKER_V4.to_string(), &VICTIM_V4.to_string());
+
+    heading(7, "What an engineer looks at afterwards");
+    d.fg(&["block", "list"])?;
+    d.fg(&["allow", "list"])?;
+    d.fg(&["stats"])?;
+    d.fg(&["status"])?;
+
+    heading(8, "Detach (the lists stay pinned until --purge)");
+    d.fg(&["detach", "--all", "--purge"])?;
     Ok(())
 }
