@@ -87,6 +87,12 @@ impl Harness {
     }
 }
 
+impl Default for Harness {
+    fn default() -> Harness {
+        Harness::new()
+    }
+}
+
 impl Drop for Harness {
     fn drop(&mut self) {
         let _ = std::fs::remove_dir_all(&self.pin_root);

@@ -192,7 +192,7 @@ fn script(d: &Demo, opts: &Options) -> anyhow::Result<()> {
                 let mut rng = 0x9E37_79B9_7F4A_7C15u64;
                 while !done.load(Ordering::Relaxed) && !STOP.load(Ordering::Relaxed) {
                     let r = next(&mut rng);
-                    let (src, dst) = if r % 4 == 0 {
+                    let (src, dst) = if r.is_multiple_of(4) {
                         let s = Ipv6Addr::new(
                             0x2001,
                             0xdb8,
