@@ -341,3 +341,6 @@ pub fn floodgate_programs_loaded() -> usize {
         .filter(|p| p.name_as_str() == Some(PROGRAM_NAME))
         .count()
 }
+
+/// The empty XDP_DROP program (`filter-ebpf/src/floor.rs`), for benchmarks only.
+pub static FLOOR_OBJECT: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/floor"));

@@ -3,6 +3,7 @@
 
 use clap::{Parser, Subcommand};
 
+mod bench;
 mod build;
 mod demo;
 mod setup;
@@ -29,6 +30,8 @@ enum Command {
     Test(test::Options),
     /// A guided attack on a lab of network namespaces, with live counters.
     Demo(demo::Options),
+    /// Benchmarks: test_run ns/packet per verdict path beside an empty XDP_DROP program.
+    Bench(bench::Options),
 }
 
 fn main() -> std::process::ExitCode {
@@ -38,6 +41,7 @@ fn main() -> std::process::ExitCode {
         Command::Build(o) => build::run(o),
         Command::Test(o) => test::run(o),
         Command::Demo(o) => demo::run(o),
+        Command::Bench(o) => bench::run(o),
     };
     match result {
         Ok(()) => std::process::ExitCode::SUCCESS,
