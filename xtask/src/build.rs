@@ -1,9 +1,5 @@
 //! Release build: the XDP object is built by filter-userspace/build.rs and embedded.
 
-use std::process::Command;
-
-use anyhow::{Context as _, bail};
-
 #[derive(clap::Args, Default)]
 pub struct Options {}
 
@@ -20,20 +16,12 @@ pub fn run(_: Options) -> anyhow::Result<()> {
 }
 
 pub fn release_build() -> anyhow::Result<()> {
-    let status = Command::new(env!("CARGO"))
-        .current_dir(crate::workspace_root())
-        .args([
-            "build",
-            "--release",
-            "--package",
-            "floodgate",
-            "--bin",
-            "floodgate",
-        ])
-        .status()
-        .context("running cargo build")?;
-    if !status.success() {
-        bail!("cargo build --release failed (see above)");
-    }
-    Ok(())
+    crate::cargo(&[
+        "build",
+        "--release",
+        "--package",
+        "floodgate",
+        "--bin",
+        "floodgate",
+    ])
 }

@@ -59,3 +59,17 @@ pub fn workspace_root() -> std::path::PathBuf {
         .expect("xtask is in the workspace")
         .to_path_buf()
 }
+
+/// Run cargo in the workspace root, failing with the command line when it fails.
+pub fn cargo(args: &[&str]) -> anyhow::Result<()> {
+    use anyhow::Context as _;
+    let status = std::process::Command::new(env!("CARGO"))
+        .current_dir(workspace_root())
+        .args(args)
+        .status()
+        .with_context(|| format!("running cargo {}", args.join(" ")))?;
+    if !status.success() {
+        anyhow::bail!("cargo {} failed (see above)", args.join(" "));
+    }
+    Ok(())
+}

@@ -18,7 +18,7 @@ pub fn run(opts: Options) -> anyhow::Result<()> {
     crate::setup::run(crate::setup::Options::default())?;
     let root = crate::workspace_root();
     // The end-to-end tests drive the real binary.
-    cargo(&["build", "--package", "floodgate", "--bin", "floodgate"])?;
+    crate::cargo(&["build", "--package", "floodgate", "--bin", "floodgate"])?;
     let bin = root.join("target/debug/floodgate");
     // No doctests: the crates have none, and each empty run would print a "0 passed" line.
     let mut args = vec![
@@ -76,18 +76,6 @@ fn count(summary: &str, label: &str) -> u64 {
         .find_map(|part| part.strip_suffix(label))
         .and_then(|n| n.trim().parse().ok())
         .unwrap_or(0)
-}
-
-fn cargo(args: &[&str]) -> anyhow::Result<()> {
-    let status = Command::new(env!("CARGO"))
-        .current_dir(crate::workspace_root())
-        .args(args)
-        .status()
-        .with_context(|| format!("running cargo {}", args.join(" ")))?;
-    if !status.success() {
-        bail!("cargo {} failed", args.join(" "));
-    }
-    Ok(())
 }
 
 #[cfg(test)]
