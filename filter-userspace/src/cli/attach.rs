@@ -16,6 +16,7 @@ use floodgate::{
 ///   floodgate attach eth0
 ///   floodgate attach eth0 eth1 --mode skb
 #[derive(Args)]
+#[command(verbatim_doc_comment)]
 pub struct AttachArgs {
     /// Interfaces to attach to.
     #[arg(required = true, value_name = "IFACE")]
@@ -31,6 +32,7 @@ pub struct AttachArgs {
 ///   floodgate detach eth0
 ///   floodgate detach --all --purge
 #[derive(Args)]
+#[command(verbatim_doc_comment)]
 pub struct DetachArgs {
     /// Interfaces to detach from.
     #[arg(
@@ -53,6 +55,7 @@ pub struct DetachArgs {
 ///   floodgate status
 ///   floodgate status --json
 #[derive(Args)]
+#[command(verbatim_doc_comment)]
 pub struct StatusArgs {
     /// Print JSON instead of text.
     #[arg(long)]

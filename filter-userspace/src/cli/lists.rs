@@ -27,17 +27,20 @@ pub enum ListCommand {
     ///   floodgate block add 198.18.7.7
     ///   floodgate block add 198.18.0.0/24 2001:db8:bad::/48 --ttl 10m --comment 'feed X'
     ///   floodgate allow add 198.18.0.53
+    #[command(verbatim_doc_comment)]
     Add(AddArgs),
     /// Remove entries (exactly as added). All must be present, or nothing is removed.
     ///
     /// Example:
     ///   floodgate block del 198.18.0.0/24 198.18.7.7
+    #[command(verbatim_doc_comment)]
     Del(DelArgs),
     /// List live entries: prefix, time left, hits, comment.
     ///
     /// Examples:
     ///   floodgate block list
     ///   floodgate block list --json | jq '.[] | select(.hits > 0)'
+    #[command(verbatim_doc_comment)]
     List(ListArgs),
     /// Load entries from a file (or - for stdin): one per line, '#' and ';' comments.
     ///
@@ -47,11 +50,13 @@ pub enum ListCommand {
     /// Examples:
     ///   floodgate block load firehol_level1.netset
     ///   curl -s https://feed.example/drop.txt | floodgate block load - --replace --ttl 1h
+    #[command(verbatim_doc_comment)]
     Load(LoadArgs),
     /// Remove every entry.
     ///
     /// Example:
     ///   floodgate block flush
+    #[command(verbatim_doc_comment)]
     Flush,
 }
 

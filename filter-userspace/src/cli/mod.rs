@@ -29,7 +29,7 @@ mod stats;
 
 Exit status: 0 success, 1 failure (message on stderr), 2 bad usage.")]
 pub struct Cli {
-    /// Directory on bpffs holding the pinned maps, program and links.
+    /// Directory on bpffs holding the pinned maps and program.
     #[arg(long, global = true, env = "FLOODGATE_PIN_DIR", default_value = DEFAULT_PIN_DIR)]
     pin_dir: PathBuf,
 

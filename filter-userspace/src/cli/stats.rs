@@ -21,6 +21,7 @@ use floodgate::{
 ///   floodgate stats --json
 ///   floodgate stats --watch --interval 2s
 #[derive(Args)]
+#[command(verbatim_doc_comment)]
 pub struct StatsArgs {
     /// Print JSON: {"reasons": {"<reason>": {"packets": N, "bytes": N}, ...}}.
     #[arg(long)]
