@@ -1,4 +1,5 @@
-//! Errors a user can hit, each saying what to do next.
+//! Errors a user can hit, each saying what to do next. A variant's message never repeats its
+//! `source`: the CLI prints the whole chain (`{:#}`), so each cause appears once.
 
 use std::path::PathBuf;
 
@@ -31,6 +32,14 @@ pub enum Error {
     #[error("{iface} is not attached (see `floodgate status`)")]
     NotAttached { iface: String },
 
+    #[error(
+        "--purge deletes the lists, but {remaining} would stay attached; detach them too or use --all"
+    )]
+    PurgeWhileAttached { remaining: String },
+
+    #[error("not on the {list}: {entries} (nothing was removed)")]
+    NotListed { list: &'static str, entries: String },
+
     #[error("{list} is full ({capacity} entries in the {map} map): remove entries or flush first")]
     ListFull {
         list: &'static str,
@@ -59,25 +68,25 @@ pub enum Error {
     )]
     MissingInObject { what: &'static str, name: String },
 
-    #[error("{context}: {source}")]
+    #[error("{context}")]
     Map {
         context: String,
         source: aya::maps::MapError,
     },
 
-    #[error("{context}: {source}")]
+    #[error("{context}")]
     Program {
         context: String,
         source: aya::programs::ProgramError,
     },
 
-    #[error("{context}: {source}")]
+    #[error("{context}")]
     Io {
         context: String,
         source: std::io::Error,
     },
 
-    #[error("loading the XDP object: {0}")]
+    #[error("loading the XDP object")]
     Load(#[from] aya::EbpfError),
 }
 

@@ -379,18 +379,14 @@ impl Lists {
             .iter()
             .filter_map(|n| match self.list(kind).get(n) {
                 Ok(Some(_)) => None,
-                Ok(None) => Some(Ok(n.to_string())),
+                Ok(None) => Some(Ok(crate::prefix::display(n))),
                 Err(e) => Some(Err(e)),
             })
             .collect::<Result<_>>()?;
         if !missing.is_empty() {
-            return Err(Error::Io {
-                context: format!(
-                    "not on the {}: {} (nothing was removed)",
-                    kind.name(),
-                    missing.join(", ")
-                ),
-                source: std::io::Error::from(std::io::ErrorKind::NotFound),
+            return Err(Error::NotListed {
+                list: kind.name(),
+                entries: missing.join(", "),
             });
         }
         for net in nets {

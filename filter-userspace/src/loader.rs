@@ -283,12 +283,8 @@ pub fn detach(pin: &PinDir, ifaces: &[String], all: bool, purge: bool) -> Result
             .map(|a| a.iface.as_str())
             .collect();
         if !remaining.is_empty() {
-            return Err(Error::Io {
-                context: format!(
-                    "--purge deletes the lists, but {} would stay attached; detach them too or use --all",
-                    remaining.join(", ")
-                ),
-                source: std::io::Error::from(ErrorKind::InvalidInput),
+            return Err(Error::PurgeWhileAttached {
+                remaining: remaining.join(", "),
             });
         }
     }
@@ -332,14 +328,6 @@ pub fn program_id(pin: &PinDir) -> Option<u32> {
     }
     let info = aya::programs::ProgramInfo::from_pin(&path).ok()?;
     Some(info.id())
-}
-
-/// Whether a program named like ours is loaded anywhere (helps tests assert cleanup).
-pub fn floodgate_programs_loaded() -> usize {
-    loaded_programs()
-        .filter_map(|p| p.ok())
-        .filter(|p| p.name_as_str() == Some(PROGRAM_NAME))
-        .count()
 }
 
 /// The empty XDP_DROP program (`filter-ebpf/src/floor.rs`), for benchmarks only.

@@ -28,7 +28,7 @@ pub enum Access {
 
 impl State {
     pub fn open(pin: &PinDir, access: Access) -> Result<State> {
-        crate::sys::require_bpffs(pin.root())?;
+        // load_object checks bpffs; the lock lives in /run/lock and does not need it.
         let lock = match access {
             Access::Write => Some(StateLock::acquire(pin.root())?),
             Access::Read => None,

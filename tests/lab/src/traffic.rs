@@ -148,18 +148,14 @@ pub fn tcp_accept_once(listener: &TcpListener, timeout: Duration, reply: &[u8]) 
 
 /// Connect from `src` to `dst` and read the greeting; `None` if the connection failed.
 pub fn tcp_connect(src: IpAddr, dst: SocketAddr, timeout: Duration) -> Option<String> {
-    let sock = match src {
-        IpAddr::V4(_) => socket2_connect(src, dst, timeout),
-        IpAddr::V6(_) => socket2_connect(src, dst, timeout),
-    }?;
-    let mut s = sock;
+    let mut s = connect_from(src, dst, timeout)?;
     s.set_read_timeout(Some(timeout)).ok()?;
     let mut buf = String::new();
     s.read_to_string(&mut buf).ok()?;
     Some(buf)
 }
 
-fn socket2_connect(src: IpAddr, dst: SocketAddr, timeout: Duration) -> Option<TcpStream> {
+fn connect_from(src: IpAddr, dst: SocketAddr, timeout: Duration) -> Option<TcpStream> {
     // std cannot bind before connect; a connect from the right source needs the raw calls.
     let family = if src.is_ipv4() {
         libc::AF_INET
