@@ -1,9 +1,9 @@
 //! floodgate's controller as a library: the `floodgate` binary is a thin CLI over it, and the
 //! privileged tests drive the same code.
 //!
-//! All state lives in the kernel, pinned under one directory (default
-//! [`DEFAULT_PIN_DIR`]): the maps (lists, counters), the program and one link per interface.
-//! No process needs to run for the filter to keep filtering.
+//! All state lives in the kernel: the maps (lists, counters) and the program are pinned under
+//! one directory (default [`DEFAULT_PIN_DIR`]), and each interface holds its own netlink XDP
+//! attachment. No process needs to run for the filter to keep filtering.
 
 pub mod error;
 pub mod feed;
