@@ -9,8 +9,15 @@
 
 use core::mem::size_of;
 
+pub mod defence;
+pub mod rate;
+pub mod sanity;
+
+pub use defence::*;
+
 /// Why a packet got its verdict. The numeric value indexes the per-CPU `STATS` array; the
 /// name (see [`Reason::name`]) is part of the user interface (`floodgate stats`, metrics).
+/// The order is the order of the pipeline (README "Design").
 #[repr(u32)]
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub enum Reason {
@@ -22,10 +29,31 @@ pub enum Reason {
     Blocklist = 2,
     /// Dropped because the IP packet could not be parsed safely (see README "Malformed").
     Malformed = 3,
+    /// Sanity: an invalid TCP flag combination (see [`sanity::tcp_flags_valid`]).
+    TcpFlags = 4,
+    /// Sanity: source address equals destination address.
+    Land = 5,
+    /// Sanity: a source that can never be valid on the wire (see [`sanity::martian_v4`]).
+    Martian = 6,
+    /// Sanity: IPv4 fragment policy (non-first fragments, tiny first fragments).
+    Fragment = 7,
+    /// Sanity: a length field claims more bytes than the frame or header holds.
+    Length = 8,
+    /// The reflection preset: UDP from a well-known amplification source port.
+    Reflection = 9,
+    /// A rule with action `drop` matched.
+    Rule = 10,
+    /// A rule with action `limit` matched and its aggregate bucket was empty.
+    RuleLimit = 11,
+    /// Over a per-source rate limit.
+    Ratelimit = 12,
+    /// Over an aggregate cap for a protected destination prefix.
+    Aggregate = 13,
 }
 
-/// Number of reasons; the length of the `STATS` array.
-pub const REASON_COUNT: usize = 4;
+/// Number of reasons. `STATS` holds two rows of this many slots: enforced verdicts, then
+/// packets a drop reason matched but dry-run let through (see [`stats_slot`]).
+pub const REASON_COUNT: usize = 14;
 
 /// Every reason, in numeric order.
 pub const REASONS: [Reason; REASON_COUNT] = [
@@ -33,7 +61,27 @@ pub const REASONS: [Reason; REASON_COUNT] = [
     Reason::Allowlist,
     Reason::Blocklist,
     Reason::Malformed,
+    Reason::TcpFlags,
+    Reason::Land,
+    Reason::Martian,
+    Reason::Fragment,
+    Reason::Length,
+    Reason::Reflection,
+    Reason::Rule,
+    Reason::RuleLimit,
+    Reason::Ratelimit,
+    Reason::Aggregate,
 ];
+
+/// Length of the `STATS` array: one enforced and one dry-run slot per reason.
+pub const STATS_SLOTS: usize = 2 * REASON_COUNT;
+
+/// The `STATS` slot of a packet: `reason` enforced, or (`dry_run`) a drop reason that matched
+/// while dry-run let the packet pass. Every packet is counted in exactly one slot.
+#[inline(always)]
+pub const fn stats_slot(reason: Reason, dry_run: bool) -> u32 {
+    reason as u32 + if dry_run { REASON_COUNT as u32 } else { 0 }
+}
 
 /// What the data plane did with the packet.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -50,14 +98,24 @@ impl Reason {
             Reason::Allowlist => "allowlist",
             Reason::Blocklist => "blocklist",
             Reason::Malformed => "malformed",
+            Reason::TcpFlags => "tcp_flags",
+            Reason::Land => "land",
+            Reason::Martian => "martian",
+            Reason::Fragment => "fragment",
+            Reason::Length => "length",
+            Reason::Reflection => "reflection",
+            Reason::Rule => "rule",
+            Reason::RuleLimit => "rule_limit",
+            Reason::Ratelimit => "ratelimit",
+            Reason::Aggregate => "aggregate",
         }
     }
 
-    /// The XDP verdict this reason stands for.
+    /// The XDP verdict this reason stands for when enforced (dry-run always passes).
     pub const fn action(self) -> Action {
         match self {
             Reason::Pass | Reason::Allowlist => Action::Pass,
-            Reason::Blocklist | Reason::Malformed => Action::Drop,
+            _ => Action::Drop,
         }
     }
 
@@ -88,10 +146,16 @@ pub struct ListEntry {
     /// The entry's own prefix length. In the trie an expired entry must not hide a shorter,
     /// still-valid covering prefix: the data plane retries the lookup below this length.
     pub prefix_len: u32,
-    /// Reserved for later use (origin/feed id); always 0 for now.
+    /// Who added the entry: [`ORIGIN_MANUAL`] (CLI, file) or [`ORIGIN_AUTO`] (an auto-ban
+    /// written by the data plane itself).
     pub flags: u32,
 }
 const _: () = assert!(size_of::<ListEntry>() == 24);
+
+/// [`ListEntry::flags`]: added by an operator, a feed or a config file.
+pub const ORIGIN_MANUAL: u32 = 0;
+/// [`ListEntry::flags`]: added by the data plane's auto-ban (a source over its rate limit).
+pub const ORIGIN_AUTO: u32 = 1;
 
 /// Which list a [`MetaKey`] belongs to.
 pub const LIST_ALLOW: u32 = 0;
@@ -149,6 +213,15 @@ pub mod map_names {
     pub const BLOCK_V4_EXACT: &str = "BLOCK_V4_EXACT";
     pub const BLOCK_V6_EXACT: &str = "BLOCK_V6_EXACT";
     pub const LIST_META: &str = "LIST_META";
+    pub const CONFIG: &str = "CONFIG";
+    pub const RULES: &str = "RULES";
+    pub const RULE_STATS: &str = "RULE_STATS";
+    pub const PORT_FLAGS: &str = "PORT_FLAGS";
+    pub const REFLECT_EXEMPT_V4: &str = "REFLECT_EXEMPT_V4";
+    pub const REFLECT_EXEMPT_V6: &str = "REFLECT_EXEMPT_V6";
+    pub const SOURCE_STATE: &str = "SOURCE_STATE";
+    pub const AGGREGATE_V4: &str = "AGGREGATE_V4";
+    pub const AGGREGATE_V6: &str = "AGGREGATE_V6";
 }
 
 /// Capacities. Hash maps are created with BPF_F_NO_PREALLOC, so an unused slot costs only its
@@ -182,6 +255,11 @@ mod pod {
     unsafe impl aya::Pod for super::ListEntry {}
     unsafe impl aya::Pod for super::MetaKey {}
     unsafe impl aya::Pod for super::EntryMeta {}
+    unsafe impl aya::Pod for super::Config {}
+    unsafe impl aya::Pod for super::Rule {}
+    unsafe impl aya::Pod for super::SourceKey {}
+    unsafe impl aya::Pod for super::SourceState {}
+    unsafe impl aya::Pod for super::Bucket {}
 }
 
 #[cfg(test)]

@@ -1,4 +1,6 @@
-//! The verdict: allowlist, then blocklist, then L4 sanity, else pass.
+//! The verdict, in pipeline order: parse, allowlist, blocklist, L4 parse, sanity, rules,
+//! reflection preset, rate limits, else pass. Every stage but the lists is switched by the live
+//! `CONFIG` record and costs one branch when off.
 
 use core::intrinsics::{AtomicOrdering, atomic_xadd};
 
@@ -7,51 +9,230 @@ use aya_ebpf::{
     maps::{HashMap, LpmTrie, lpm_trie::Key},
     programs::XdpContext,
 };
-use filter_common::{ListEntry, Reason, entry_live};
+use filter_common::{Config, ListEntry, Reason, entry_live, port_bits};
 
 use crate::{
-    maps::{
-        ALLOW_V4, ALLOW_V4_EXACT, ALLOW_V6, ALLOW_V6_EXACT, BLOCK_V4, BLOCK_V4_EXACT, BLOCK_V6,
-        BLOCK_V6_EXACT,
-    },
-    parse::{self, Frame, Src},
+    limits, maps,
+    parse::{self, Addrs, Frame, IPPROTO_UDP, Ip, L4},
+    rules, sanity,
 };
 
 /// How many times a trie lookup steps past an expired prefix to a shorter covering one before
 /// giving up (an expired entry only lingers until the CLI or daemon sweeps it).
 const EXPIRED_RETRIES: usize = 4;
 
+/// The reason a packet is counted under, and whether dry-run let a drop reason pass.
+pub struct Verdict {
+    pub reason: Reason,
+    pub dry_run: bool,
+}
+
+/// What the defences know about the packet. Written to a per-CPU scratch slot and read back
+/// from there: values read from a map are plain unknowns to the verifier, so every parse path
+/// (VLANs, extension headers, protocols) reaches the defences in the same state and the
+/// verifier checks them once, not once per path (which exceeds its 1M-instruction budget).
+#[repr(C)]
+pub struct Facts {
+    /// Network byte order; IPv4 in the first 4 bytes.
+    pub src: [u8; 16],
+    pub dst: [u8; 16],
+    pub frame_len: u64,
+    /// Offset of the IP header, IP length as claimed, IP header length.
+    pub l3_off: u32,
+    pub ip_len: u32,
+    pub hdr_len: u32,
+    /// Offset of the L4 header; meaningful when `has_l4`.
+    pub l4_off: u32,
+    pub sport: u16,
+    pub dport: u16,
+    pub claimed_len: u16,
+    pub v6: u8,
+    pub proto: u8,
+    pub ttl: u8,
+    pub has_l4: u8,
+    pub fragmented: u8,
+    pub tcp_flags: u8,
+    pub icmp_type: u8,
+    pub icmp_code: u8,
+    pub _pad: [u8; 4],
+}
+
+/// Reading the clock costs a helper call: read it once, only when a stage needs it.
+pub struct Clock(u64);
+
+impl Clock {
+    #[inline(always)]
+    pub fn now(&mut self) -> u64 {
+        if self.0 == 0 {
+            self.0 = unsafe { bpf_ktime_get_ns() };
+        }
+        self.0
+    }
+}
+
+/// An unconfigured program (maps just created) runs with every defence off.
+static OFF: Config = Config {
+    magic: 0,
+    dry_run: 0,
+    sanity: 0,
+    fragment_min_bytes: 0,
+    reflection: 0,
+    rule_bank: 0,
+    rule_count: 0,
+    limit_classes: 0,
+    limits: [filter_common::ClassLimit {
+        per_source: filter_common::Rate { pps: 0, bps: 0 },
+        ban_after_ns: 0,
+        ban_for_ns: 0,
+        v4_prefix: 32,
+        v6_prefix: 64,
+        has_aggregate: 0,
+        _pad: 0,
+    }; filter_common::CLASS_COUNT],
+};
+
 #[inline(always)]
-pub fn classify(ctx: &XdpContext) -> Reason {
+pub fn classify(ctx: &XdpContext) -> Verdict {
+    let cfg = maps::CONFIG.get(0).unwrap_or(&OFF);
+    let dry = cfg.dry_run != 0;
     let ip = match parse::parse_ip(ctx) {
         Ok(Frame::Ip(ip)) => ip,
-        Ok(Frame::NotIp) => return Reason::Pass,
-        Err(parse::Malformed) => return Reason::Malformed,
+        Ok(Frame::NotIp) => return pass(Reason::Pass),
+        Err(parse::Malformed) => return drop(Reason::Malformed, dry),
     };
-    match ip.src {
-        Src::V4(addr) => {
-            if listed(&ALLOW_V4_EXACT, &ALLOW_V4, addr, 32) {
-                return Reason::Allowlist;
+    let mut clock = Clock(0);
+    match ip.addrs {
+        Addrs::V4 { src, .. } => {
+            if listed(&maps::ALLOW_V4_EXACT, &maps::ALLOW_V4, src, 32, &mut clock) {
+                return pass(Reason::Allowlist);
             }
-            if listed(&BLOCK_V4_EXACT, &BLOCK_V4, addr, 32) {
-                return Reason::Blocklist;
-            }
-        }
-        Src::V6(addr) => {
-            if listed(&ALLOW_V6_EXACT, &ALLOW_V6, addr, 128) {
-                return Reason::Allowlist;
-            }
-            if listed(&BLOCK_V6_EXACT, &BLOCK_V6, addr, 128) {
-                return Reason::Blocklist;
+            if listed(&maps::BLOCK_V4_EXACT, &maps::BLOCK_V4, src, 32, &mut clock) {
+                return drop(Reason::Blocklist, dry);
             }
         }
-    }
-    if let Some(off) = ip.l4_off {
-        if parse::parse_l4(ctx, ip.protocol, off).is_err() {
-            return Reason::Malformed;
+        Addrs::V6 { src, .. } => {
+            if listed(&maps::ALLOW_V6_EXACT, &maps::ALLOW_V6, src, 128, &mut clock) {
+                return pass(Reason::Allowlist);
+            }
+            if listed(&maps::BLOCK_V6_EXACT, &maps::BLOCK_V6, src, 128, &mut clock) {
+                return drop(Reason::Blocklist, dry);
+            }
         }
     }
-    Reason::Pass
+    let l4 = match ip.l4_off {
+        Some(off) => match parse::parse_l4(ctx, ip.protocol, off) {
+            Ok(l4) => l4,
+            Err(parse::Malformed) => return drop(Reason::Malformed, dry),
+        },
+        None => L4::default(),
+    };
+    let Some(pkt) = maps::SCRATCH.get_ptr_mut(0) else {
+        return pass(Reason::Pass);
+    };
+    unsafe { fill(pkt, ctx, &ip, &l4) };
+    let pkt = unsafe { &*pkt };
+
+    if cfg.sanity != 0 {
+        if let Some(reason) = sanity::check(cfg, pkt) {
+            return drop(reason, dry);
+        }
+    }
+    // A matching dry-run rule is remembered and evaluation goes on as if it had not matched.
+    let mut would_drop = None;
+    if cfg.rule_count != 0 {
+        match rules::evaluate(cfg, pkt, &mut clock) {
+            rules::Outcome::Drop(reason) => return drop(reason, dry),
+            rules::Outcome::Pass => return pass(Reason::Pass),
+            rules::Outcome::Continue { dry_run_drop } => would_drop = dry_run_drop,
+        }
+    }
+    if cfg.reflection != 0 && reflection(pkt) {
+        return drop(Reason::Reflection, dry);
+    }
+    if cfg.limit_classes != 0 {
+        if let Some(reason) = limits::check(cfg, pkt, &mut clock) {
+            return drop(reason, dry);
+        }
+    }
+    match would_drop {
+        Some(reason) => Verdict {
+            reason,
+            dry_run: true,
+        },
+        None => pass(Reason::Pass),
+    }
+}
+
+#[inline(always)]
+fn pass(reason: Reason) -> Verdict {
+    Verdict {
+        reason,
+        dry_run: false,
+    }
+}
+
+#[inline(always)]
+fn drop(reason: Reason, dry_run: bool) -> Verdict {
+    Verdict { reason, dry_run }
+}
+
+#[inline(always)]
+unsafe fn fill(f: *mut Facts, ctx: &XdpContext, ip: &Ip, l4: &L4) {
+    let f = unsafe { &mut *f };
+    match ip.addrs {
+        Addrs::V4 { src, dst } => {
+            f.v6 = 0;
+            f.src = [0; 16];
+            f.dst = [0; 16];
+            f.src[..4].copy_from_slice(&src);
+            f.dst[..4].copy_from_slice(&dst);
+        }
+        Addrs::V6 { src, dst } => {
+            f.v6 = 1;
+            f.src = src;
+            f.dst = dst;
+        }
+    }
+    f.frame_len = (ctx.data_end() - ctx.data()) as u64;
+    f.l3_off = ip.l3_off as u32;
+    f.ip_len = ip.ip_len;
+    f.hdr_len = ip.hdr_len;
+    f.has_l4 = ip.l4_off.is_some() as u8;
+    f.l4_off = ip.l4_off.unwrap_or(0) as u32;
+    f.fragmented = ip.fragmented as u8;
+    f.proto = ip.protocol;
+    f.ttl = ip.ttl;
+    f.sport = l4.sport;
+    f.dport = l4.dport;
+    f.claimed_len = l4.claimed_len;
+    f.tcp_flags = l4.tcp_flags;
+    f.icmp_type = l4.icmp_type;
+    f.icmp_code = l4.icmp_code;
+}
+
+/// UDP from an amplifier's port, not toward an exempt port or prefix.
+#[inline(always)]
+fn reflection(pkt: &Facts) -> bool {
+    if pkt.proto != IPPROTO_UDP || pkt.has_l4 == 0 {
+        return false;
+    }
+    let sport = maps::PORT_FLAGS.get(pkt.sport as u32).copied().unwrap_or(0);
+    if sport & port_bits::AMPLIFIER == 0 {
+        return false;
+    }
+    let dport = maps::PORT_FLAGS.get(pkt.dport as u32).copied().unwrap_or(0);
+    if dport & port_bits::EXEMPT_DST != 0 {
+        return false;
+    }
+    let d = &pkt.dst;
+    let exempt = if pkt.v6 == 0 {
+        maps::REFLECT_EXEMPT_V4
+            .get(Key::new(32, [d[0], d[1], d[2], d[3]]))
+            .is_some()
+    } else {
+        maps::REFLECT_EXEMPT_V6.get(Key::new(128, *d)).is_some()
+    };
+    !exempt
 }
 
 /// Is `addr` on a list made of an exact-host hash and a prefix trie? Counts the hit.
@@ -61,9 +242,10 @@ fn listed<A: Copy>(
     prefixes: &LpmTrie<A, ListEntry>,
     addr: A,
     host_len: u32,
+    clock: &mut Clock,
 ) -> bool {
     if let Some(entry) = exact.get_ptr_mut(&addr) {
-        if live(entry) {
+        if live(entry, clock) {
             count_hit(entry);
             return true;
         }
@@ -74,7 +256,7 @@ fn listed<A: Copy>(
             return false;
         };
         let entry = entry as *const ListEntry as *mut ListEntry;
-        if live(entry) {
+        if live(entry, clock) {
             count_hit(entry);
             return true;
         }
@@ -88,10 +270,10 @@ fn listed<A: Copy>(
 }
 
 #[inline(always)]
-fn live(entry: *const ListEntry) -> bool {
+fn live(entry: *const ListEntry, clock: &mut Clock) -> bool {
     let expires = unsafe { (*entry).expires_at_ns };
     // Read the clock only for entries that can expire: most never do.
-    expires == 0 || entry_live(expires, unsafe { bpf_ktime_get_ns() })
+    expires == 0 || entry_live(expires, clock.now())
 }
 
 #[inline(always)]

@@ -9,11 +9,19 @@
 )]
 
 #[cfg(target_arch = "bpf")]
+mod bucket;
+#[cfg(target_arch = "bpf")]
 mod decide;
+#[cfg(target_arch = "bpf")]
+mod limits;
 #[cfg(target_arch = "bpf")]
 mod maps;
 #[cfg(target_arch = "bpf")]
 mod parse;
+#[cfg(target_arch = "bpf")]
+mod rules;
+#[cfg(target_arch = "bpf")]
+mod sanity;
 #[cfg(target_arch = "bpf")]
 mod stats;
 
@@ -26,9 +34,12 @@ mod program {
 
     #[xdp]
     pub fn floodgate(ctx: XdpContext) -> u32 {
-        let reason = decide::classify(&ctx);
-        stats::record(&ctx, reason);
-        match reason.action() {
+        let verdict = decide::classify(&ctx);
+        stats::record(&ctx, &verdict);
+        if verdict.dry_run {
+            return xdp_action::XDP_PASS;
+        }
+        match verdict.reason.action() {
             Action::Pass => xdp_action::XDP_PASS,
             Action::Drop => xdp_action::XDP_DROP,
         }

@@ -4,16 +4,18 @@
 use aya_ebpf::{
     bindings::BPF_F_NO_PREALLOC,
     macros::map,
-    maps::{HashMap, LpmTrie, PerCpuArray},
+    maps::{Array, HashMap, LpmTrie, LruHashMap, PerCpuArray, PerCpuHashMap},
 };
 use filter_common::{
-    ALLOW_EXACT_MAX, ALLOW_PREFIX_MAX, BLOCK_EXACT_MAX, BLOCK_PREFIX_MAX, Counter, EntryMeta,
-    LIST_META_MAX, ListEntry, MetaKey, REASON_COUNT,
+    AGGREGATE_MAX, ALLOW_EXACT_MAX, ALLOW_PREFIX_MAX, Aggregate, BLOCK_EXACT_MAX, BLOCK_PREFIX_MAX,
+    Config, Counter, EntryMeta, LIST_META_MAX, ListEntry, MetaKey, REFLECT_EXEMPT_MAX, RULES_MAX,
+    Rule, SOURCE_STATE_DEFAULT, STATS_SLOTS, SourceKey, SourceState,
 };
 
-/// Packets and bytes per reason, per CPU; written here at the single exit, summed by the CLI.
+/// Packets and bytes per reason (enforced row, then dry-run row), per CPU; written at the
+/// single exit, summed by the CLI.
 #[map(name = "STATS")]
-pub static STATS: PerCpuArray<Counter> = PerCpuArray::pinned(REASON_COUNT as u32, 0);
+pub static STATS: PerCpuArray<Counter> = PerCpuArray::pinned(STATS_SLOTS as u32, 0);
 
 /// Allowlisted IPv4 source hosts (/32); written by the CLI.
 #[map(name = "ALLOW_V4_EXACT")]
@@ -50,3 +52,44 @@ pub static BLOCK_V6: LpmTrie<[u8; 16], ListEntry> = LpmTrie::pinned(BLOCK_PREFIX
 #[map(name = "LIST_META")]
 pub static LIST_META: HashMap<MetaKey, EntryMeta> =
     HashMap::pinned(LIST_META_MAX, BPF_F_NO_PREALLOC);
+
+/// The live configuration (one [`Config`]): sanity switches, dry-run, rule bank, limits.
+/// Written by the CLI/daemon; read on every packet.
+#[map(name = "CONFIG")]
+pub static CONFIG: Array<Config> = Array::pinned(1, 0);
+
+/// The ordered rule table, two banks of RULES_MAX: the CLI fills the idle bank, then flips
+/// `Config::rule_bank`, so a packet never sees a half-written table.
+#[map(name = "RULES")]
+pub static RULES: Array<Rule> = Array::pinned(2 * RULES_MAX, 0);
+
+/// Packets and bytes each rule matched, per CPU, keyed by rule id; entries created by the CLI.
+#[map(name = "RULE_STATS")]
+pub static RULE_STATS: PerCpuHashMap<u32, Counter> = PerCpuHashMap::pinned(2 * RULES_MAX, 0);
+
+/// Per UDP port: amplifier source port / exempt destination port bits; written by the CLI.
+#[map(name = "PORT_FLAGS")]
+pub static PORT_FLAGS: Array<u32> = Array::pinned(65536, 0);
+
+/// Destination prefixes exempt from the reflection preset; written by the CLI.
+#[map(name = "REFLECT_EXEMPT_V4")]
+pub static REFLECT_EXEMPT_V4: LpmTrie<[u8; 4], u32> = LpmTrie::pinned(REFLECT_EXEMPT_MAX, 0);
+#[map(name = "REFLECT_EXEMPT_V6")]
+pub static REFLECT_EXEMPT_V6: LpmTrie<[u8; 16], u32> = LpmTrie::pinned(REFLECT_EXEMPT_MAX, 0);
+
+/// Per-source token buckets and ban streaks, written by the data plane. LRU: a random-source
+/// flood evicts the oldest sources instead of filling the table. The CLI sets the size.
+#[map(name = "SOURCE_STATE")]
+pub static SOURCE_STATE: LruHashMap<SourceKey, SourceState> =
+    LruHashMap::pinned(SOURCE_STATE_DEFAULT, 0);
+
+/// Aggregate caps per class and protected destination prefix; key = class byte + address.
+/// Rates written by the CLI, buckets by the data plane.
+#[map(name = "AGGREGATE_V4")]
+pub static AGGREGATE_V4: LpmTrie<[u8; 5], Aggregate> = LpmTrie::pinned(AGGREGATE_MAX, 0);
+#[map(name = "AGGREGATE_V6")]
+pub static AGGREGATE_V6: LpmTrie<[u8; 17], Aggregate> = LpmTrie::pinned(AGGREGATE_MAX, 0);
+
+/// Per-CPU scratch for the packet facts the defences read (see `decide::Facts`); not pinned.
+#[map(name = "SCRATCH")]
+pub static SCRATCH: PerCpuArray<crate::decide::Facts> = PerCpuArray::with_max_entries(1, 0);

@@ -108,13 +108,13 @@ struct IcmpHdr {
 /// The parse failed: the frame is an IP packet that cannot be read safely.
 pub struct Malformed;
 
-/// A source address, network byte order.
-pub enum Src {
-    V4([u8; 4]),
-    V6([u8; 16]),
+/// Source and destination addresses, network byte order.
+pub enum Addrs {
+    V4 { src: [u8; 4], dst: [u8; 4] },
+    V6 { src: [u8; 16], dst: [u8; 16] },
 }
 
-/// The L4 facts later defences match on; `None` for non-first fragments and other protocols.
+/// The L4 facts later defences match on (zero for protocols without them).
 #[derive(Default)]
 pub struct L4 {
     pub sport: u16,
@@ -122,13 +122,26 @@ pub struct L4 {
     pub tcp_flags: u8,
     pub icmp_type: u8,
     pub icmp_code: u8,
+    /// Bytes the L4 header says the segment holds: UDP length, or the TCP header length. A
+    /// length check compares this with what the IP header leaves.
+    pub claimed_len: u16,
 }
 
 pub struct Ip {
-    pub src: Src,
+    pub addrs: Addrs,
     pub protocol: u8,
+    /// IPv4 TTL or IPv6 hop limit.
+    pub ttl: u8,
+    /// Offset of the IP header in the frame.
+    pub l3_off: usize,
+    /// The IP packet length its header claims (IPv4 total length; IPv6 40 + payload length).
+    pub ip_len: u32,
+    /// IPv4 header length in bytes (options included); 40 for IPv6.
+    pub hdr_len: u32,
     /// Offset of the L4 header, when this packet carries one (not a non-first fragment).
     pub l4_off: Option<usize>,
+    /// Part of a fragmented datagram (IPv4 MF or offset; IPv6 fragment header).
+    pub fragmented: bool,
 }
 
 /// What the frame is, as far as the filter cares.
@@ -198,8 +211,17 @@ fn parse_ipv4(ctx: &XdpContext, off: usize) -> Result<Ip, Malformed> {
     let frag = be16(unsafe { (*ip).frag_off });
     let first_fragment = frag & 0x1fff == 0;
     Ok(Ip {
-        src: Src::V4(unsafe { (*ip).saddr }),
+        addrs: Addrs::V4 {
+            src: unsafe { (*ip).saddr },
+            dst: unsafe { (*ip).daddr },
+        },
         protocol: unsafe { (*ip).protocol },
+        ttl: unsafe { (*ip).ttl },
+        l3_off: off,
+        ip_len: be16(unsafe { (*ip).tot_len }) as u32,
+        hdr_len: hdr_len as u32,
+        // MF set or a non-zero offset.
+        fragmented: frag & 0x3fff != 0,
         l4_off: if first_fragment {
             Some(off + hdr_len)
         } else {
@@ -214,10 +236,17 @@ fn parse_ipv6(ctx: &XdpContext, off: usize) -> Result<Ip, Malformed> {
     if unsafe { (*ip).ver_tc_flow[0] } >> 4 != 6 {
         return Err(Malformed);
     }
-    let src = unsafe { (*ip).saddr };
+    let l3_off = off;
+    let addrs = Addrs::V6 {
+        src: unsafe { (*ip).saddr },
+        dst: unsafe { (*ip).daddr },
+    };
+    let ttl = unsafe { (*ip).hop_limit };
+    let ip_len = size_of::<Ipv6Hdr>() as u32 + be16(unsafe { (*ip).payload_len }) as u32;
     let mut next = unsafe { (*ip).next_hdr };
     let mut off = off + size_of::<Ipv6Hdr>();
     let mut l4 = true;
+    let mut fragmented = false;
     for _ in 0..IPV6_EXT_MAX {
         match next {
             NEXTHDR_HOP | NEXTHDR_ROUTING | NEXTHDR_DEST => {
@@ -234,6 +263,7 @@ fn parse_ipv6(ctx: &XdpContext, off: usize) -> Result<Ip, Malformed> {
                 let frag = ptr_at::<FragHdr>(ctx, off)?;
                 next = unsafe { (*frag).next_hdr };
                 off += size_of::<FragHdr>();
+                fragmented = true;
                 if be16(unsafe { (*frag).frag_off }) & 0xfff8 != 0 {
                     // Non-first fragment: what follows is payload, not a header.
                     l4 = false;
@@ -248,8 +278,13 @@ fn parse_ipv6(ctx: &XdpContext, off: usize) -> Result<Ip, Malformed> {
         return Err(Malformed);
     }
     Ok(Ip {
-        src: Src::V6(src),
+        addrs,
         protocol: next,
+        ttl,
+        l3_off,
+        ip_len,
+        hdr_len: size_of::<Ipv6Hdr>() as u32,
+        fragmented,
         l4_off: if l4 { Some(off) } else { None },
     })
 }
@@ -276,11 +311,13 @@ pub fn parse_l4(ctx: &XdpContext, protocol: u8, off: usize) -> Result<L4, Malfor
             l4.sport = be16(unsafe { (*tcp).sport });
             l4.dport = be16(unsafe { (*tcp).dport });
             l4.tcp_flags = unsafe { (*tcp).flags };
+            l4.claimed_len = ((unsafe { (*tcp).doff_res } >> 4) as u16) * 4;
         }
         IPPROTO_UDP => {
             let udp = ptr_at::<UdpHdr>(ctx, off)?;
             l4.sport = be16(unsafe { (*udp).sport });
             l4.dport = be16(unsafe { (*udp).dport });
+            l4.claimed_len = be16(unsafe { (*udp).len });
         }
         IPPROTO_ICMP | IPPROTO_ICMPV6 => {
             let icmp = ptr_at::<IcmpHdr>(ctx, off)?;

@@ -118,3 +118,15 @@ impl<T> MapContext<T> for std::result::Result<T, aya::maps::MapError> {
         })
     }
 }
+
+/// The error and every cause, one per line: for logs and test failures, where the kernel's
+/// verifier log (the innermost cause of a load failure) must not be lost.
+pub fn chain(e: &(dyn std::error::Error + 'static)) -> String {
+    let mut out = e.to_string();
+    let mut cause = e.source();
+    while let Some(c) = cause {
+        out.push_str(&format!("\ncaused by: {c}"));
+        cause = c.source();
+    }
+    out
+}

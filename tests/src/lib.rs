@@ -35,7 +35,8 @@ impl Harness {
         let _ = std::fs::remove_dir_all(&root);
         let mut state = State::open(&PinDir::new(&root), Access::Write)
             .unwrap_or_else(|e| panic!("opening state under {}: {e}", root.display()));
-        loader::program(&mut state.ebpf).unwrap_or_else(|e| panic!("loading the XDP program: {e}"));
+        loader::program(&mut state.ebpf)
+            .unwrap_or_else(|e| panic!("loading the XDP program: {}", floodgate::error::chain(&e)));
         Harness {
             state,
             pin_root: root,

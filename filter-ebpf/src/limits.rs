@@ -1,0 +1,194 @@
+//! Rate limits by class: a token bucket per source (prefix) in an LRU table, then an aggregate
+//! cap per protected destination prefix. The aggregate is what stops a random-source flood,
+//! where every packet is a new source and per-source state learns nothing. A source over its
+//! limit for `ban_after` goes onto the blocklist for `ban_for`, written here, marked `auto`.
+
+use aya_ebpf::{bindings::BPF_NOEXIST, maps::lpm_trie::Key};
+use filter_common::{
+    Class, ClassLimit, Config, ListEntry, ORIGIN_AUTO, OVER_LIMIT_GAP_NS, Reason, SourceKey,
+    SourceState,
+    sanity::{TCP_ACK, TCP_SYN},
+};
+
+use crate::{
+    bucket,
+    decide::{Clock, Facts},
+    maps::{AGGREGATE_V4, AGGREGATE_V6, BLOCK_V4, BLOCK_V4_EXACT, BLOCK_V6, SOURCE_STATE},
+    parse::{IPPROTO_ICMP, IPPROTO_ICMPV6, IPPROTO_TCP, IPPROTO_UDP},
+};
+
+#[inline(always)]
+pub fn check(cfg: &Config, pkt: &Facts, clock: &mut Clock) -> Option<Reason> {
+    let specific = match pkt.proto {
+        IPPROTO_TCP if pkt.has_l4 != 0 && pkt.tcp_flags & (TCP_SYN | TCP_ACK) == TCP_SYN => {
+            Some(Class::Syn)
+        }
+        IPPROTO_UDP => Some(Class::Udp),
+        IPPROTO_ICMP | IPPROTO_ICMPV6 => Some(Class::Icmp),
+        _ => None,
+    };
+    if let Some(class) = specific {
+        if let Some(reason) = check_class(cfg, class, pkt, clock) {
+            return Some(reason);
+        }
+    }
+    check_class(cfg, Class::All, pkt, clock)
+}
+
+#[inline(always)]
+fn check_class(cfg: &Config, class: Class, pkt: &Facts, clock: &mut Clock) -> Option<Reason> {
+    let c = class as usize;
+    if cfg.limit_classes & (1 << c) == 0 || c >= cfg.limits.len() {
+        return None;
+    }
+    let limit = &cfg.limits[c];
+    if !limit.per_source.is_unlimited() && !per_source(cfg, limit, class, pkt, clock) {
+        return Some(Reason::Ratelimit);
+    }
+    if limit.has_aggregate != 0 && !aggregate(class, pkt, clock) {
+        return Some(Reason::Aggregate);
+    }
+    None
+}
+
+/// Does the packet fit its source's bucket? Updates the ban streak when it does not.
+#[inline(always)]
+fn per_source(
+    cfg: &Config,
+    limit: &ClassLimit,
+    class: Class,
+    pkt: &Facts,
+    clock: &mut Clock,
+) -> bool {
+    let mut key = SourceKey {
+        class: class as u32,
+        family: 4,
+        addr: [0; 16],
+    };
+    let src = pkt.src;
+    let prefix = if pkt.v6 == 0 {
+        {
+            let src = [src[0], src[1], src[2], src[3]];
+            let p = limit.v4_prefix;
+            let masked = u32::from_be_bytes(src) & mask32(p);
+            key.addr[..4].copy_from_slice(&masked.to_be_bytes());
+            p
+        }
+    } else {
+        {
+            let p = limit.v6_prefix;
+            key.family = 6;
+            let hi = u64::from_be_bytes([
+                src[0], src[1], src[2], src[3], src[4], src[5], src[6], src[7],
+            ]) & mask64(p);
+            let lo = u64::from_be_bytes([
+                src[8], src[9], src[10], src[11], src[12], src[13], src[14], src[15],
+            ]) & mask64(p.saturating_sub(64));
+            key.addr[..8].copy_from_slice(&hi.to_be_bytes());
+            key.addr[8..].copy_from_slice(&lo.to_be_bytes());
+            p
+        }
+    };
+    let now = clock.now();
+    let state = match SOURCE_STATE.get_ptr_mut(&key) {
+        Some(s) => s,
+        None => {
+            // BPF_NOEXIST: another CPU may have created it meanwhile; either way, look again.
+            let _ = SOURCE_STATE.insert(&key, &SourceState::default(), BPF_NOEXIST as u64);
+            match SOURCE_STATE.get_ptr_mut(&key) {
+                Some(s) => s,
+                // Could not track it (table contended): do not punish an unknown source.
+                None => return true,
+            }
+        }
+    };
+    let bucket = unsafe { core::ptr::addr_of_mut!((*state).bucket) };
+    if bucket::take(bucket, &limit.per_source, pkt.frame_len, now) {
+        return true;
+    }
+    // Over the limit: extend or restart the streak, and ban a source that keeps it up.
+    unsafe {
+        if now.saturating_sub((*state).last_over_ns) > OVER_LIMIT_GAP_NS
+            || (*state).over_since_ns == 0
+        {
+            (*state).over_since_ns = now;
+        }
+        (*state).last_over_ns = now;
+        (*state).dropped += 1;
+        if limit.ban_after_ns != 0
+            && cfg.dry_run == 0
+            && now - (*state).over_since_ns >= limit.ban_after_ns
+        {
+            ban(&key, prefix, now + limit.ban_for_ns);
+            (*state).over_since_ns = 0;
+        }
+    }
+    false
+}
+
+/// Put the source prefix on the blocklist, unless an operator's entry is already there.
+#[inline(always)]
+fn ban(key: &SourceKey, prefix: u32, expires_at_ns: u64) {
+    let entry = ListEntry {
+        expires_at_ns,
+        hits: 0,
+        prefix_len: prefix,
+        flags: ORIGIN_AUTO,
+    };
+    let flags = BPF_NOEXIST as u64;
+    let a = key.addr;
+    if key.family == 4 {
+        let addr = [a[0], a[1], a[2], a[3]];
+        if prefix >= 32 {
+            let _ = BLOCK_V4_EXACT.insert(&addr, &entry, flags);
+        } else {
+            let _ = BLOCK_V4.insert(&Key::new(prefix, addr), &entry, flags);
+        }
+    } else {
+        // Per-source IPv6 state is at most /127 in practice (default /64): the trie.
+        let _ = BLOCK_V6.insert(&Key::new(prefix, a), &entry, flags);
+    }
+}
+
+/// Does the packet fit the aggregate cap of its destination prefix for this class?
+#[inline(always)]
+fn aggregate(class: Class, pkt: &Facts, clock: &mut Clock) -> bool {
+    let c = class as u8;
+    let dst = pkt.dst;
+    let entry = if pkt.v6 == 0 {
+        AGGREGATE_V4.get(Key::new(8 + 32, [c, dst[0], dst[1], dst[2], dst[3]]))
+    } else {
+        let mut k = [0u8; 17];
+        k[0] = c;
+        k[1..].copy_from_slice(&dst);
+        AGGREGATE_V6.get(Key::new(8 + 128, k))
+    };
+    let Some(agg) = entry else {
+        return true;
+    };
+    let agg = agg as *const filter_common::Aggregate as *mut filter_common::Aggregate;
+    let bucket = unsafe { core::ptr::addr_of_mut!((*agg).bucket) };
+    bucket::take(bucket, unsafe { &(*agg).rate }, pkt.frame_len, clock.now())
+}
+
+#[inline(always)]
+fn mask32(prefix: u32) -> u32 {
+    if prefix == 0 {
+        0
+    } else if prefix >= 32 {
+        u32::MAX
+    } else {
+        u32::MAX << (32 - prefix)
+    }
+}
+
+#[inline(always)]
+fn mask64(prefix: u32) -> u64 {
+    if prefix == 0 {
+        0
+    } else if prefix >= 64 {
+        u64::MAX
+    } else {
+        u64::MAX << (64 - prefix)
+    }
+}
