@@ -160,12 +160,14 @@ pub const ORIGIN_AUTO: u32 = 1;
 /// Which list a [`MetaKey`] belongs to.
 pub const LIST_ALLOW: u32 = 0;
 pub const LIST_BLOCK: u32 = 1;
+/// A rule's comment: `MetaKey { list: LIST_RULE, prefix_len: rule id, .. }`.
+pub const LIST_RULE: u32 = 2;
 
 /// Key of the userspace-only `LIST_META` map: one list entry, either family.
 #[repr(C)]
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
 pub struct MetaKey {
-    /// [`LIST_ALLOW`] or [`LIST_BLOCK`].
+    /// [`LIST_ALLOW`], [`LIST_BLOCK`] or [`LIST_RULE`].
     pub list: u32,
     /// 4 or 6.
     pub family: u32,
@@ -260,6 +262,7 @@ mod pod {
     unsafe impl aya::Pod for super::SourceKey {}
     unsafe impl aya::Pod for super::SourceState {}
     unsafe impl aya::Pod for super::Bucket {}
+    unsafe impl aya::Pod for super::Aggregate {}
 }
 
 #[cfg(test)]

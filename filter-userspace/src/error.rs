@@ -47,6 +47,15 @@ pub enum Error {
         capacity: u32,
     },
 
+    #[error("{count} rules; the table holds at most {max}")]
+    TooManyRules { count: usize, max: u32 },
+
+    #[error("no rule with id {id} (see `floodgate rule list`)")]
+    NoSuchRule { id: u32 },
+
+    #[error("{0}")]
+    Invalid(#[from] crate::settings::Invalid),
+
     #[error("{input}: not an IPv4/IPv6 address or prefix")]
     BadPrefix { input: String },
 

@@ -5,12 +5,15 @@
 //! one directory (default [`DEFAULT_PIN_DIR`]), and each interface holds its own netlink XDP
 //! attachment. No process needs to run for the filter to keep filtering.
 
+pub mod config;
+pub mod defences;
 pub mod error;
 pub mod feed;
 pub mod lists;
 pub mod loader;
 pub mod netlink;
 pub mod prefix;
+pub mod settings;
 pub mod state;
 pub mod stats;
 pub mod sys;

@@ -17,7 +17,8 @@ use aya::{
 };
 use filter_common::{
     ALLOW_EXACT_MAX, ALLOW_PREFIX_MAX, BLOCK_EXACT_MAX, BLOCK_PREFIX_MAX, COMMENT_MAX, EntryMeta,
-    LIST_ALLOW, LIST_BLOCK, ListEntry, MetaKey, entry_live, map_names as names,
+    LIST_ALLOW, LIST_BLOCK, LIST_RULE, ListEntry, MetaKey, ORIGIN_AUTO, ORIGIN_MANUAL, entry_live,
+    map_names as names,
 };
 use ipnet::IpNet;
 
@@ -78,6 +79,8 @@ pub struct Entry {
     pub expires_in: Option<Duration>,
     pub hits: u64,
     pub comment: Option<String>,
+    /// Added by the data plane's auto-ban, not by an operator.
+    pub auto: bool,
 }
 
 /// The four maps of one list.
@@ -89,7 +92,11 @@ pub struct ListMaps {
     v6: LpmTrie<MapData, [u8; 16], ListEntry>,
 }
 
-fn take<T: TryFrom<aya::maps::Map, Error = MapError>>(ebpf: &mut Ebpf, name: &str) -> Result<T> {
+/// Take a map out of the object as its typed wrapper.
+pub fn take_map<T: TryFrom<aya::maps::Map, Error = MapError>>(
+    ebpf: &mut Ebpf,
+    name: &str,
+) -> Result<T> {
     let map = ebpf.take_map(name).ok_or_else(|| Error::MissingInObject {
         what: "map",
         name: name.to_string(),
@@ -131,10 +138,10 @@ impl ListMaps {
         let [e4, p4, e6, p6] = kind.map_names();
         Ok(ListMaps {
             kind,
-            v4_exact: take(ebpf, e4)?,
-            v4: take(ebpf, p4)?,
-            v6_exact: take(ebpf, e6)?,
-            v6: take(ebpf, p6)?,
+            v4_exact: take_map(ebpf, e4)?,
+            v4: take_map(ebpf, p4)?,
+            v6_exact: take_map(ebpf, e6)?,
+            v6: take_map(ebpf, p6)?,
         })
     }
 
@@ -291,7 +298,7 @@ impl Lists {
         Ok(Lists {
             allow: ListMaps::take(ebpf, ListKind::Allow)?,
             block: ListMaps::take(ebpf, ListKind::Block)?,
-            meta: take(ebpf, names::LIST_META)?,
+            meta: take_map(ebpf, names::LIST_META)?,
         })
     }
 
@@ -333,7 +340,7 @@ impl Lists {
                 expires_at_ns,
                 hits: old.map_or(0, |o| o.hits),
                 prefix_len: net.prefix_len() as u32,
-                flags: 0,
+                flags: ORIGIN_MANUAL,
             };
             if let Err(e) = self.list_mut(kind).insert(net, value) {
                 self.rollback(kind, undo);
@@ -411,8 +418,9 @@ impl Lists {
         Ok(entries.len())
     }
 
-    /// Make the list exactly `nets`: add or refresh those, then remove the rest. Entries present
-    /// in both never disappear in between.
+    /// Make the list's operator entries exactly `nets`: add or refresh those, then remove the
+    /// rest. Entries present in both never disappear in between. Auto-bans are state, not
+    /// configuration: they stay until they expire.
     pub fn replace(
         &mut self,
         kind: ListKind,
@@ -426,8 +434,8 @@ impl Lists {
             .list(kind)
             .entries()?
             .into_iter()
+            .filter(|(n, v)| v.flags != ORIGIN_AUTO && !keep.contains(n))
             .map(|(n, _)| n)
-            .filter(|n| !keep.contains(n))
             .collect();
         for net in &stale {
             self.list_mut(kind).remove(net)?;
@@ -472,6 +480,7 @@ impl Lists {
                         .then(|| Duration::from_nanos(v.expires_at_ns - now)),
                     hits: v.hits,
                     comment,
+                    auto: v.flags == ORIGIN_AUTO,
                 }
             })
             .collect();
@@ -479,6 +488,46 @@ impl Lists {
             (a.net.addr(), a.net.prefix_len()).cmp(&(b.net.addr(), b.net.prefix_len()))
         });
         Ok(out)
+    }
+}
+
+fn rule_meta_key(id: u32) -> MetaKey {
+    MetaKey {
+        list: LIST_RULE,
+        family: 0,
+        prefix_len: id,
+        addr: [0; 16],
+    }
+}
+
+impl Lists {
+    /// A rule's comment (rules keep theirs in the same metadata map as list entries).
+    pub fn rule_comment(&self, id: u32) -> Option<String> {
+        self.meta.get(&rule_meta_key(id), 0).ok().map(|m| {
+            let len = (m.comment_len as usize).min(COMMENT_MAX);
+            String::from_utf8_lossy(&m.comment[..len]).into_owned()
+        })
+    }
+
+    pub fn set_rule_comment(&mut self, id: u32, comment: Option<&str>) -> Result<()> {
+        validate_comment(comment)?;
+        match comment {
+            Some(c) => {
+                let mut meta = EntryMeta {
+                    added_unix_s: unix_now(),
+                    comment_len: c.len() as u32,
+                    ..EntryMeta::default()
+                };
+                meta.comment[..c.len()].copy_from_slice(c.as_bytes());
+                self.meta
+                    .insert(rule_meta_key(id), meta, 0)
+                    .map_context(|| format!("storing the comment of rule {id}"))
+            }
+            None => {
+                let _ = self.meta.remove(&rule_meta_key(id));
+                Ok(())
+            }
+        }
     }
 }
 

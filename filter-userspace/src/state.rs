@@ -4,6 +4,7 @@
 use aya::Ebpf;
 
 use crate::{
+    defences::Defences,
     error::Result,
     lists::Lists,
     loader::{self, PinDir},
@@ -16,6 +17,7 @@ pub struct State {
     pub ebpf: Ebpf,
     pub lists: Lists,
     pub stats: Stats,
+    pub defences: Defences,
     _lock: Option<StateLock>,
 }
 
@@ -27,6 +29,11 @@ pub enum Access {
 }
 
 impl State {
+    /// The running defence settings, rule comments included.
+    pub fn settings(&self) -> Result<crate::settings::Settings> {
+        self.defences.read(&|id| self.lists.rule_comment(id))
+    }
+
     pub fn open(pin: &PinDir, access: Access) -> Result<State> {
         // load_object checks bpffs; the lock lives in /run/lock and does not need it.
         let lock = match access {
@@ -36,11 +43,16 @@ impl State {
         let mut ebpf = loader::load_object(pin)?;
         let lists = Lists::take(&mut ebpf)?;
         let stats = Stats::take(&mut ebpf)?;
+        let mut defences = Defences::take(&mut ebpf)?;
+        if access == Access::Write {
+            defences.initialize()?;
+        }
         Ok(State {
             pin: pin.clone(),
             ebpf,
             lists,
             stats,
+            defences,
             _lock: lock,
         })
     }

@@ -4,7 +4,7 @@ use aya::{
     Ebpf,
     maps::{MapData, PerCpuArray},
 };
-use filter_common::{Counter, REASON_COUNT, REASONS, Reason, map_names};
+use filter_common::{Counter, REASON_COUNT, REASONS, Reason, map_names, stats_slot};
 
 use crate::error::{Error, MapContext, Result};
 
@@ -25,13 +25,22 @@ impl Stats {
         })
     }
 
-    /// Totals per reason, summed over CPUs, in [`REASONS`] order.
+    /// Enforced totals per reason, summed over CPUs, in [`REASONS`] order.
     pub fn read(&self) -> Result<[(Reason, Counter); REASON_COUNT]> {
+        self.row(false)
+    }
+
+    /// Packets a drop reason matched but dry-run (global or per rule) let through.
+    pub fn read_dry_run(&self) -> Result<[(Reason, Counter); REASON_COUNT]> {
+        self.row(true)
+    }
+
+    fn row(&self, dry_run: bool) -> Result<[(Reason, Counter); REASON_COUNT]> {
         let mut out = REASONS.map(|r| (r, Counter::default()));
         for (reason, total) in out.iter_mut() {
             let per_cpu = self
                 .map
-                .get(&(*reason as u32), 0)
+                .get(&stats_slot(*reason, dry_run), 0)
                 .map_context(|| "reading STATS".into())?;
             for c in per_cpu.iter() {
                 total.packets += c.packets;

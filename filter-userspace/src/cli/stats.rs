@@ -14,7 +14,11 @@ use floodgate::{
 
 /// Packets and bytes per reason, summed over CPUs since the maps were created.
 ///
-/// Reasons: pass, allowlist (passed), blocklist (dropped), malformed (dropped).
+/// Reasons passed: pass, allowlist. Dropped: blocklist, malformed, tcp_flags, land, martian,
+/// fragment, length, reflection, rule, rule_limit, ratelimit, aggregate (see README).
+/// The DRY-RUN section counts packets a drop reason matched but dry-run let through (global
+/// `floodgate mode dry-run`, or a rule added with --dry-run); every packet is counted once,
+/// in one section or the other.
 ///
 /// Examples:
 ///   floodgate stats
@@ -23,7 +27,8 @@ use floodgate::{
 #[derive(Args)]
 #[command(verbatim_doc_comment)]
 pub struct StatsArgs {
-    /// Print JSON: {"reasons": {"<reason>": {"packets": N, "bytes": N}, ...}}.
+    /// Print JSON: {"reasons": {"<reason>": {"packets": N, "bytes": N}, ...},
+    /// "dry_run": {"<reason>": {...}, ...}}.
     #[arg(long)]
     json: bool,
     /// Refresh until interrupted, with rates (one JSON object per line with --json).
@@ -47,21 +52,29 @@ struct JsonCounter {
 #[derive(serde::Serialize)]
 struct JsonStats {
     reasons: BTreeMap<&'static str, JsonCounter>,
+    dry_run: BTreeMap<&'static str, JsonCounter>,
 }
 
-type Snapshot = [(Reason, Counter); REASON_COUNT];
+/// Enforced row then dry-run row, as one array.
+type Snapshot = Vec<(Reason, Counter)>;
+
+fn read(state: &State) -> anyhow::Result<Snapshot> {
+    let mut all: Snapshot = state.stats.read()?.to_vec();
+    all.extend(state.stats.read_dry_run()?);
+    Ok(all)
+}
 
 pub fn stats(pin: &PinDir, args: StatsArgs) -> anyhow::Result<()> {
     let state = State::open(pin, Access::Read)?;
     if !args.watch {
-        print(&state.stats.read()?, None, args.json)?;
+        print(&read(&state)?, None, args.json)?;
         return Ok(());
     }
-    let mut prev = state.stats.read()?;
+    let mut prev = read(&state)?;
     let mut at = Instant::now();
     loop {
         std::thread::sleep(args.interval);
-        let now = state.stats.read()?;
+        let now = read(&state)?;
         let elapsed = at.elapsed().as_secs_f64();
         at = Instant::now();
         if !args.json {
@@ -82,23 +95,31 @@ fn print(now: &Snapshot, prev: Option<(&Snapshot, f64)>, json: bool) -> anyhow::
         })
     };
     if json {
-        let reasons = now
-            .iter()
-            .enumerate()
-            .map(|(i, (r, c))| {
-                let rt = rate(i);
-                (
-                    r.name(),
-                    JsonCounter {
-                        packets: c.packets,
-                        bytes: c.bytes,
-                        pps: rt.map(|x| x.0),
-                        bps: rt.map(|x| x.1),
-                    },
-                )
-            })
-            .collect();
-        println!("{}", serde_json::to_string(&JsonStats { reasons })?);
+        let row = |from: usize| {
+            now.iter()
+                .enumerate()
+                .skip(from)
+                .take(REASON_COUNT)
+                .filter(|(_, (r, _))| from == 0 || r.action() == Action::Drop)
+                .map(|(i, (r, c))| {
+                    let rt = rate(i);
+                    (
+                        r.name(),
+                        JsonCounter {
+                            packets: c.packets,
+                            bytes: c.bytes,
+                            pps: rt.map(|x| x.0),
+                            bps: rt.map(|x| x.1),
+                        },
+                    )
+                })
+                .collect()
+        };
+        let stats = JsonStats {
+            reasons: row(0),
+            dry_run: row(REASON_COUNT),
+        };
+        println!("{}", serde_json::to_string(&stats)?);
         return Ok(());
     }
     let header_rate = if prev.is_some() {
@@ -111,9 +132,21 @@ fn print(now: &Snapshot, prev: Option<(&Snapshot, f64)>, json: bool) -> anyhow::
         "REASON", "ACTION", "PACKETS", "BYTES"
     );
     for (i, (r, c)) in now.iter().enumerate() {
-        let action = match r.action() {
-            Action::Pass => "pass",
-            Action::Drop => "drop",
+        if i == REASON_COUNT {
+            let any = now[REASON_COUNT..].iter().any(|(_, c)| c.packets != 0);
+            if !any && prev.is_none() {
+                println!("\nDRY-RUN: nothing would have been dropped");
+                break;
+            }
+            println!("\nDRY-RUN (matched a drop reason, passed)");
+        }
+        if i >= REASON_COUNT && r.action() == Action::Pass {
+            continue;
+        }
+        let action = match (i >= REASON_COUNT, r.action()) {
+            (true, _) => "dry",
+            (false, Action::Pass) => "pass",
+            (false, Action::Drop) => "drop",
         };
         let rt = rate(i)
             .map(|(p, b)| format!(" {:>12.0} {:>12}", p, human_bits(b)))

@@ -1,0 +1,531 @@
+//! The declarative configuration file (`floodgate apply FILE.toml`, `floodgate show-config`;
+//! the daemon reads the same format). See `examples/floodgate.toml` for every key, commented.
+//!
+//! The file describes the whole defence configuration: a section left out means its defaults
+//! (no rules, no limits, reflection preset off, default sanity checks, enforce mode). `[lists]`
+//! is the exception: without it the lists are left alone (feeds and the CLI usually own them);
+//! with it, the operator entries of each list given become exactly the file's (auto-bans stay).
+//!
+//! Every value is checked while the file is parsed, so an error names its line and field and
+//! nothing has been changed yet.
+
+use std::{collections::BTreeMap, fmt, time::Duration};
+
+use filter_common::{Class, sanity_bits};
+use ipnet::IpNet;
+use serde::{Deserialize, Deserializer, Serialize, de::Error as _};
+use toml::Spanned;
+
+use crate::{
+    lists::Entry,
+    prefix::{display, parse_prefix},
+    settings::{
+        ClassKey, LimitSpec, RateSpec, Reflection, RuleSpec, RuleText, Sanity, Settings,
+        parse_class, parse_duration,
+    },
+};
+
+/// The file as written.
+#[derive(Debug, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FileConfig {
+    /// `enforce` (default) or `dry-run`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub mode: Option<Mode>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub sanity: Option<SanityFile>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reflection: Option<ReflectionFile>,
+    /// Spanned: a rule's error names the rule's own line.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub rules: Vec<Spanned<RuleText>>,
+    /// Keyed by class: syn, udp, icmp, all.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub limits: BTreeMap<ClassName, Spanned<LimitText>>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub lists: Option<ListsFile>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Mode {
+    Enforce,
+    DryRun,
+}
+
+#[derive(Debug, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SanityFile {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tcp_flags: Option<bool>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub land: Option<bool>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub martian: Option<bool>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub fragment_non_first: Option<bool>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub fragment_tiny: Option<bool>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub length: Option<bool>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub fragment_min_bytes: Option<u32>,
+}
+
+#[derive(Debug, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ReflectionFile {
+    #[serde(default)]
+    pub enabled: bool,
+    /// Amplifier source ports; the built-in set when absent.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ports: Option<Vec<u16>>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub exempt_ports: Vec<u16>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub exempt_dst: Vec<Prefix>,
+}
+
+/// A prefix or address, checked as it is read.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+pub struct Prefix(pub IpNet);
+
+impl<'de> Deserialize<'de> for Prefix {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let s = String::deserialize(d)?;
+        parse_prefix(&s).map(Prefix).map_err(D::Error::custom)
+    }
+}
+
+impl Serialize for Prefix {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(&display(&self.0))
+    }
+}
+
+/// 1-based line of a byte offset.
+fn line_of(text: &str, offset: usize) -> usize {
+    text[..offset.min(text.len())].matches('\n').count() + 1
+}
+
+/// A class name used as a `[limits.NAME]` key.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+pub struct ClassName(pub ClassKey);
+
+impl<'de> Deserialize<'de> for ClassName {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let s = String::deserialize(d)?;
+        parse_class(&s)
+            .map(|c| ClassName(ClassKey::of(c)))
+            .map_err(D::Error::custom)
+    }
+}
+
+impl Serialize for ClassName {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(self.0.class().name())
+    }
+}
+
+/// `[limits.CLASS]` as written.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct LimitText {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub per_source: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub source_prefix_v4: Option<u8>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub source_prefix_v6: Option<u8>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub aggregate: Option<String>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub dst: Vec<Prefix>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ban_after: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ban_for: Option<String>,
+}
+
+impl LimitText {
+    fn to_spec(&self, class: Class) -> Result<LimitSpec, crate::settings::Invalid> {
+        let t = self;
+        let rate = |s: &Option<String>, what: &str| {
+            s.as_deref()
+                .map(|s| {
+                    s.parse::<RateSpec>()
+                        .map_err(|e| crate::settings::Invalid(format!("{what}: {e}")))
+                })
+                .transpose()
+        };
+        let dur = |s: &Option<String>, what: &str| {
+            s.as_deref().map(|s| parse_duration(s, what)).transpose()
+        };
+        let spec = LimitSpec {
+            per_source: rate(&t.per_source, "per_source")?,
+            source_prefix_v4: t.source_prefix_v4,
+            source_prefix_v6: t.source_prefix_v6,
+            aggregate: rate(&t.aggregate, "aggregate")?,
+            dst: t.dst.iter().map(|p| p.0).collect(),
+            ban_after: dur(&t.ban_after, "ban_after")?,
+            ban_for: dur(&t.ban_for, "ban_for")?,
+        };
+        spec.validate(class)
+            .map_err(|e| crate::settings::Invalid(e.0.replace("--", "")))?;
+        Ok(spec)
+    }
+
+    fn from_spec(l: &LimitSpec) -> LimitText {
+        let l = l.clone();
+        LimitText {
+            per_source: l.per_source.map(|r| r.to_string()),
+            source_prefix_v4: l.source_prefix_v4,
+            source_prefix_v6: l.source_prefix_v6,
+            aggregate: l.aggregate.map(|r| r.to_string()),
+            dst: l.dst.into_iter().map(Prefix).collect(),
+            ban_after: l
+                .ban_after
+                .map(|d| humantime::format_duration(d).to_string()),
+            ban_for: l.ban_for.map(|d| humantime::format_duration(d).to_string()),
+        }
+    }
+}
+
+#[derive(Debug, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ListsFile {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub block: Option<Vec<ListItem>>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub allow: Option<Vec<ListItem>>,
+}
+
+/// A list entry: `"198.18.0.0/24"` or `{ cidr = "...", ttl = "1h", comment = "..." }`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ListItem {
+    pub net: IpNet,
+    pub ttl: Option<Duration>,
+    pub comment: Option<String>,
+}
+
+#[derive(Deserialize)]
+#[serde(untagged)]
+enum ListItemText {
+    Plain(String),
+    Full {
+        cidr: String,
+        #[serde(default)]
+        ttl: Option<String>,
+        #[serde(default)]
+        comment: Option<String>,
+    },
+}
+
+impl<'de> Deserialize<'de> for ListItem {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let (cidr, ttl, comment) = match ListItemText::deserialize(d).map_err(|_| {
+            D::Error::custom(
+                "a list entry is \"PREFIX\" or { cidr = \"PREFIX\", ttl = \"1h\", comment = \"...\" }",
+            )
+        })? {
+            ListItemText::Plain(c) => (c, None, None),
+            ListItemText::Full { cidr, ttl, comment } => (cidr, ttl, comment),
+        };
+        let net = parse_prefix(&cidr).map_err(D::Error::custom)?;
+        let ttl = ttl
+            .map(|t| parse_duration(&t, "ttl"))
+            .transpose()
+            .map_err(D::Error::custom)?;
+        crate::lists::validate_comment(comment.as_deref()).map_err(D::Error::custom)?;
+        Ok(ListItem { net, ttl, comment })
+    }
+}
+
+impl Serialize for ListItem {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        use serde::ser::SerializeMap;
+        if self.ttl.is_none() && self.comment.is_none() {
+            return s.serialize_str(&display(&self.net));
+        }
+        let mut m = s.serialize_map(None)?;
+        m.serialize_entry("cidr", &display(&self.net))?;
+        if let Some(t) = self.ttl {
+            m.serialize_entry("ttl", &humantime::format_duration(t).to_string())?;
+        }
+        if let Some(c) = &self.comment {
+            m.serialize_entry("comment", c)?;
+        }
+        m.end()
+    }
+}
+
+/// A configuration file that failed to parse or validate; nothing was applied.
+#[derive(Debug)]
+pub struct ConfigError {
+    pub path: String,
+    pub message: String,
+}
+
+impl fmt::Display for ConfigError {
+    fn fmt(&self, f: &mut fmt::Formatter) -> fmt::Result {
+        write!(f, "{}: {} (nothing was applied)", self.path, self.message)
+    }
+}
+
+impl std::error::Error for ConfigError {}
+
+/// What a file asks for.
+#[derive(Debug)]
+pub struct Desired {
+    pub settings: Settings,
+    /// `None`: leave that list alone.
+    pub block: Option<Vec<ListItem>>,
+    pub allow: Option<Vec<ListItem>>,
+}
+
+/// Parse and check a configuration file's text.
+pub fn parse(path: &str, text: &str) -> Result<Desired, ConfigError> {
+    let err = |message: String| ConfigError {
+        path: path.to_string(),
+        message,
+    };
+    let file: FileConfig = toml::from_str(text).map_err(|e| err(e.to_string()))?;
+    to_desired(file, text).map_err(err)
+}
+
+fn to_desired(file: FileConfig, text: &str) -> Result<Desired, String> {
+    let mut sanity = Sanity::default();
+    if let Some(s) = &file.sanity {
+        for (value, bit) in [
+            (s.tcp_flags, sanity_bits::TCP_FLAGS),
+            (s.land, sanity_bits::LAND),
+            (s.martian, sanity_bits::MARTIAN),
+            (s.fragment_non_first, sanity_bits::FRAGMENT_NON_FIRST),
+            (s.fragment_tiny, sanity_bits::FRAGMENT_TINY),
+            (s.length, sanity_bits::LENGTH),
+        ] {
+            match value {
+                Some(true) => sanity.bits |= bit,
+                Some(false) => sanity.bits &= !bit,
+                None => {}
+            }
+        }
+        if let Some(n) = s.fragment_min_bytes {
+            sanity.fragment_min_bytes = n;
+        }
+    }
+    let mut reflection = Reflection::default();
+    if let Some(r) = &file.reflection {
+        reflection.enabled = r.enabled;
+        if let Some(p) = &r.ports {
+            reflection.ports = p.clone();
+        }
+        reflection.exempt_ports = r.exempt_ports.clone();
+        reflection.exempt_dst = r.exempt_dst.iter().map(|p| p.0).collect();
+    }
+    let mut specs = Vec::new();
+    for (i, r) in file.rules.iter().enumerate() {
+        let spec = r
+            .get_ref()
+            .to_spec(0)
+            .map_err(|e| format!("line {}: rules[{i}]: {e}", line_of(text, r.span().start)))?;
+        specs.push(spec);
+    }
+    // Ids: keep the file's, number the rest after the highest (0 = not given).
+    let mut next = specs.iter().map(|r| r.id).max().unwrap_or(0) + 1;
+    let mut seen = std::collections::BTreeSet::new();
+    let mut rules = Vec::new();
+    for (i, spec) in specs.into_iter().enumerate() {
+        let mut spec = spec;
+        if spec.id == 0 {
+            spec.id = next;
+            next += 1;
+        }
+        if !seen.insert(spec.id) {
+            return Err(format!(
+                "rules[{i}]: id {} is used by an earlier rule",
+                spec.id
+            ));
+        }
+        rules.push(spec);
+    }
+    if rules.len() > filter_common::RULES_MAX as usize {
+        return Err(format!(
+            "{} rules; the table holds at most {}",
+            rules.len(),
+            filter_common::RULES_MAX
+        ));
+    }
+    let mut limits = BTreeMap::new();
+    for (ClassName(c), l) in &file.limits {
+        let spec = l.get_ref().to_spec(c.class()).map_err(|e| {
+            format!(
+                "line {}: limits.{}: {e}",
+                line_of(text, l.span().start),
+                c.class().name()
+            )
+        })?;
+        limits.insert(*c, spec);
+    }
+    let (block, allow) = match file.lists {
+        Some(l) => (l.block, l.allow),
+        None => (None, None),
+    };
+    Ok(Desired {
+        settings: Settings {
+            dry_run: file.mode == Some(Mode::DryRun),
+            sanity,
+            reflection,
+            rules,
+            limits,
+        },
+        block,
+        allow,
+    })
+}
+
+fn list_items(entries: Vec<Entry>) -> Vec<ListItem> {
+    entries
+        .into_iter()
+        .filter(|e| !e.auto)
+        .map(|e| ListItem {
+            net: e.net,
+            // Whole seconds: the file is for people.
+            ttl: e
+                .expires_in
+                .map(|d| Duration::from_secs(d.as_secs().max(1))),
+            comment: e.comment,
+        })
+        .collect()
+}
+
+/// The running configuration as a file (`show-config`); applying it changes nothing.
+pub fn render(s: &Settings, block: Option<Vec<Entry>>, allow: Option<Vec<Entry>>) -> String {
+    let mut sanity = SanityFile::default();
+    let on = |bit| Some(s.sanity.bits & bit != 0);
+    sanity.tcp_flags = on(sanity_bits::TCP_FLAGS);
+    sanity.land = on(sanity_bits::LAND);
+    sanity.martian = on(sanity_bits::MARTIAN);
+    sanity.fragment_non_first = on(sanity_bits::FRAGMENT_NON_FIRST);
+    sanity.fragment_tiny = on(sanity_bits::FRAGMENT_TINY);
+    sanity.length = on(sanity_bits::LENGTH);
+    sanity.fragment_min_bytes = Some(s.sanity.fragment_min_bytes);
+    let defaults = Reflection::default();
+    let file = FileConfig {
+        mode: Some(if s.dry_run {
+            Mode::DryRun
+        } else {
+            Mode::Enforce
+        }),
+        sanity: Some(sanity),
+        reflection: Some(ReflectionFile {
+            enabled: s.reflection.enabled,
+            ports: (s.reflection.ports != defaults.ports).then(|| s.reflection.ports.clone()),
+            exempt_ports: s.reflection.exempt_ports.clone(),
+            exempt_dst: s
+                .reflection
+                .exempt_dst
+                .iter()
+                .copied()
+                .map(Prefix)
+                .collect(),
+        }),
+        rules: s
+            .rules
+            .iter()
+            .map(|r| Spanned::new(0..0, r.to_text()))
+            .collect(),
+        limits: s
+            .limits
+            .iter()
+            .map(|(c, l)| (ClassName(*c), Spanned::new(0..0, LimitText::from_spec(l))))
+            .collect(),
+        lists: (block.is_some() || allow.is_some()).then(|| ListsFile {
+            block: block.map(list_items),
+            allow: allow.map(list_items),
+        }),
+    };
+    let body = toml::to_string_pretty(&file).unwrap_or_else(|e| format!("# cannot render: {e}\n"));
+    format!(
+        "# floodgate configuration (floodgate show-config). Apply with: floodgate apply FILE\n{body}"
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const EXAMPLE: &str = include_str!("../../examples/floodgate.toml");
+
+    #[test]
+    fn the_shipped_example_parses() {
+        let d = parse("examples/floodgate.toml", EXAMPLE).unwrap_or_else(|e| panic!("{e}"));
+        assert!(!d.settings.rules.is_empty(), "the example shows rules");
+        assert!(!d.settings.limits.is_empty(), "the example shows limits");
+        assert!(d.settings.reflection.enabled);
+    }
+
+    #[test]
+    fn render_then_parse_is_identity() {
+        let d = parse("x", EXAMPLE).unwrap();
+        let block = d.block.clone().map(|items| {
+            items
+                .into_iter()
+                .map(|i| Entry {
+                    net: i.net,
+                    expires_in: i.ttl,
+                    hits: 0,
+                    comment: i.comment,
+                    auto: false,
+                })
+                .collect()
+        });
+        let text = render(&d.settings, block, None);
+        let again = parse("rendered", &text).unwrap_or_else(|e| panic!("{e}\n{text}"));
+        assert_eq!(again.settings, d.settings, "rendered:\n{text}");
+        assert_eq!(again.block, d.block);
+    }
+
+    #[test]
+    fn errors_name_line_and_field() {
+        let cases = [
+            (
+                "[sanity]\nland = true\nbogus = 1\n",
+                "line 3",
+                "unknown field `bogus`",
+            ),
+            (
+                "[[rules]]\naction = \"drop\"\n\n[[rules]]\nproto = \"udp\"\ndst_port = \"99-1\"\naction = \"drop\"\n",
+                "line 4",
+                "range is empty",
+            ),
+            (
+                "[lists]\nblock = [\"198.18.0.1/15\"]\n",
+                "line 2",
+                "did you mean 198.18.0.0/15",
+            ),
+            (
+                "[limits.tcp]\nper_source = \"100\"\n",
+                "line 1",
+                "expected syn, udp, icmp or all",
+            ),
+            (
+                "[limits.udp]\naggregate = \"100\"\n",
+                "line 1",
+                "limits.udp",
+            ),
+            ("mode = \"panic\"\n", "line 1", "unknown variant `panic`"),
+            (
+                "[limits.syn]\nper_source = \"10q\"\n",
+                "line 1",
+                "per_source",
+            ),
+        ];
+        for (text, line, what) in cases {
+            let e = parse("f.toml", text).expect_err(what).to_string();
+            assert!(e.contains(line), "`{e}` should name {line}");
+            assert!(e.contains(what), "`{e}` should say {what}");
+            assert!(e.contains("nothing was applied"), "{e}");
+        }
+    }
+}
