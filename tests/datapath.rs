@@ -177,8 +177,19 @@ fn cases() -> Vec<Case> {
             Pass,
         ),
         case(
-            "v4 first fragment (MF), clean",
-            eth(&[], ETH_P_IP, &ipv4(CLEAN4, DST4, UDP, &[], 0x2000, &u)),
+            "v4 first fragment (MF), clean, full-sized",
+            eth(
+                &[],
+                ETH_P_IP,
+                &ipv4(
+                    CLEAN4,
+                    DST4,
+                    UDP,
+                    &[],
+                    0x2000,
+                    &packet::udp(1, 2, &[7; 1000]),
+                ),
+            ),
             Pass,
         ),
         case(

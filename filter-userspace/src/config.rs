@@ -20,8 +20,8 @@ use crate::{
     lists::Entry,
     prefix::{display, parse_prefix},
     settings::{
-        ClassKey, LimitSpec, RateSpec, Reflection, RuleSpec, RuleText, Sanity, Settings,
-        parse_class, parse_duration,
+        ClassKey, LimitSpec, RateSpec, Reflection, RuleText, Sanity, Settings, parse_class,
+        parse_duration,
     },
 };
 

@@ -53,7 +53,7 @@ pub enum Error {
     #[error("no rule with id {id} (see `floodgate rule list`)")]
     NoSuchRule { id: u32 },
 
-    #[error("{0}")]
+    #[error(transparent)]
     Invalid(#[from] crate::settings::Invalid),
 
     #[error("{input}: not an IPv4/IPv6 address or prefix")]

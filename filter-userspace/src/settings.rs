@@ -43,7 +43,7 @@ fn parse_si(s: &str, what: &str) -> Result<u64, Invalid> {
 
 fn si(v: u64) -> String {
     for (m, suffix) in [(1_000_000_000, "G"), (1_000_000, "M"), (1_000, "k")] {
-        if v >= m && v % m == 0 {
+        if v >= m && v.is_multiple_of(m) {
             return format!("{}{suffix}", v / m);
         }
     }
@@ -655,7 +655,7 @@ impl LimitSpec {
                 "limit {c}: give --per-source and/or --aggregate with --dst"
             ));
         }
-        if self.aggregate.is_some() != !self.dst.is_empty() {
+        if self.aggregate.is_some() == self.dst.is_empty() {
             return invalid(format!(
                 "limit {c}: --aggregate and --dst go together (the cap protects those prefixes)"
             ));

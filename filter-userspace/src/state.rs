@@ -29,6 +29,23 @@ pub enum Access {
 }
 
 impl State {
+    /// Make the running defences `s` (rule comments included).
+    pub fn write_settings(&mut self, s: &crate::settings::Settings) -> Result<()> {
+        let old = self.settings()?;
+        self.defences.write(s)?;
+        for r in &s.rules {
+            self.lists.set_rule_comment(r.id, r.comment.as_deref())?;
+        }
+        for r in old
+            .rules
+            .iter()
+            .filter(|o| !s.rules.iter().any(|n| n.id == o.id))
+        {
+            self.lists.set_rule_comment(r.id, None)?;
+        }
+        Ok(())
+    }
+
     /// The running defence settings, rule comments included.
     pub fn settings(&self) -> Result<crate::settings::Settings> {
         self.defences.read(&|id| self.lists.rule_comment(id))

@@ -43,16 +43,28 @@ impl Harness {
         }
     }
 
-    pub fn counters(&self) -> [Counter; REASON_COUNT] {
-        self.state
-            .stats
-            .read()
-            .expect("reading STATS")
-            .map(|(_, c)| c)
+    /// Every STATS slot: the enforced row, then the dry-run row.
+    pub fn counters(&self) -> Vec<Counter> {
+        let stats = &self.state.stats;
+        let live = stats.read().expect("reading STATS");
+        let dry = stats.read_dry_run().expect("reading STATS (dry-run row)");
+        live.iter().chain(dry.iter()).map(|(_, c)| *c).collect()
     }
 
-    /// Run one frame through BPF_PROG_TEST_RUN: the XDP action and the one reason counted.
+    /// Run one frame through BPF_PROG_TEST_RUN: the XDP action and the one enforced reason
+    /// counted (a dry-run count fails the test: use [`Harness::run_any`]).
     pub fn run(&mut self, frame: &[u8]) -> (u32, Reason) {
+        let (action, reason, dry_run) = self.run_any(frame);
+        assert!(
+            !dry_run,
+            "counted as dry-run {reason:?}, expected an enforced verdict"
+        );
+        (action, reason)
+    }
+
+    /// Run one frame: the XDP action, the reason, and whether it was counted in the dry-run
+    /// row. Exactly one slot of the two rows must count it, with the frame's exact length.
+    pub fn run_any(&mut self, frame: &[u8]) -> (u32, Reason, bool) {
         let before = self.counters();
         let prog = loader::program(&mut self.state.ebpf).expect("program");
         let result = prog
@@ -63,28 +75,27 @@ impl Harness {
             })
             .unwrap_or_else(|e| panic!("test_run of a {}-byte frame: {e}", frame.len()));
         let after = self.counters();
-        let changed: Vec<Reason> = filter_common::REASONS
-            .iter()
-            .copied()
-            .filter(|r| after[*r as usize].packets != before[*r as usize].packets)
+        let changed: Vec<usize> = (0..after.len())
+            .filter(|i| after[*i].packets != before[*i].packets)
             .collect();
         assert_eq!(
             changed.len(),
             1,
-            "exactly one reason must count each frame, got {changed:?}"
+            "exactly one STATS slot must count each frame, got slots {changed:?}"
         );
-        let r = changed[0];
+        let slot = changed[0];
         assert_eq!(
-            after[r as usize].packets - before[r as usize].packets,
+            after[slot].packets - before[slot].packets,
             1,
             "one packet counted"
         );
         assert_eq!(
-            after[r as usize].bytes - before[r as usize].bytes,
+            after[slot].bytes - before[slot].bytes,
             frame.len() as u64,
             "bytes counted must be the frame length"
         );
-        (result.return_value, r)
+        let reason = filter_common::REASONS[slot % REASON_COUNT];
+        (result.return_value, reason, slot >= REASON_COUNT)
     }
 }
 

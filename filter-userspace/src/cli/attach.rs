@@ -15,6 +15,7 @@ use floodgate::{
 /// Examples:
 ///   floodgate attach eth0
 ///   floodgate attach eth0 eth1 --mode skb
+///   floodgate attach eth0 --dry-run
 #[derive(Args)]
 #[command(verbatim_doc_comment)]
 pub struct AttachArgs {
@@ -24,6 +25,10 @@ pub struct AttachArgs {
     /// XDP mode: auto tries native (driver) mode and falls back to skb (generic) mode.
     #[arg(long, value_enum, default_value = "auto")]
     mode: Mode,
+    /// Start in dry-run: count what would be dropped, drop nothing (`floodgate mode enforce`
+    /// to start dropping).
+    #[arg(long)]
+    dry_run: bool,
 }
 
 /// Detach the filter from interfaces. The lists are kept unless --purge is given.
@@ -64,6 +69,15 @@ pub struct StatusArgs {
 
 pub fn attach(pin: &PinDir, args: AttachArgs) -> anyhow::Result<()> {
     let mut state = State::open(pin, Access::Write)?;
+    if args.dry_run {
+        // Before attaching, so not one packet is dropped.
+        let mut s = state.settings()?;
+        s.dry_run = true;
+        state.write_settings(&s)?;
+        println!(
+            "mode: dry-run (nothing is dropped; see the DRY-RUN section of `floodgate stats`)"
+        );
+    }
     let outcomes = loader::attach(&mut state.ebpf, pin, &args.ifaces, args.mode)?;
     for o in outcomes {
         if o.already {

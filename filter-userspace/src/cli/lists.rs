@@ -35,7 +35,7 @@ pub enum ListCommand {
     ///   floodgate block del 198.18.0.0/24 198.18.7.7
     #[command(verbatim_doc_comment)]
     Del(DelArgs),
-    /// List live entries: prefix, time left, hits, comment.
+    /// List live entries: prefix, time left, hits, origin (manual or auto-ban), comment.
     ///
     /// Examples:
     ///   floodgate block list
@@ -81,7 +81,7 @@ pub struct DelArgs {
 
 #[derive(Args)]
 pub struct ListArgs {
-    /// Print a JSON array of {cidr, expires_in_s (null = never), hits, comment}.
+    /// Print a JSON array of {cidr, expires_in_s (null = never), hits, comment, origin}.
     #[arg(long)]
     json: bool,
 }
@@ -213,6 +213,8 @@ struct JsonEntry {
     expires_in_s: Option<u64>,
     hits: u64,
     comment: Option<String>,
+    /// "manual" (CLI, file, feed) or "auto" (auto-ban by a rate limit).
+    origin: &'static str,
 }
 
 fn print_entries(entries: &[Entry], json: bool) -> anyhow::Result<()> {
@@ -227,6 +229,7 @@ fn print_entries(entries: &[Entry], json: bool) -> anyhow::Result<()> {
                     .map(|d| d.as_secs() + u64::from(d.subsec_nanos() > 0)),
                 hits: e.hits,
                 comment: e.comment.clone(),
+                origin: origin(e),
             })
             .collect();
         println!("{}", serde_json::to_string_pretty(&out)?);
@@ -237,8 +240,8 @@ fn print_entries(entries: &[Entry], json: bool) -> anyhow::Result<()> {
         return Ok(());
     }
     println!(
-        "{:<44} {:>12} {:>14}  COMMENT",
-        "PREFIX", "EXPIRES IN", "HITS"
+        "{:<44} {:>12} {:>14} {:<6}  COMMENT",
+        "PREFIX", "EXPIRES IN", "HITS", "ORIGIN"
     );
     for e in entries {
         let expires = match e.expires_in {
@@ -246,12 +249,17 @@ fn print_entries(entries: &[Entry], json: bool) -> anyhow::Result<()> {
             None => "never".into(),
         };
         println!(
-            "{:<44} {:>12} {:>14}  {}",
+            "{:<44} {:>12} {:>14} {:<6}  {}",
             display(&e.net),
             expires,
             e.hits,
+            origin(e),
             e.comment.as_deref().unwrap_or("")
         );
     }
     Ok(())
+}
+
+fn origin(e: &Entry) -> &'static str {
+    if e.auto { "auto" } else { "manual" }
 }

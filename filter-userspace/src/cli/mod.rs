@@ -6,7 +6,11 @@ use clap::{Parser, Subcommand};
 use floodgate::{DEFAULT_PIN_DIR, loader::PinDir};
 
 mod attach;
+mod config;
+mod defences;
+mod limits;
 mod lists;
+mod rules;
 mod stats;
 
 /// floodgate: an XDP filter that drops flood traffic before the kernel allocates anything.
@@ -24,6 +28,10 @@ mod stats;
 #[command(after_help = "Examples:
   floodgate attach eth0
   floodgate block add 198.18.7.0/24 --ttl 10m --comment 'syn flood'
+  floodgate preset reflection on
+  floodgate limit set udp --per-source 1000 --ban-after 10s --ban-for 10m
+  floodgate rule add --proto udp --dst-port 53 --length 512-65535 --action limit --pps 10000
+  floodgate apply /etc/floodgate/floodgate.toml
   floodgate stats --watch
   floodgate detach --all
 
@@ -49,6 +57,21 @@ enum Command {
     #[command(subcommand)]
     Allow(lists::AllowCommand),
     Stats(stats::StatsArgs),
+    /// The ordered rule table: match fields, then drop, pass or limit.
+    #[command(subcommand)]
+    Rule(rules::RuleCommand),
+    /// Built-in defence presets (reflection/amplification).
+    #[command(subcommand)]
+    Preset(defences::PresetCommand),
+    /// Sanity checks: invalid TCP flags, land, martians, fragments, lengths.
+    #[command(subcommand)]
+    Sanity(defences::SanityCommand),
+    /// Rate limits per source (with auto-ban) and aggregate caps per destination.
+    #[command(subcommand)]
+    Limit(limits::LimitCommand),
+    Mode(defences::ModeArgs),
+    Apply(config::ApplyArgs),
+    ShowConfig(config::ShowConfigArgs),
 }
 
 pub fn run() -> anyhow::Result<()> {
@@ -61,5 +84,12 @@ pub fn run() -> anyhow::Result<()> {
         Command::Block(c) => lists::block(&pin, c),
         Command::Allow(c) => lists::allow(&pin, c),
         Command::Stats(a) => stats::stats(&pin, a),
+        Command::Rule(c) => rules::rule(&pin, c),
+        Command::Preset(c) => defences::preset(&pin, c),
+        Command::Sanity(c) => defences::sanity(&pin, c),
+        Command::Limit(c) => limits::limit(&pin, c),
+        Command::Mode(a) => defences::mode(&pin, a),
+        Command::Apply(a) => config::apply(&pin, a),
+        Command::ShowConfig(a) => config::show_config(&pin, a),
     }
 }
