@@ -47,6 +47,12 @@ pub enum Error {
         capacity: u32,
     },
 
+    #[error(
+        "the per-source state table already exists with {have} entries (asked for {want}): \
+         resize with `floodgate detach --all --purge`, then attach again with the new size"
+    )]
+    SourceTableSize { have: u32, want: u32 },
+
     #[error("{count} rules; the table holds at most {max}")]
     TooManyRules { count: usize, max: u32 },
 

@@ -36,11 +36,22 @@ pub static OBJECT: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), 
 #[derive(Clone, Debug)]
 pub struct PinDir {
     root: PathBuf,
+    /// Size of the per-source rate-limit table when the maps are created (None: default).
+    source_table: Option<u32>,
 }
 
 impl PinDir {
     pub fn new(root: impl Into<PathBuf>) -> PinDir {
-        PinDir { root: root.into() }
+        PinDir {
+            root: root.into(),
+            source_table: None,
+        }
+    }
+
+    /// Ask for a per-source state table of `entries` (see [`load_object`]).
+    pub fn with_source_table(mut self, entries: Option<u32>) -> PinDir {
+        self.source_table = entries;
+        self
     }
     pub fn root(&self) -> &Path {
         &self.root
@@ -73,13 +84,32 @@ fn mode_flag(mode: &str) -> u32 {
 }
 
 /// Parse the object and create (or reuse) its pinned maps. Programs are not loaded yet.
+///
+/// The per-source state table is sized when the maps are created: with the pin directory's
+/// `source_table` if given, else [`filter_common::SOURCE_STATE_DEFAULT`]. Asking for another
+/// size once it exists is an error that says how to resize.
 pub fn load_object(pin: &PinDir) -> Result<Ebpf> {
     sys::require_bpffs(pin.root())?;
     let maps = pin.maps();
     fs::create_dir_all(&maps).io_context(|| format!("creating {}", maps.display()))?;
-    Ok(EbpfLoader::new()
-        .default_map_pin_directory(&maps)
-        .load(OBJECT)?)
+    let mut loader = EbpfLoader::new();
+    loader.default_map_pin_directory(&maps);
+    if let Some(want) = pin.source_table {
+        let existing = maps.join(filter_common::map_names::SOURCE_STATE);
+        match aya::maps::MapInfo::from_pin(&existing) {
+            Ok(info) if info.max_entries() != want => {
+                return Err(Error::SourceTableSize {
+                    have: info.max_entries(),
+                    want,
+                });
+            }
+            Ok(_) => {}
+            Err(_) => {
+                loader.map_max_entries(filter_common::map_names::SOURCE_STATE, want);
+            }
+        }
+    }
+    Ok(loader.load(OBJECT)?)
 }
 
 /// The XDP program from `ebpf`, loaded into the kernel (verified) if it is not yet.

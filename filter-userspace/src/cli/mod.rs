@@ -41,6 +41,12 @@ pub struct Cli {
     #[arg(long, global = true, env = "FLOODGATE_PIN_DIR", default_value = DEFAULT_PIN_DIR)]
     pin_dir: PathBuf,
 
+    /// Entries of the per-source rate-limit table (LRU), used when the maps are created.
+    /// Default 262144. Changing it later needs `detach --all --purge`.
+    #[arg(long, global = true, env = "FLOODGATE_SOURCE_TABLE_SIZE", value_name = "N",
+          value_parser = clap::value_parser!(u32).range(1..))]
+    source_table_size: Option<u32>,
+
     #[command(subcommand)]
     command: Command,
 }
@@ -76,7 +82,7 @@ enum Command {
 
 pub fn run() -> anyhow::Result<()> {
     let cli = Cli::parse();
-    let pin = PinDir::new(cli.pin_dir);
+    let pin = PinDir::new(cli.pin_dir).with_source_table(cli.source_table_size);
     match cli.command {
         Command::Attach(a) => attach::attach(&pin, a),
         Command::Detach(a) => attach::detach(&pin, a),
