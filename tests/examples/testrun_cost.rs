@@ -9,8 +9,109 @@ use aya::{
     Ebpf,
     programs::{TestRun, TestRunOptions, Xdp},
 };
-use floodgate::{lists::ListKind, loader, prefix::parse_prefix};
+use filter_common::Class;
+use floodgate::{
+    lists::ListKind,
+    loader,
+    prefix::parse_prefix,
+    settings::{ClassKey, LimitSpec, RuleText, Settings},
+};
 use floodgate_tests::{Harness, packet::*};
+
+type Setup = fn(&mut Settings);
+
+fn off(s: &mut Settings) {
+    s.sanity.bits = 0;
+}
+
+fn defaults(_: &mut Settings) {}
+
+fn rules(s: &mut Settings, texts: Vec<RuleText>) {
+    s.rules = texts
+        .into_iter()
+        .enumerate()
+        .map(|(i, t)| t.to_spec(i as u32 + 1).expect("rule"))
+        .collect();
+}
+
+fn r(action: &str) -> RuleText {
+    RuleText {
+        action: action.into(),
+        ..RuleText::default()
+    }
+}
+
+fn one_drop_rule(s: &mut Settings) {
+    rules(
+        s,
+        vec![RuleText {
+            proto: Some("udp".into()),
+            ..r("drop")
+        }],
+    );
+}
+
+fn limit_rule(s: &mut Settings) {
+    rules(
+        s,
+        vec![RuleText {
+            proto: Some("udp".into()),
+            pps: Some("1".into()),
+            ..r("limit")
+        }],
+    );
+}
+
+/// Sanity on, reflection on, 8 rules (7 that miss UDP to port 5000, the 8th drops port 9999),
+/// and udp per-source and aggregate limits at 1 Gpps, which test_run never reaches: the pass
+/// path pays for every stage, buckets included.
+fn everything(s: &mut Settings) {
+    s.reflection.enabled = true;
+    let mut t = Vec::new();
+    for port in ["22", "23", "25", "80", "443", "3389", "8080"] {
+        t.push(RuleText {
+            proto: Some("tcp".into()),
+            dst_port: Some(port.into()),
+            ..r("drop")
+        });
+    }
+    t.push(RuleText {
+        proto: Some("udp".into()),
+        dst_port: Some("9999".into()),
+        ..r("drop")
+    });
+    rules(s, t);
+    s.limits.insert(
+        ClassKey::of(Class::Syn),
+        LimitSpec {
+            per_source: Some("100".parse().unwrap()),
+            aggregate: Some("1000".parse().unwrap()),
+            dst: vec![parse_prefix("198.18.9.0/24").unwrap()],
+            ..LimitSpec::default()
+        },
+    );
+}
+
+fn per_source(s: &mut Settings) {
+    s.limits.insert(
+        ClassKey::of(Class::Udp),
+        LimitSpec {
+            per_source: Some("1".parse().unwrap()),
+            ..LimitSpec::default()
+        },
+    );
+}
+
+fn aggregate(s: &mut Settings) {
+    s.limits.insert(
+        ClassKey::of(Class::Udp),
+        LimitSpec {
+            aggregate: Some("1".parse().unwrap()),
+            dst: vec![parse_prefix("198.18.0.0/24").unwrap()],
+            ..LimitSpec::default()
+        },
+    );
+}
 
 const REPEAT: u32 = 2_000_000;
 const ROUNDS: usize = 7;
@@ -63,28 +164,89 @@ fn main() {
         )
         .expect("allow");
     let dst = Ipv4Addr::new(198, 18, 0, 1);
-    let u = udp(40000, 53, &[0; 18]);
+    let src = Ipv4Addr::new(198, 18, 0, 2);
+    let u = udp(40000, 5000, &[0; 18]);
     let frame = |src: Ipv4Addr| eth(&[], ETH_P_IP, &ipv4(src, dst, UDP, &[], 0, &u));
-    let cases: Vec<(&str, Vec<u8>)> = vec![
+    let plain = frame(src);
+    let cases: Vec<(&str, Setup, Vec<u8>)> = vec![
+        ("pass, every defence off", off, plain.clone()),
+        ("pass, default sanity on", defaults, plain.clone()),
+        ("pass, all on (8 rules)", everything, plain.clone()),
         (
-            "pass (v4 UDP, no match)",
-            frame(Ipv4Addr::new(198, 18, 0, 2)),
+            "allowlist (prefix)",
+            defaults,
+            frame(Ipv4Addr::new(198, 19, 1, 5)),
         ),
-        ("allowlist (prefix)", frame(Ipv4Addr::new(198, 19, 1, 5))),
-        ("blocklist exact /32", frame(Ipv4Addr::new(198, 18, 66, 6))),
-        ("blocklist prefix /16", frame(Ipv4Addr::new(198, 19, 5, 5))),
-        ("malformed (IHL < 5)", {
-            let mut p = ipv4(Ipv4Addr::new(198, 18, 0, 2), dst, UDP, &[], 0, &u);
+        (
+            "blocklist exact /32",
+            defaults,
+            frame(Ipv4Addr::new(198, 18, 66, 6)),
+        ),
+        (
+            "blocklist prefix /16",
+            defaults,
+            frame(Ipv4Addr::new(198, 19, 5, 5)),
+        ),
+        ("malformed (IHL < 5)", defaults, {
+            let mut p = ipv4(src, dst, UDP, &[], 0, &u);
             p[0] = 0x44;
             eth(&[], ETH_P_IP, &p)
         }),
+        ("length", defaults, {
+            let mut f = plain.clone();
+            f[17] = f[17].wrapping_add(100);
+            f
+        }),
+        ("martian", defaults, frame(Ipv4Addr::new(127, 0, 0, 1))),
+        (
+            "land",
+            defaults,
+            eth(&[], ETH_P_IP, &ipv4(dst, dst, UDP, &[], 0, &u)),
+        ),
+        (
+            "fragment (tiny first)",
+            defaults,
+            eth(&[], ETH_P_IP, &ipv4(src, dst, UDP, &[], 0x2000, &u)),
+        ),
+        (
+            "tcp_flags (SYN+FIN)",
+            defaults,
+            eth(
+                &[],
+                ETH_P_IP,
+                &ipv4(src, dst, TCP, &[], 0, &tcp(1, 2, 0x03, 5)),
+            ),
+        ),
+        ("rule (drop, 1st of 1)", one_drop_rule, plain.clone()),
+        ("rule (drop, 8th of 8)", everything, {
+            eth(
+                &[],
+                ETH_P_IP,
+                &ipv4(src, dst, UDP, &[], 0, &udp(40000, 9999, &[0; 18])),
+            )
+        }),
+        ("rule_limit", limit_rule, plain.clone()),
+        (
+            "reflection",
+            everything,
+            eth(
+                &[],
+                ETH_P_IP,
+                &ipv4(src, dst, UDP, &[], 0, &udp(53, 40000, &[0; 18])),
+            ),
+        ),
+        ("ratelimit (per source)", per_source, plain.clone()),
+        ("aggregate", aggregate, plain.clone()),
     ];
-    let prog = loader::program(&mut h.state.ebpf).expect("program");
     let mut floor_ns = Vec::new();
     let mut ns: Vec<Vec<f64>> = vec![Vec::new(); cases.len()];
     for _ in 0..ROUNDS {
-        floor_ns.push(per_packet(floor_prog, &cases[0].1));
-        for (i, (_, f)) in cases.iter().enumerate() {
+        floor_ns.push(per_packet(floor_prog, &cases[0].2));
+        for (i, (_, setup, f)) in cases.iter().enumerate() {
+            let mut s = Settings::default();
+            setup(&mut s);
+            h.state.write_settings(&s).expect("settings");
+            let prog = loader::program(&mut h.state.ebpf).expect("program");
             ns[i].push(per_packet(prog, f));
         }
     }
@@ -105,7 +267,7 @@ fn main() {
         format!("{fmin:.1}..{fmax:.1}"),
         "1.00"
     );
-    for (i, (name, _)) in cases.iter().enumerate() {
+    for (i, (name, _, _)) in cases.iter().enumerate() {
         let (m, lo, hi) = stat(&mut ns[i]);
         println!(
             "{:<28} {:>8.1} {:>16} {:>10.2}",
