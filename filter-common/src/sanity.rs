@@ -42,14 +42,14 @@ pub const fn martian_v6(src: [u8; 16]) -> bool {
     if src[0] == 0xff {
         return true;
     }
-    let mut i = 0;
-    while i < 15 {
-        if src[i] != 0 {
-            return false;
-        }
-        i += 1;
-    }
-    src[15] <= 1
+    // As two words: the data plane does two compares, not fifteen.
+    let hi = u64::from_be_bytes([
+        src[0], src[1], src[2], src[3], src[4], src[5], src[6], src[7],
+    ]);
+    let lo = u64::from_be_bytes([
+        src[8], src[9], src[10], src[11], src[12], src[13], src[14], src[15],
+    ]);
+    hi == 0 && lo <= 1
 }
 
 #[cfg(test)]

@@ -62,6 +62,11 @@ pub struct Clock(u64);
 
 impl Clock {
     #[inline(always)]
+    pub fn new() -> Clock {
+        Clock(0)
+    }
+
+    #[inline(always)]
     pub fn now(&mut self) -> u64 {
         if self.0 == 0 {
             self.0 = unsafe { bpf_ktime_get_ns() };
@@ -100,7 +105,7 @@ pub fn classify(ctx: &XdpContext) -> Verdict {
         Ok(Frame::NotIp) => return pass(Reason::Pass),
         Err(parse::Malformed) => return drop(Reason::Malformed, dry),
     };
-    let mut clock = Clock(0);
+    let mut clock = Clock::new();
     match ip.addrs {
         Addrs::V4 { src, .. } => {
             if listed(&maps::ALLOW_V4_EXACT, &maps::ALLOW_V4, src, 32, &mut clock) {
@@ -126,6 +131,10 @@ pub fn classify(ctx: &XdpContext) -> Verdict {
         },
         None => L4::default(),
     };
+    // Every later stage off: nothing more to learn about this packet.
+    if cfg.sanity | cfg.rule_count | cfg.reflection | cfg.limit_classes == 0 {
+        return pass(Reason::Pass);
+    }
     let Some(pkt) = maps::SCRATCH.get_ptr_mut(0) else {
         return pass(Reason::Pass);
     };
@@ -140,7 +149,7 @@ pub fn classify(ctx: &XdpContext) -> Verdict {
     // A matching dry-run rule is remembered and evaluation goes on as if it had not matched.
     let mut would_drop = None;
     if cfg.rule_count != 0 {
-        match rules::evaluate(cfg, pkt, &mut clock) {
+        match rules::evaluate(cfg, pkt) {
             rules::Outcome::Drop(reason) => return drop(reason, dry),
             rules::Outcome::Pass => return pass(Reason::Pass),
             rules::Outcome::Continue { dry_run_drop } => would_drop = dry_run_drop,
@@ -150,7 +159,7 @@ pub fn classify(ctx: &XdpContext) -> Verdict {
         return drop(Reason::Reflection, dry);
     }
     if cfg.limit_classes != 0 {
-        if let Some(reason) = limits::check(cfg, pkt, &mut clock) {
+        if let Some(reason) = limits::check(cfg, pkt) {
             return drop(reason, dry);
         }
     }

@@ -5,14 +5,14 @@
 
 use core::ffi::c_void;
 
-use aya_ebpf::helpers::bpf_loop;
+use aya_ebpf::helpers::{bpf_ktime_get_ns, bpf_loop};
 use filter_common::{
     Config, Counter, RULE_DROP, RULE_LIMIT, RULE_PASS, RULES_MAX, Reason, Rule, match_bits,
 };
 
 use crate::{
     bucket,
-    decide::{Clock, Facts},
+    decide::Facts,
     maps::{RULE_STATS, RULES},
 };
 
@@ -70,13 +70,14 @@ const DRY_DROP: u8 = 1;
 const DRY_LIMIT: u8 = 2;
 
 #[inline(always)]
-pub fn evaluate(cfg: &Config, pkt: &Facts, clock: &mut Clock) -> Outcome {
+pub fn evaluate(cfg: &Config, pkt: &Facts) -> Outcome {
     let (v6, src, dst) = (pkt.v6, words(pkt.src), words(pkt.dst));
     let mut scan = Scan {
         src,
         dst,
         frame_len: pkt.frame_len,
-        now: clock.now(),
+        // Read the clock inside the loop, and only for a limit rule that matches.
+        now: 0,
         base: (cfg.rule_bank & 1) * RULES_MAX,
         ip_len: pkt.ip_len,
         v6,
@@ -137,6 +138,9 @@ extern "C" fn step(index: u64, ctx: *mut c_void) -> i64 {
         RULE_PASS => (DECIDED_PASS, DRY_NONE),
         RULE_LIMIT => {
             let bucket = unsafe { core::ptr::addr_of_mut!((*rule).bucket) };
+            if scan.now == 0 {
+                scan.now = unsafe { bpf_ktime_get_ns() };
+            }
             if bucket::take(bucket, &r.rate, scan.frame_len, scan.now) {
                 (DECIDED_WITHIN_LIMIT, DRY_NONE)
             } else {
