@@ -117,6 +117,42 @@ impl Demo {
     }
 }
 
+impl Demo {
+    /// One counter from `stats --json`: `section` is "reasons" or "dry_run".
+    fn stat(&self, section: &str, reason: &str) -> anyhow::Result<u64> {
+        let v: serde_json::Value = serde_json::from_str(&self.fg_quiet(&["stats", "--json"])?)?;
+        Ok(v[section][reason]["packets"].as_u64().unwrap_or(0))
+    }
+
+    /// Send `n` UDP frames from random sources in 198.18.128.0/17 to the victim; `ports(r)`
+    /// gives (source port, destination port). Returns the seconds it took.
+    fn spray(&self, n: u64, ports: fn(u64) -> (u16, u16)) -> anyhow::Result<f64> {
+        let victim_mac = Lab::mac(&self.lab.victim, VICTIM_IF)?;
+        let attacker_mac = Lab::mac(&self.lab.attacker, ATTACKER_IF)?;
+        self.lab.attacker.run(move || -> anyhow::Result<f64> {
+            let tx = traffic::RawSender::open(ATTACKER_IF)?;
+            let mut rng = 0x2545_F491_4F6C_DD1Du64;
+            let t = Instant::now();
+            for _ in 0..n {
+                let r = next(&mut rng);
+                let src = Ipv4Addr::new(198, 18, 128 | (r >> 8) as u8 & 0x7f, (r >> 16) as u8);
+                let (sport, dport) = ports(r);
+                let f = traffic::udp_frame(
+                    attacker_mac,
+                    victim_mac,
+                    IpAddr::V4(src),
+                    IpAddr::V4(VICTIM_V4),
+                    sport,
+                    dport,
+                    &[0u8; 256],
+                );
+                tx.send(&f)?;
+            }
+            Ok(t.elapsed().as_secs_f64())
+        })?
+    }
+}
+
 /// xorshift: enough randomness for spoofed source addresses, no dependency.
 fn next(state: &mut u64) -> u64 {
     *state ^= *state << 13;
@@ -312,13 +348,68 @@ fn script(d: &Demo, opts: &Options) -> anyhow::Result<()> {
     pause(Duration::from_millis(3500))?;
     d.ping(&ATTACKER_V4.to_string(), &VICTIM_V4.to_string());
 
-    heading(7, "What an engineer looks at afterwards");
+    heading(
+        7,
+        "A reflection flood: DNS and NTP answers nobody asked for, from 32k spoofed sources",
+    );
+    println!("  first in dry-run, to see what the preset would drop without dropping anything:");
+    d.fg(&["mode", "dry-run"])?;
+    d.fg(&["preset", "reflection", "on"])?;
+    let amp = |r: u64| {
+        (
+            if r % 2 == 0 { 53 } else { 123 },
+            1024 + (r >> 20) as u16 % 60000,
+        )
+    };
+    let dry0 = d.stat("dry_run", "reflection")?;
+    d.spray(20_000, amp)?;
+    pause(Duration::from_millis(200))?;
+    println!(
+        "  20000 sent: would drop {} as reflection, passed all of them",
+        d.stat("dry_run", "reflection")? - dry0
+    );
+    d.fg(&["mode", "enforce"])?;
+    let live0 = d.stat("reasons", "reflection")?;
+    d.spray(20_000, amp)?;
+    pause(Duration::from_millis(200))?;
+    println!(
+        "  20000 sent: dropped {} in XDP as reflection",
+        d.stat("reasons", "reflection")? - live0
+    );
+    d.fg(&["preset", "reflection", "off"])?;
+
+    heading(
+        8,
+        "A random-source flood at a service: cap it per destination (aggregate limit)",
+    );
+    println!("  every packet is a new source, so per-source state learns nothing; the cap holds:");
+    d.fg(&[
+        "limit",
+        "set",
+        "udp",
+        "--aggregate",
+        "2000",
+        "--dst",
+        &VICTIM_V4.to_string(),
+    ])?;
+    let (p0, a0) = (d.stat("reasons", "pass")?, d.stat("reasons", "aggregate")?);
+    let secs = d.spray(60_000, |r| (1024 + (r >> 24) as u16 % 60000, 9999))?;
+    pause(Duration::from_millis(200))?;
+    let passed = d.stat("reasons", "pass")? - p0;
+    println!(
+        "  60000 sent in {secs:.2} s: {passed} passed (cap 2000/s + a 100 ms burst), {} dropped as aggregate",
+        d.stat("reasons", "aggregate")? - a0
+    );
+    d.fg(&["limit", "del", "udp"])?;
+
+    heading(9, "What an engineer looks at afterwards");
     d.fg(&["block", "list"])?;
     d.fg(&["allow", "list"])?;
     d.fg(&["stats"])?;
+    d.fg(&["show-config", "--no-lists"])?;
     d.fg(&["status"])?;
 
-    heading(8, "Detach (the lists stay pinned until --purge)");
+    heading(10, "Detach (the lists stay pinned until --purge)");
     d.fg(&["detach", "--all", "--purge"])?;
     Ok(())
 }
