@@ -357,7 +357,7 @@ fn script(d: &Demo, opts: &Options) -> anyhow::Result<()> {
     d.fg(&["preset", "reflection", "on"])?;
     let amp = |r: u64| {
         (
-            if r % 2 == 0 { 53 } else { 123 },
+            if r.is_multiple_of(2) { 53 } else { 123 },
             1024 + (r >> 20) as u16 % 60000,
         )
     };
