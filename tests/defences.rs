@@ -1211,6 +1211,21 @@ fn auto_ban_puts_the_source_on_the_blocklist_until_it_expires() {
         "the ban expired in the kernel by itself"
     );
 
+    // IPv6 sources are banned by their /64 (the per-source grouping), into the prefix trie.
+    let v6a = v6_from(a6("2001:db8:44::1"), DST6, UDP, &packet::udp(1, 2, b"x"));
+    let v6b = v6_from(a6("2001:db8:44::99"), DST6, UDP, &packet::udp(1, 2, b"x"));
+    assert_eq!(burst(&mut h, &v6a, 2), [Pass, Ratelimit]);
+    std::thread::sleep(Duration::from_millis(5));
+    assert_eq!(h.run(&v6a).1, Ratelimit, "banned now");
+    assert_eq!(h.run(&v6b).1, Blocklist, "the whole /64 is banned");
+    let entries = h.state.lists.entries(ListKind::Block).unwrap();
+    assert!(
+        entries
+            .iter()
+            .any(|e| e.auto && e.net == parse_prefix("2001:db8:44::/64").unwrap()),
+        "the /64 is listed as an auto-ban: {entries:?}"
+    );
+
     // Dry-run never bans.
     s.dry_run = true;
     h.state.write_settings(&s).unwrap();
