@@ -135,17 +135,22 @@ pub fn classify(ctx: &XdpContext) -> Verdict {
     if cfg.sanity | cfg.rule_count | cfg.reflection | cfg.limit_classes == 0 {
         return pass(Reason::Pass);
     }
-    let Some(pkt) = maps::SCRATCH.get_ptr_mut(0) else {
-        return pass(Reason::Pass);
-    };
-    unsafe { fill(pkt, ctx, &ip, &l4) };
-    let pkt = unsafe { &*pkt };
-
+    // Sanity runs on a copy on the stack; only the later stages need the laundered copy.
+    let mut facts = Facts::zeroed();
+    unsafe { fill(&mut facts, ctx, &ip, &l4) };
     if cfg.sanity != 0 {
-        if let Some(reason) = sanity::check(cfg, pkt) {
+        if let Some(reason) = sanity::check(cfg, &facts) {
             return drop(reason, dry);
         }
     }
+    if cfg.rule_count | cfg.reflection | cfg.limit_classes == 0 {
+        return pass(Reason::Pass);
+    }
+    let Some(pkt) = maps::SCRATCH.get_ptr_mut(0) else {
+        return pass(Reason::Pass);
+    };
+    unsafe { core::ptr::write(pkt, facts) };
+    let pkt = unsafe { &*pkt };
     // A matching dry-run rule is remembered and evaluation goes on as if it had not matched.
     let mut would_drop = None;
     if cfg.rule_count != 0 {
@@ -183,6 +188,33 @@ fn pass(reason: Reason) -> Verdict {
 #[inline(always)]
 fn drop(reason: Reason, dry_run: bool) -> Verdict {
     Verdict { reason, dry_run }
+}
+
+impl Facts {
+    #[inline(always)]
+    fn zeroed() -> Facts {
+        Facts {
+            src: [0; 16],
+            dst: [0; 16],
+            frame_len: 0,
+            l3_off: 0,
+            ip_len: 0,
+            hdr_len: 0,
+            l4_off: 0,
+            sport: 0,
+            dport: 0,
+            claimed_len: 0,
+            v6: 0,
+            proto: 0,
+            ttl: 0,
+            has_l4: 0,
+            fragmented: 0,
+            tcp_flags: 0,
+            icmp_type: 0,
+            icmp_code: 0,
+            _pad: [0; 4],
+        }
+    }
 }
 
 #[inline(always)]

@@ -54,7 +54,7 @@ pub struct DetachArgs {
     purge: bool,
 }
 
-/// Show attached interfaces, the program and list sizes.
+/// Show attached interfaces, the program, list sizes and which defences are on.
 ///
 /// Examples:
 ///   floodgate status
@@ -114,12 +114,24 @@ struct ListSizes {
 }
 
 #[derive(serde::Serialize)]
+struct Defences {
+    mode: &'static str,
+    /// Sanity checks that are on, space-separated.
+    sanity: String,
+    rules: usize,
+    reflection: bool,
+    /// Classes with limits, space-separated.
+    limits: String,
+}
+
+#[derive(serde::Serialize)]
 struct Status {
     pin_dir: String,
     program_id: Option<u32>,
     interfaces: Vec<loader::Attachment>,
     blocklist: ListSizes,
     allowlist: ListSizes,
+    defences: Defences,
 }
 
 pub fn status(pin: &PinDir, args: StatusArgs) -> anyhow::Result<()> {
@@ -132,12 +144,35 @@ pub fn status(pin: &PinDir, args: StatusArgs) -> anyhow::Result<()> {
             .context("counting entries")?;
         Ok(ListSizes { ipv4, ipv6 })
     };
+    let settings = state.settings()?;
+    let sanity_on: Vec<&str> = filter_common::sanity_bits::ALL
+        .iter()
+        .filter(|(b, _)| settings.sanity.bits & b != 0)
+        .map(|(_, n)| *n)
+        .collect();
+    let defences = Defences {
+        mode: if settings.dry_run {
+            "dry-run"
+        } else {
+            "enforce"
+        },
+        sanity: sanity_on.join(" "),
+        rules: settings.rules.len(),
+        reflection: settings.reflection.enabled,
+        limits: settings
+            .limits
+            .keys()
+            .map(|c| c.class().name())
+            .collect::<Vec<_>>()
+            .join(" "),
+    };
     let status = Status {
         pin_dir: pin.root().display().to_string(),
         program_id: loader::program_id(pin),
         interfaces: loader::attachments(pin)?,
         blocklist: sizes(ListKind::Block)?,
         allowlist: sizes(ListKind::Allow)?,
+        defences,
     };
     if args.json {
         println!("{}", serde_json::to_string_pretty(&status)?);
@@ -163,6 +198,26 @@ pub fn status(pin: &PinDir, args: StatusArgs) -> anyhow::Result<()> {
     println!(
         "allowlist:  {} IPv4, {} IPv6 entries",
         status.allowlist.ipv4, status.allowlist.ipv6
+    );
+    let d = &status.defences;
+    println!("mode:       {}", d.mode);
+    println!(
+        "sanity:     {}",
+        if d.sanity.is_empty() {
+            "off"
+        } else {
+            &d.sanity
+        }
+    );
+    println!("rules:      {}", d.rules);
+    println!("reflection: {}", if d.reflection { "on" } else { "off" });
+    println!(
+        "limits:     {}",
+        if d.limits.is_empty() {
+            "none"
+        } else {
+            &d.limits
+        }
     );
     Ok(())
 }
