@@ -126,7 +126,7 @@ pub enum SanityCommand {
     ///   floodgate sanity on fragment_tiny --fragment-min-bytes 512
     #[command(verbatim_doc_comment)]
     On {
-        #[arg(required = true, value_name = "CHECK")]
+        #[arg(required = true, value_name = "CHECK", value_parser = check_arg)]
         checks: Vec<String>,
         /// First IPv4 fragments with less IP payload than this are dropped (fragment_tiny).
         #[arg(long)]
@@ -138,9 +138,18 @@ pub enum SanityCommand {
     ///   floodgate sanity off martian land
     #[command(verbatim_doc_comment)]
     Off {
-        #[arg(required = true, value_name = "CHECK")]
+        #[arg(required = true, value_name = "CHECK", value_parser = check_arg)]
         checks: Vec<String>,
     },
+}
+
+fn check_arg(s: &str) -> Result<String, String> {
+    if s == "all" {
+        return Ok(s.into());
+    }
+    sanity_bit(s)
+        .map(|_| s.to_string())
+        .map_err(|e| e.to_string())
 }
 
 fn bits(names: &[String]) -> Result<u32, Error> {

@@ -3,6 +3,7 @@
 use std::time::Duration;
 
 use clap::{Args, Subcommand};
+use filter_common::Class;
 use floodgate::{
     error::Error,
     loader::PinDir,
@@ -41,7 +42,8 @@ pub enum LimitCommand {
     #[command(verbatim_doc_comment)]
     Del {
         /// syn, udp, icmp or all.
-        class: String,
+        #[arg(value_parser = class_arg)]
+        class: Class,
     },
     /// Show the limits.
     ///
@@ -59,7 +61,8 @@ pub enum LimitCommand {
 #[derive(Args)]
 pub struct SetArgs {
     /// syn, udp, icmp or all.
-    class: String,
+    #[arg(value_parser = class_arg)]
+    class: Class,
     /// Rate allowed to each source, PPS[/BPS].
     #[arg(long, value_name = "PPS[/BPS]")]
     per_source: Option<RateSpec>,
@@ -81,6 +84,10 @@ pub struct SetArgs {
     /// How long an auto-ban lasts, e.g. 10m.
     #[arg(long, value_parser = humantime::parse_duration)]
     ban_for: Option<Duration>,
+}
+
+fn class_arg(s: &str) -> Result<Class, String> {
+    parse_class(s).map_err(|e| e.to_string())
 }
 
 fn parse_net(s: &str) -> Result<IpNet, String> {
@@ -110,7 +117,7 @@ pub fn limit(pin: &PinDir, cmd: LimitCommand) -> anyhow::Result<()> {
             Ok(())
         }
         LimitCommand::Set(a) => {
-            let class = parse_class(&a.class).map_err(Error::from)?;
+            let class = a.class;
             let spec = LimitSpec {
                 per_source: a.per_source,
                 source_prefix_v4: a.source_prefix_v4,
@@ -129,7 +136,6 @@ pub fn limit(pin: &PinDir, cmd: LimitCommand) -> anyhow::Result<()> {
             Ok(())
         }
         LimitCommand::Del { class } => {
-            let class = parse_class(&class).map_err(Error::from)?;
             let mut state = State::open(pin, Access::Write)?;
             let mut s = state.settings()?;
             if s.limits.remove(&ClassKey::of(class)).is_none() {
