@@ -101,6 +101,8 @@ fn with_rules(s: &mut Settings, rules: Vec<RuleText>) {
 struct Row {
     what: &'static str,
     setup: Setup,
+    /// Rules as `floodgate rule add` arguments, applied after `setup`.
+    rules: Vec<&'static str>,
     frame: Vec<u8>,
     reason: Reason,
     dry_run: bool,
@@ -110,6 +112,7 @@ fn row(what: &'static str, setup: Setup, frame: Vec<u8>, reason: Reason) -> Row 
     Row {
         what,
         setup,
+        rules: Vec::new(),
         frame,
         reason,
         dry_run: false,
@@ -120,6 +123,7 @@ fn dry(what: &'static str, setup: Setup, frame: Vec<u8>, reason: Reason) -> Row 
     Row {
         what,
         setup,
+        rules: Vec::new(),
         frame,
         reason,
         dry_run: true,
@@ -441,311 +445,146 @@ fn rows() -> Vec<Row> {
             v4(TCP, &tcp(1, 2, 0, 5)).pipe_src(a4("198.19.251.1")),
             Blocklist,
         ),
-        // --- rules: each match field
-        row(
+        // --- rules: each match field (written as `floodgate rule add` arguments)
+    ];
+    let rule_rows: [(&str, &[&str], Vec<u8>, Reason); 19] = [
+        (
             "rule: proto udp, dst port 53, length 512+ (the issue's example, as drop)",
-            |s| {
-                with_rules(
-                    s,
-                    vec![RuleText {
-                        proto: Some("udp".into()),
-                        dst_port: Some("53".into()),
-                        length: Some("512-65535".into()),
-                        ..t("drop")
-                    }],
-                )
-            },
+            &["--proto udp --dst-port 53 --length 512-65535 --action drop"],
             v4(UDP, &packet::udp(40000, 53, &[0; 600])),
             Rule,
         ),
-        row(
+        (
             "rule: same, small query passes",
-            |s| {
-                with_rules(
-                    s,
-                    vec![RuleText {
-                        proto: Some("udp".into()),
-                        dst_port: Some("53".into()),
-                        length: Some("512-65535".into()),
-                        ..t("drop")
-                    }],
-                )
-            },
+            &["--proto udp --dst-port 53 --length 512-65535 --action drop"],
             v4(UDP, &packet::udp(40000, 53, &[0; 40])),
             Pass,
         ),
-        row(
+        (
             "rule: source prefix v4",
-            |s| {
-                with_rules(
-                    s,
-                    vec![RuleText {
-                        src: Some("198.18.0.0/24".into()),
-                        ..t("drop")
-                    }],
-                )
-            },
+            &["--src 198.18.0.0/24 --action drop"],
             v4(UDP, &u),
             Rule,
         ),
-        row(
+        (
             "rule: source prefix v4 misses",
-            |s| {
-                with_rules(
-                    s,
-                    vec![RuleText {
-                        src: Some("198.18.1.0/24".into()),
-                        ..t("drop")
-                    }],
-                )
-            },
+            &["--src 198.18.1.0/24 --action drop"],
             v4(UDP, &u),
             Pass,
         ),
-        row(
+        (
             "rule: destination prefix v6, VLAN",
-            |s| {
-                with_rules(
-                    s,
-                    vec![RuleText {
-                        dst: Some("2001:db8::/64".into()),
-                        ..t("drop")
-                    }],
-                )
-            },
+            &["--dst 2001:db8::/64 --action drop"],
             tagged(&v6(UDP, &u)),
             Rule,
         ),
-        row(
+        (
             "rule: v6 source prefix does not match v4",
-            |s| {
-                with_rules(
-                    s,
-                    vec![RuleText {
-                        src: Some("2001:db8::/32".into()),
-                        ..t("drop")
-                    }],
-                )
-            },
+            &["--src 2001:db8::/32 --action drop"],
             v4(UDP, &u),
             Pass,
         ),
-        row(
+        (
             "rule: family ipv6 only",
-            |s| {
-                with_rules(
-                    s,
-                    vec![RuleText {
-                        family: Some("ipv6".into()),
-                        ..t("drop")
-                    }],
-                )
-            },
+            &["--family ipv6 --action drop"],
             v6(UDP, &u),
             Rule,
         ),
-        row(
+        (
             "rule: family ipv6 skips v4",
-            |s| {
-                with_rules(
-                    s,
-                    vec![RuleText {
-                        family: Some("ipv6".into()),
-                        ..t("drop")
-                    }],
-                )
-            },
+            &["--family ipv6 --action drop"],
             v4(UDP, &u),
             Pass,
         ),
-        row(
+        (
             "rule: source port range",
-            |s| {
-                with_rules(
-                    s,
-                    vec![RuleText {
-                        proto: Some("udp".into()),
-                        src_port: Some("39000-41000".into()),
-                        ..t("drop")
-                    }],
-                )
-            },
+            &["--proto udp --src-port 39000-41000 --action drop"],
             v4(UDP, &u),
             Rule,
         ),
-        row(
+        (
             "rule: TCP flags syn/syn,ack matches a SYN",
-            |s| {
-                with_rules(
-                    s,
-                    vec![RuleText {
-                        proto: Some("tcp".into()),
-                        tcp_flags: Some("syn/syn,ack".into()),
-                        ..t("drop")
-                    }],
-                )
-            },
+            &["--proto tcp --tcp-flags syn/syn,ack --action drop"],
             v6(TCP, &syn()),
             Rule,
         ),
-        row(
+        (
             "rule: TCP flags syn/syn,ack skips a SYN+ACK",
-            |s| {
-                with_rules(
-                    s,
-                    vec![RuleText {
-                        proto: Some("tcp".into()),
-                        tcp_flags: Some("syn/syn,ack".into()),
-                        ..t("drop")
-                    }],
-                )
-            },
+            &["--proto tcp --tcp-flags syn/syn,ack --action drop"],
             v6(TCP, &tcp(443, 40000, 0x12, 5)),
             Pass,
         ),
-        row(
+        (
             "rule: TTL range",
-            |s| {
-                with_rules(
-                    s,
-                    vec![RuleText {
-                        ttl: Some("60-70".into()),
-                        ..t("drop")
-                    }],
-                )
-            },
+            &["--ttl 60-70 --action drop"],
             v4(UDP, &u),
             Rule,
         ),
-        row(
+        (
             "rule: ICMP type 8 code 0",
-            |s| {
-                with_rules(
-                    s,
-                    vec![RuleText {
-                        proto: Some("icmp".into()),
-                        icmp_type: Some(8),
-                        icmp_code: Some(0),
-                        ..t("drop")
-                    }],
-                )
-            },
+            &["--proto icmp --icmp-type 8 --icmp-code 0 --action drop"],
             v4(ICMP, &icmp_echo()),
             Rule,
         ),
-        row(
+        (
             "rule: ICMPv6 type 129 skips an echo request",
-            |s| {
-                with_rules(
-                    s,
-                    vec![RuleText {
-                        proto: Some("icmpv6".into()),
-                        icmp_type: Some(129),
-                        ..t("drop")
-                    }],
-                )
-            },
+            &["--proto icmpv6 --icmp-type 129 --action drop"],
             v6(ICMPV6, &icmpv6_echo()),
             Pass,
         ),
-        row(
+        (
             "rule: port match never matches a non-first fragment",
-            |s| {
-                with_rules(
-                    s,
-                    vec![RuleText {
-                        proto: Some("udp".into()),
-                        dst_port: Some("0-65535".into()),
-                        ..t("drop")
-                    }],
-                )
-            },
+            &["--proto udp --dst-port 0-65535 --action drop"],
             v4_from(SRC4, DST4, UDP, 0x0010, &[9; 200]),
             Pass,
         ),
-        row(
+        (
             "rules: first match wins (pass before drop)",
-            |s| {
-                with_rules(
-                    s,
-                    vec![
-                        RuleText {
-                            src: Some("198.18.0.2".into()),
-                            ..t("pass")
-                        },
-                        t("drop"),
-                    ],
-                )
-            },
+            &["--src 198.18.0.2 --action pass", "--action drop"],
             v4(UDP, &u),
             Pass,
         ),
-        row(
-            "rules: a pass rule skips the reflection preset",
-            |s| {
-                s.reflection.enabled = true;
-                with_rules(
-                    s,
-                    vec![RuleText {
-                        src: Some("198.18.0.2".into()),
-                        ..t("pass")
-                    }],
-                );
-            },
-            v4(UDP, &dns_answer()),
-            Pass,
-        ),
-        row(
+        (
             "rules: a drop rule below a non-matching rule",
-            |s| {
-                with_rules(
-                    s,
-                    vec![
-                        RuleText {
-                            proto: Some("tcp".into()),
-                            ..t("pass")
-                        },
-                        t("drop"),
-                    ],
-                )
-            },
+            &["--proto tcp --action pass", "--action drop"],
             v4(UDP, &u),
             Rule,
         ),
-        dry(
-            "rules: a dry-run drop rule counts and passes",
-            |s| {
-                with_rules(
-                    s,
-                    vec![RuleText {
-                        dry_run: true,
-                        ..t("drop")
-                    }],
-                )
-            },
+        (
+            "rules: a dry-run drop rule counts and passes (dry-run row)",
+            &["--action drop --dry-run"],
             v4(UDP, &u),
             Rule,
         ),
-        row(
+        (
             "rules: evaluation goes on past a dry-run rule",
-            |s| {
-                with_rules(
-                    s,
-                    vec![
-                        RuleText {
-                            dry_run: true,
-                            ..t("drop")
-                        },
-                        RuleText {
-                            proto: Some("udp".into()),
-                            ..t("drop")
-                        },
-                    ],
-                )
-            },
+            &["--action drop --dry-run", "--proto udp --action drop"],
             v4(UDP, &u),
             Rule,
         ),
+    ];
+    for (what, args, frame, reason) in rule_rows {
+        // Only dry-run rules matched: nothing enforced, so the drop lands in the dry-run row.
+        let dry_run = args.iter().all(|a| a.contains("--dry-run"));
+        rows.push(Row {
+            what,
+            setup: defaults,
+            rules: args.to_vec(),
+            frame,
+            reason,
+            dry_run,
+        });
+    }
+    rows.push(Row {
+        rules: vec!["--src 198.18.0.2 --action pass"],
+        ..row(
+            "rules: a pass rule skips the reflection preset",
+            |s| s.reflection.enabled = true,
+            v4(UDP, &dns_answer()),
+            Reason::Pass,
+        )
+    });
+    rows.extend([
         // --- reflection preset
         row(
             "reflection off: DNS answer passes",
@@ -850,7 +689,7 @@ fn rows() -> Vec<Row> {
             v4_from(a4("198.19.250.1"), DST4, UDP, 0, &u),
             Allowlist,
         ),
-    ];
+    ]);
     // Rows above carry one-tag variants for each defence; `every_defence_sees_through_two_
     // vlan_tags` runs every drop row again behind two tags.
     rows.push(row("v6 UDP, clean", defaults, v6(UDP, &u), Pass));
@@ -890,15 +729,36 @@ fn harness() -> Harness {
 }
 
 fn apply(h: &mut Harness, setup: Setup) {
+    apply_with(h, setup, &[]);
+}
+
+/// `floodgate rule add` arguments as a rule: the CLI's own parser, so the table reads like
+/// what an operator types.
+fn rule_args(line: &str) -> RuleText {
+    #[derive(clap::Parser)]
+    struct Add {
+        #[command(flatten)]
+        rule: RuleText,
+    }
+    let argv = std::iter::once("rule-add").chain(line.split_whitespace());
+    <Add as clap::Parser>::try_parse_from(argv)
+        .unwrap_or_else(|e| panic!("`{line}`: {e}"))
+        .rule
+}
+
+fn apply_with(h: &mut Harness, setup: Setup, rules: &[&str]) {
     let mut s = Settings::default();
     setup(&mut s);
+    if !rules.is_empty() {
+        with_rules(&mut s, rules.iter().map(|l| rule_args(l)).collect());
+    }
     h.state.write_settings(&s).expect("writing settings");
 }
 
 fn check(h: &mut Harness, rows: &[Row]) -> Vec<String> {
     let mut failures = Vec::new();
     for r in rows {
-        apply(h, r.setup);
+        apply_with(h, r.setup, &r.rules);
         let (action, reason, dry_run) = h.run_any(&r.frame);
         let want_action = match (r.dry_run, r.reason.action()) {
             (true, _) | (false, Action::Pass) => XDP_PASS,
