@@ -20,27 +20,35 @@ use floodgate::{
 /// removed on drop.
 pub struct Harness {
     pub state: State,
-    pin_root: PathBuf,
+    _pins: PinGuard,
+}
+
+/// Removes a private pin directory on drop, also when loading panics half-way.
+struct PinGuard(PathBuf);
+
+impl Drop for PinGuard {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
 }
 
 static SEQ: AtomicU32 = AtomicU32::new(0);
 
 impl Harness {
     pub fn new() -> Harness {
+        floodgate_lab::sweep_stale("fgt");
         let root = PathBuf::from(format!(
             "/sys/fs/bpf/fgt{}h{}",
             std::process::id(),
             SEQ.fetch_add(1, Ordering::Relaxed)
         ));
         let _ = std::fs::remove_dir_all(&root);
+        let pins = PinGuard(root.clone());
         let mut state = State::open(&PinDir::new(&root), Access::Write)
             .unwrap_or_else(|e| panic!("opening state under {}: {e}", root.display()));
         loader::program(&mut state.ebpf)
             .unwrap_or_else(|e| panic!("loading the XDP program: {}", floodgate::error::chain(&e)));
-        Harness {
-            state,
-            pin_root: root,
-        }
+        Harness { state, _pins: pins }
     }
 
     /// Every STATS slot: the enforced row, then the dry-run row.
@@ -102,12 +110,6 @@ impl Harness {
 impl Default for Harness {
     fn default() -> Harness {
         Harness::new()
-    }
-}
-
-impl Drop for Harness {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.pin_root);
     }
 }
 

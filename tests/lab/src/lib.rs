@@ -104,7 +104,8 @@ impl Drop for Netns {
     }
 }
 
-/// Remove namespaces named `{prefix}{pid}...` whose creating process is gone.
+/// Remove namespaces and bpffs pin directories named `{prefix}{pid}...` whose creating
+/// process is gone (a killed test run cannot clean up after itself).
 pub fn sweep_stale(prefix: &str) {
     let Ok(out) = Command::new("ip").args(["netns", "list"]).output() else {
         return;
@@ -119,6 +120,20 @@ pub fn sweep_stale(prefix: &str) {
             continue;
         }
         let _ = Command::new("ip").args(["netns", "del", name]).output();
+    }
+    // Private pin directories (labs and test_run harnesses) of processes that are gone.
+    let Ok(dir) = std::fs::read_dir("/sys/fs/bpf") else {
+        return;
+    };
+    for entry in dir.flatten() {
+        let name = entry.file_name().to_string_lossy().into_owned();
+        let Some(rest) = name.strip_prefix(prefix) else {
+            continue;
+        };
+        let pid: String = rest.chars().take_while(|c| c.is_ascii_digit()).collect();
+        if !pid.is_empty() && !Path::new(&format!("/proc/{pid}")).exists() {
+            let _ = std::fs::remove_dir_all(entry.path());
+        }
     }
 }
 
