@@ -599,4 +599,15 @@ fn a_full_list_refuses_the_batch_and_keeps_what_it_had() {
         before,
         "nothing of the batch is left"
     );
+    // `apply` asks first: the same batch is refused before anything changes, and one less fits.
+    let err = h
+        .state
+        .lists
+        .check_replace_fits(ListKind::Allow, &nets)
+        .expect_err("must not fit");
+    assert!(err.to_string().contains("IPv4 host"), "{err}");
+    h.state
+        .lists
+        .check_replace_fits(ListKind::Allow, &nets[1..])
+        .expect("exactly the capacity fits");
 }

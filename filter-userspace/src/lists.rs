@@ -444,6 +444,46 @@ impl Lists {
         Ok(stale.len())
     }
 
+    /// Would [`Lists::replace`] with `nets` fit? Replace adds before it removes, so each map
+    /// must hold what it has plus what is new. Checked before anything changes, so a caller
+    /// changing several lists can refuse the whole change up front.
+    pub fn check_replace_fits(&self, kind: ListKind, nets: &[IpNet]) -> Result<()> {
+        let have: HashSet<IpNet> = self
+            .list(kind)
+            .entries()?
+            .into_iter()
+            .map(|(n, _)| n)
+            .collect();
+        let (exact_cap, prefix_cap) = kind.capacities();
+        // [v4 host, v4 prefix, v6 host, v6 prefix]: entries after the add step.
+        let mut after = [0usize; 4];
+        let slot = |n: &IpNet| match (n, is_host(n)) {
+            (IpNet::V4(_), true) => 0,
+            (IpNet::V4(_), false) => 1,
+            (IpNet::V6(_), true) => 2,
+            (IpNet::V6(_), false) => 3,
+        };
+        for n in &have {
+            after[slot(n)] += 1;
+        }
+        let new: HashSet<&IpNet> = nets.iter().filter(|n| !have.contains(n)).collect();
+        for n in new {
+            after[slot(n)] += 1;
+        }
+        let names = ["IPv4 host", "IPv4 prefix", "IPv6 host", "IPv6 prefix"];
+        for (i, count) in after.iter().enumerate() {
+            let cap = if i % 2 == 0 { exact_cap } else { prefix_cap };
+            if *count > cap as usize {
+                return Err(Error::ListFull {
+                    list: kind.name(),
+                    map: names[i],
+                    capacity: cap,
+                });
+            }
+        }
+        Ok(())
+    }
+
     /// Delete entries whose TTL has passed (the data plane already ignores them).
     pub fn sweep_expired(&mut self, kind: ListKind) -> Result<usize> {
         let now = monotonic_now().as_nanos() as u64;

@@ -45,7 +45,17 @@ pub fn apply(pin: &PinDir, a: ApplyArgs) -> anyhow::Result<()> {
         .with_context(|| format!("reading {}", a.file.display()))?;
     let desired = config::parse(&a.file.display().to_string(), &text)?;
     let mut state = State::open(pin, Access::Write)?;
-    // Lists first: they are the step that can fail on capacity, and they roll back whole.
+    // Capacity is the one thing the file alone cannot tell: check every list before changing
+    // any, so a full allowlist cannot leave the blocklist already replaced.
+    for (kind, items) in [
+        (ListKind::Block, &desired.block),
+        (ListKind::Allow, &desired.allow),
+    ] {
+        if let Some(items) = items {
+            let nets: Vec<ipnet::IpNet> = items.iter().map(|i| i.net).collect();
+            state.lists.check_replace_fits(kind, &nets)?;
+        }
+    }
     for (kind, items) in [
         (ListKind::Block, &desired.block),
         (ListKind::Allow, &desired.allow),
