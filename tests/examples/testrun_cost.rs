@@ -255,6 +255,15 @@ fn main() {
         (v[v.len() / 2], v[0], v[v.len() - 1])
     };
     let (fm, fmin, fmax) = stat(&mut floor_ns);
+    let verified = loader::program(&mut h.state.ebpf)
+        .expect("program")
+        .info()
+        .ok()
+        .and_then(|i| i.verified_instruction_count());
+    if let Some(n) = verified {
+        // The verifier's budget is 1M processed instructions: headroom for the next stage.
+        println!("verifier: {n} instructions processed to load floodgate (limit 1000000)");
+    }
     println!("BPF_PROG_TEST_RUN, {REPEAT} repeats x {ROUNDS} rounds, median (min..max) ns/packet");
     println!(
         "{:<28} {:>8} {:>16} {:>10}",
