@@ -51,6 +51,15 @@ fn polite(lab: &Lab, src: IpAddr, dst: SocketAddr, count: usize, gap: Duration) 
         .expect("attacker thread");
 }
 
+/// Send `count` datagrams from `src` to the victim's `port`, one every 30 ms (well inside
+/// every limit and socket buffer); returns how many arrived.
+fn polite_through(lab: &Lab, src: IpAddr, port: u16, count: usize) -> usize {
+    let dst = SocketAddr::new(IpAddr::V4(VICTIM_V4), port);
+    let rx = receiver(lab, dst, Duration::from_millis(300));
+    polite(lab, src, dst, count, Duration::from_millis(30));
+    traffic::drain_count(&rx)
+}
+
 fn dry_stat(lab: &Lab, reason: &str) -> u64 {
     let json: serde_json::Value =
         serde_json::from_str(&floodgate_ok(lab, &["stats", "--json"])).expect("JSON");
@@ -211,38 +220,18 @@ fn an_auto_banned_source_shows_in_block_list_and_expires() {
         "the table shows origin auto:\n{text}"
     );
     let (b0, _) = stat(&lab, "blocklist");
-    let rx = receiver(
-        &lab,
-        SocketAddr::new(IpAddr::V4(VICTIM_V4), 43001),
-        Duration::from_millis(300),
+    assert_eq!(
+        polite_through(&lab, src, 43001, 5),
+        0,
+        "while banned nothing arrives"
     );
-    polite(
-        &lab,
-        src,
-        SocketAddr::new(IpAddr::V4(VICTIM_V4), 43001),
-        5,
-        Duration::from_millis(30),
-    );
-    assert_eq!(traffic::drain_count(&rx), 0, "while banned nothing arrives");
     assert_eq!(stat(&lab, "blocklist").0 - b0, 5, "counted as blocklist");
 
     std::thread::sleep(Duration::from_millis(3200));
     let list = floodgate_ok(&lab, &["block", "list", "--json"]);
     assert!(!list.contains("198.18.0.2/32"), "the ban expired: {list}");
-    let rx = receiver(
-        &lab,
-        SocketAddr::new(IpAddr::V4(VICTIM_V4), 43002),
-        Duration::from_millis(300),
-    );
-    polite(
-        &lab,
-        src,
-        SocketAddr::new(IpAddr::V4(VICTIM_V4), 43002),
-        5,
-        Duration::from_millis(30),
-    );
     assert_eq!(
-        traffic::drain_count(&rx),
+        polite_through(&lab, src, 43002, 5),
         5,
         "after the ban, polite traffic arrives again"
     );
