@@ -136,8 +136,7 @@ pub fn classify(ctx: &XdpContext) -> Verdict {
         return pass(Reason::Pass);
     }
     // Sanity runs on a copy on the stack; only the later stages need the laundered copy.
-    let mut facts = Facts::zeroed();
-    unsafe { fill(&mut facts, ctx, &ip, &l4) };
+    let facts = Facts::of(ctx, &ip, &l4);
     if cfg.sanity != 0 {
         if let Some(reason) = sanity::check(cfg, &facts) {
             return drop(reason, dry);
@@ -191,64 +190,41 @@ fn drop(reason: Reason, dry_run: bool) -> Verdict {
 }
 
 impl Facts {
+    /// The facts of a parsed packet, built in one go (no store is made twice).
     #[inline(always)]
-    fn zeroed() -> Facts {
+    fn of(ctx: &XdpContext, ip: &Ip, l4: &L4) -> Facts {
+        let (v6, src, dst) = match ip.addrs {
+            Addrs::V4 { src: s, dst: d } => {
+                let mut src = [0u8; 16];
+                let mut dst = [0u8; 16];
+                src[..4].copy_from_slice(&s);
+                dst[..4].copy_from_slice(&d);
+                (0, src, dst)
+            }
+            Addrs::V6 { src, dst } => (1, src, dst),
+        };
         Facts {
-            src: [0; 16],
-            dst: [0; 16],
-            frame_len: 0,
-            l3_off: 0,
-            ip_len: 0,
-            hdr_len: 0,
-            l4_off: 0,
-            sport: 0,
-            dport: 0,
-            claimed_len: 0,
-            v6: 0,
-            proto: 0,
-            ttl: 0,
-            has_l4: 0,
-            fragmented: 0,
-            tcp_flags: 0,
-            icmp_type: 0,
-            icmp_code: 0,
+            src,
+            dst,
+            frame_len: (ctx.data_end() - ctx.data()) as u64,
+            l3_off: ip.l3_off as u32,
+            ip_len: ip.ip_len,
+            hdr_len: ip.hdr_len,
+            l4_off: ip.l4_off.unwrap_or(0) as u32,
+            sport: l4.sport,
+            dport: l4.dport,
+            claimed_len: l4.claimed_len,
+            v6,
+            proto: ip.protocol,
+            ttl: ip.ttl,
+            has_l4: ip.l4_off.is_some() as u8,
+            fragmented: ip.fragmented as u8,
+            tcp_flags: l4.tcp_flags,
+            icmp_type: l4.icmp_type,
+            icmp_code: l4.icmp_code,
             _pad: [0; 4],
         }
     }
-}
-
-#[inline(always)]
-unsafe fn fill(f: *mut Facts, ctx: &XdpContext, ip: &Ip, l4: &L4) {
-    let f = unsafe { &mut *f };
-    match ip.addrs {
-        Addrs::V4 { src, dst } => {
-            f.v6 = 0;
-            f.src = [0; 16];
-            f.dst = [0; 16];
-            f.src[..4].copy_from_slice(&src);
-            f.dst[..4].copy_from_slice(&dst);
-        }
-        Addrs::V6 { src, dst } => {
-            f.v6 = 1;
-            f.src = src;
-            f.dst = dst;
-        }
-    }
-    f.frame_len = (ctx.data_end() - ctx.data()) as u64;
-    f.l3_off = ip.l3_off as u32;
-    f.ip_len = ip.ip_len;
-    f.hdr_len = ip.hdr_len;
-    f.has_l4 = ip.l4_off.is_some() as u8;
-    f.l4_off = ip.l4_off.unwrap_or(0) as u32;
-    f.fragmented = ip.fragmented as u8;
-    f.proto = ip.protocol;
-    f.ttl = ip.ttl;
-    f.sport = l4.sport;
-    f.dport = l4.dport;
-    f.claimed_len = l4.claimed_len;
-    f.tcp_flags = l4.tcp_flags;
-    f.icmp_type = l4.icmp_type;
-    f.icmp_code = l4.icmp_code;
 }
 
 /// UDP from an amplifier's port, not toward an exempt port or prefix.
