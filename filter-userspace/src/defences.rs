@@ -264,7 +264,12 @@ impl Defences {
             return Ok(false);
         }
         let defaults = Settings::default();
-        self.write_ports(&defaults.reflection)?;
+        // A fresh PORT_FLAGS is all zeros: no ports, no exemptions.
+        let empty = Reflection {
+            ports: Vec::new(),
+            ..Reflection::default()
+        };
+        self.write_ports(&empty, &defaults.reflection)?;
         self.set_config(&Config::initial())?;
         Ok(true)
     }
@@ -315,6 +320,15 @@ impl Defences {
                 exempt_ports.push(port as u16);
             }
         }
+        Ok(Reflection {
+            enabled: cfg.reflection != 0,
+            ports,
+            exempt_ports,
+            exempt_dst: self.exempt_dst()?,
+        })
+    }
+
+    fn exempt_dst(&self) -> Result<Vec<IpNet>> {
         let mut exempt_dst = Vec::new();
         for k in self.exempt_v4.keys() {
             let k = k.map_context(|| "reading REFLECT_EXEMPT_V4".into())?;
@@ -329,12 +343,7 @@ impl Defences {
             }
         }
         exempt_dst.sort();
-        Ok(Reflection {
-            enabled: cfg.reflection != 0,
-            ports,
-            exempt_ports,
-            exempt_dst,
-        })
+        Ok(exempt_dst)
     }
 
     fn port_flags(&self) -> Result<Vec<u32>> {
@@ -437,8 +446,9 @@ impl Defences {
             .collect()
     }
 
-    /// Make the maps hold `s`. The caller has validated it (see `Settings` builders).
-    pub fn write(&mut self, s: &Settings) -> Result<()> {
+    /// Make the maps hold `s`. `old` is what [`Defences::read`] returned under the same lock:
+    /// only what differs is written (the port table alone is 65,536 slots).
+    pub fn write(&mut self, old_settings: &Settings, s: &Settings) -> Result<()> {
         let mut cfg = self.config()?;
         if s.rules.len() > RULES_MAX as usize {
             return Err(Error::TooManyRules {
@@ -480,8 +490,11 @@ impl Defences {
                     .map_context(|| format!("creating counters of rule {}", spec.id))?;
             }
         }
-        self.write_ports(&s.reflection)?;
-        self.write_exempt(&s.reflection.exempt_dst)?;
+        self.write_ports(&old_settings.reflection, &s.reflection)?;
+        self.write_exempt(
+            &old_settings.reflection.exempt_dst,
+            &s.reflection.exempt_dst,
+        )?;
         self.write_aggregates(&s.limits)?;
 
         cfg.magic = CONFIG_MAGIC;
@@ -526,31 +539,32 @@ impl Defences {
         Ok(())
     }
 
-    fn write_ports(&mut self, r: &Reflection) -> Result<()> {
-        let current = self.port_flags()?;
-        let amp: BTreeSet<u16> = r.ports.iter().copied().collect();
-        let exempt: BTreeSet<u16> = r.exempt_ports.iter().copied().collect();
-        for (port, have) in current.into_iter().enumerate() {
-            let p = port as u16;
-            let mut want = 0;
-            if amp.contains(&p) {
-                want |= port_bits::AMPLIFIER;
+    fn write_ports(&mut self, old: &Reflection, new: &Reflection) -> Result<()> {
+        let flags = |r: &Reflection| {
+            let mut f: BTreeMap<u16, u32> = BTreeMap::new();
+            for p in &r.ports {
+                *f.entry(*p).or_default() |= port_bits::AMPLIFIER;
             }
-            if exempt.contains(&p) {
-                want |= port_bits::EXEMPT_DST;
+            for p in &r.exempt_ports {
+                *f.entry(*p).or_default() |= port_bits::EXEMPT_DST;
             }
-            if want != have {
+            f
+        };
+        let (have, want) = (flags(old), flags(new));
+        let touched: BTreeSet<u16> = have.keys().chain(want.keys()).copied().collect();
+        for port in touched {
+            let w = want.get(&port).copied().unwrap_or(0);
+            if have.get(&port).copied().unwrap_or(0) != w {
                 self.ports
-                    .set(port as u32, want, 0)
+                    .set(u32::from(port), w, 0)
                     .map_context(|| format!("writing PORT_FLAGS[{port}]"))?;
             }
         }
         Ok(())
     }
 
-    fn write_exempt(&mut self, nets: &[IpNet]) -> Result<()> {
+    fn write_exempt(&mut self, have: &[IpNet], nets: &[IpNet]) -> Result<()> {
         let want: BTreeSet<IpNet> = nets.iter().copied().collect();
-        let have = self.read_reflection(&self.config()?)?.exempt_dst;
         for net in &want {
             let r = match net {
                 IpNet::V4(n) => self.exempt_v4.insert(

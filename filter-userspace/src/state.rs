@@ -5,9 +5,10 @@ use aya::Ebpf;
 
 use crate::{
     defences::Defences,
-    error::Result,
+    error::{Error, Result},
     lists::Lists,
     loader::{self, PinDir},
+    settings::Settings,
     stats::Stats,
     sys::StateLock,
 };
@@ -30,9 +31,26 @@ pub enum Access {
 
 impl State {
     /// Make the running defences `s` (rule comments included).
-    pub fn write_settings(&mut self, s: &crate::settings::Settings) -> Result<()> {
+    pub fn write_settings(&mut self, s: &Settings) -> Result<()> {
         let old = self.settings()?;
-        self.defences.write(s)?;
+        self.replace_settings(&old, s)
+    }
+
+    /// Read the running settings once, let `change` edit them, write the result. Returns what
+    /// `change` returned. Nothing is written when it fails.
+    pub fn update_settings<T, E: From<Error>>(
+        &mut self,
+        change: impl FnOnce(&mut Settings) -> std::result::Result<T, E>,
+    ) -> std::result::Result<T, E> {
+        let old = self.settings()?;
+        let mut new = old.clone();
+        let out = change(&mut new)?;
+        self.replace_settings(&old, &new)?;
+        Ok(out)
+    }
+
+    fn replace_settings(&mut self, old: &Settings, s: &Settings) -> Result<()> {
+        self.defences.write(old, s)?;
         for r in &s.rules {
             self.lists.set_rule_comment(r.id, r.comment.as_deref())?;
         }
@@ -47,7 +65,7 @@ impl State {
     }
 
     /// The running defence settings, rule comments included.
-    pub fn settings(&self) -> Result<crate::settings::Settings> {
+    pub fn settings(&self) -> Result<Settings> {
         self.defences.read(&|id| self.lists.rule_comment(id))
     }
 

@@ -71,9 +71,10 @@ pub fn attach(pin: &PinDir, args: AttachArgs) -> anyhow::Result<()> {
     let mut state = State::open(pin, Access::Write)?;
     if args.dry_run {
         // Before attaching, so not one packet is dropped.
-        let mut s = state.settings()?;
-        s.dry_run = true;
-        state.write_settings(&s)?;
+        state.update_settings(|s| {
+            s.dry_run = true;
+            Ok::<_, floodgate::Error>(())
+        })?;
         println!(
             "mode: dry-run (nothing is dropped; see the DRY-RUN section of `floodgate stats`)"
         );

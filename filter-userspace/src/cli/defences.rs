@@ -78,26 +78,24 @@ pub fn preset(pin: &PinDir, cmd: PresetCommand) -> anyhow::Result<()> {
         return Ok(());
     }
     let mut state = State::open(pin, Access::Write)?;
-    let mut s = state.settings()?;
-    match a.state {
-        OnOff::On => {
-            s.reflection.enabled = true;
-            let mut ports: Vec<u16> = AMPLIFIERS.iter().map(|(p, _)| *p).collect();
-            ports.extend(&a.ports);
-            ports.sort_unstable();
-            ports.dedup();
-            s.reflection.ports = ports;
-            s.reflection.exempt_ports = a.exempt_ports;
-            s.reflection.exempt_dst = a.exempt_dst;
+    let enabled = state.update_settings(|s| {
+        match a.state {
+            OnOff::On => {
+                s.reflection.enabled = true;
+                let mut ports: Vec<u16> = AMPLIFIERS.iter().map(|(p, _)| *p).collect();
+                ports.extend(&a.ports);
+                ports.sort_unstable();
+                ports.dedup();
+                s.reflection.ports = ports;
+                s.reflection.exempt_ports = a.exempt_ports;
+                s.reflection.exempt_dst = a.exempt_dst;
+            }
+            OnOff::Off => s.reflection.enabled = false,
+            OnOff::Status => unreachable!("handled above"),
         }
-        OnOff::Off => s.reflection.enabled = false,
-        OnOff::Status => unreachable!("handled above"),
-    }
-    state.write_settings(&s)?;
-    println!(
-        "reflection preset {}",
-        if s.reflection.enabled { "on" } else { "off" }
-    );
+        Ok::<_, Error>(s.reflection.enabled)
+    })?;
+    println!("reflection preset {}", if enabled { "on" } else { "off" });
     Ok(())
 }
 
@@ -180,24 +178,25 @@ pub fn sanity(pin: &PinDir, cmd: SanityCommand) -> anyhow::Result<()> {
         return Ok(());
     }
     let mut state = State::open(pin, Access::Write)?;
-    let mut s = state.settings()?;
-    match cmd {
-        SanityCommand::On {
-            checks,
-            fragment_min_bytes,
-        } => {
-            s.sanity.bits |= bits(&checks)?;
-            if let Some(n) = fragment_min_bytes {
-                s.sanity.fragment_min_bytes = n;
+    let on_bits = state.update_settings(|s| {
+        match cmd {
+            SanityCommand::On {
+                checks,
+                fragment_min_bytes,
+            } => {
+                s.sanity.bits |= bits(&checks)?;
+                if let Some(n) = fragment_min_bytes {
+                    s.sanity.fragment_min_bytes = n;
+                }
             }
+            SanityCommand::Off { checks } => s.sanity.bits &= !bits(&checks)?,
+            SanityCommand::List => unreachable!("handled above"),
         }
-        SanityCommand::Off { checks } => s.sanity.bits &= !bits(&checks)?,
-        SanityCommand::List => unreachable!("handled above"),
-    }
-    state.write_settings(&s)?;
+        Ok::<_, Error>(s.sanity.bits)
+    })?;
     let on: Vec<&str> = sanity_bits::ALL
         .iter()
-        .filter(|(b, _)| s.sanity.bits & b != 0)
+        .filter(|(b, _)| on_bits & b != 0)
         .map(|(_, n)| *n)
         .collect();
     println!(
@@ -238,9 +237,11 @@ pub fn mode(pin: &PinDir, a: ModeArgs) -> anyhow::Result<()> {
         return Ok(());
     };
     let mut state = State::open(pin, Access::Write)?;
-    let mut s = state.settings()?;
-    s.dry_run = matches!(mode, Mode::DryRun);
-    state.write_settings(&s)?;
-    println!("mode: {}", if s.dry_run { "dry-run" } else { "enforce" });
+    let dry_run = matches!(mode, Mode::DryRun);
+    state.update_settings(|s| {
+        s.dry_run = dry_run;
+        Ok::<_, Error>(())
+    })?;
+    println!("mode: {}", if dry_run { "dry-run" } else { "enforce" });
     Ok(())
 }

@@ -129,22 +129,24 @@ pub fn limit(pin: &PinDir, cmd: LimitCommand) -> anyhow::Result<()> {
             };
             spec.validate(class).map_err(Error::from)?;
             let mut state = State::open(pin, Access::Write)?;
-            let mut s = state.settings()?;
-            s.limits.insert(ClassKey::of(class), spec.clone());
-            state.write_settings(&s)?;
+            state.update_settings(|s| {
+                s.limits.insert(ClassKey::of(class), spec.clone());
+                Ok::<_, Error>(())
+            })?;
             println!("{}", describe(class.name(), &spec));
             Ok(())
         }
         LimitCommand::Del { class } => {
             let mut state = State::open(pin, Access::Write)?;
-            let mut s = state.settings()?;
-            if s.limits.remove(&ClassKey::of(class)).is_none() {
-                anyhow::bail!(
-                    "class {} has no limits (see `floodgate limit list`)",
-                    class.name()
-                );
-            }
-            state.write_settings(&s)?;
+            state.update_settings(|s| {
+                if s.limits.remove(&ClassKey::of(class)).is_none() {
+                    anyhow::bail!(
+                        "class {} has no limits (see `floodgate limit list`)",
+                        class.name()
+                    );
+                }
+                Ok(())
+            })?;
             println!("limits of {} removed", class.name());
             Ok(())
         }

@@ -70,41 +70,44 @@ pub fn rule(pin: &PinDir, cmd: RuleCommand) -> anyhow::Result<()> {
         RuleCommand::List { json } => list(pin, json),
         RuleCommand::Add(a) => {
             let mut state = State::open(pin, Access::Write)?;
-            let mut s = state.settings()?;
-            let id = s.rules.iter().map(|r| r.id).max().unwrap_or(0) + 1;
-            let spec = a.rule.to_spec(id).map_err(Error::from)?;
-            let at = match a.before {
-                Some(b) => s
-                    .rules
-                    .iter()
-                    .position(|r| r.id == b)
-                    .ok_or(Error::NoSuchRule { id: b })?,
-                None => s.rules.len(),
-            };
-            s.rules.insert(at, spec);
-            state.write_settings(&s)?;
+            let (id, at) = state.update_settings(|s| {
+                let id = s.rules.iter().map(|r| r.id).max().unwrap_or(0) + 1;
+                let spec = a.rule.to_spec(id)?;
+                let at = match a.before {
+                    Some(b) => s
+                        .rules
+                        .iter()
+                        .position(|r| r.id == b)
+                        .ok_or(Error::NoSuchRule { id: b })?,
+                    None => s.rules.len(),
+                };
+                s.rules.insert(at, spec);
+                Ok::<_, Error>((id, at))
+            })?;
             println!("rule {id} added at position {}", at + 1);
             Ok(())
         }
         RuleCommand::Del { id } => {
             let mut state = State::open(pin, Access::Write)?;
-            let mut s = state.settings()?;
-            let at = s
-                .rules
-                .iter()
-                .position(|r| r.id == id)
-                .ok_or(Error::NoSuchRule { id })?;
-            s.rules.remove(at);
-            state.write_settings(&s)?;
+            state.update_settings(|s| {
+                let at = s
+                    .rules
+                    .iter()
+                    .position(|r| r.id == id)
+                    .ok_or(Error::NoSuchRule { id })?;
+                s.rules.remove(at);
+                Ok::<_, Error>(())
+            })?;
             println!("rule {id} deleted");
             Ok(())
         }
         RuleCommand::Flush => {
             let mut state = State::open(pin, Access::Write)?;
-            let mut s = state.settings()?;
-            let n = s.rules.len();
-            s.rules.clear();
-            state.write_settings(&s)?;
+            let n = state.update_settings(|s| {
+                let n = s.rules.len();
+                s.rules.clear();
+                Ok::<_, Error>(n)
+            })?;
             println!("{n} rule(s) deleted");
             Ok(())
         }
