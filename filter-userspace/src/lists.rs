@@ -353,12 +353,7 @@ impl Lists {
         }
         progress(total, total);
         if let Some(c) = comment {
-            let mut meta = EntryMeta {
-                added_unix_s: unix_now(),
-                comment_len: c.len() as u32,
-                ..EntryMeta::default()
-            };
-            meta.comment[..c.len()].copy_from_slice(c.as_bytes());
+            let meta = meta_with(c);
             for net in nets {
                 let key = meta_key(kind, net);
                 if let Err(e) = self.meta.insert(key, meta, 0) {
@@ -510,10 +505,7 @@ impl Lists {
             .into_iter()
             .filter(|(_, v)| entry_live(v.expires_at_ns, now))
             .map(|(net, v)| {
-                let comment = self.meta.get(&meta_key(kind, &net), 0).ok().map(|m| {
-                    let len = (m.comment_len as usize).min(COMMENT_MAX);
-                    String::from_utf8_lossy(&m.comment[..len]).into_owned()
-                });
+                let comment = self.comment(&meta_key(kind, &net));
                 Entry {
                     net,
                     expires_in: (v.expires_at_ns != 0)
@@ -543,7 +535,11 @@ fn rule_meta_key(id: u32) -> MetaKey {
 impl Lists {
     /// A rule's comment (rules keep theirs in the same metadata map as list entries).
     pub fn rule_comment(&self, id: u32) -> Option<String> {
-        self.meta.get(&rule_meta_key(id), 0).ok().map(|m| {
+        self.comment(&rule_meta_key(id))
+    }
+
+    fn comment(&self, key: &MetaKey) -> Option<String> {
+        self.meta.get(key, 0).ok().map(|m| {
             let len = (m.comment_len as usize).min(COMMENT_MAX);
             String::from_utf8_lossy(&m.comment[..len]).into_owned()
         })
@@ -552,23 +548,27 @@ impl Lists {
     pub fn set_rule_comment(&mut self, id: u32, comment: Option<&str>) -> Result<()> {
         validate_comment(comment)?;
         match comment {
-            Some(c) => {
-                let mut meta = EntryMeta {
-                    added_unix_s: unix_now(),
-                    comment_len: c.len() as u32,
-                    ..EntryMeta::default()
-                };
-                meta.comment[..c.len()].copy_from_slice(c.as_bytes());
-                self.meta
-                    .insert(rule_meta_key(id), meta, 0)
-                    .map_context(|| format!("storing the comment of rule {id}"))
-            }
+            Some(c) => self
+                .meta
+                .insert(rule_meta_key(id), meta_with(c), 0)
+                .map_context(|| format!("storing the comment of rule {id}")),
             None => {
                 let _ = self.meta.remove(&rule_meta_key(id));
                 Ok(())
             }
         }
     }
+}
+
+/// Metadata carrying `comment` (already checked by [`validate_comment`]), added now.
+fn meta_with(comment: &str) -> EntryMeta {
+    let mut meta = EntryMeta {
+        added_unix_s: unix_now(),
+        comment_len: comment.len() as u32,
+        ..EntryMeta::default()
+    };
+    meta.comment[..comment.len()].copy_from_slice(comment.as_bytes());
+    meta
 }
 
 fn unix_now() -> u64 {
