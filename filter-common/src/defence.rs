@@ -143,27 +143,37 @@ pub struct Config {
 const _: () = assert!(size_of::<Config>() == 32 + 48 * CLASS_COUNT);
 
 impl Config {
-    /// The configuration floodgate starts with: sanity defaults on, nothing else.
-    pub const fn initial() -> Config {
-        let limits = [ClassLimit {
-            per_source: Rate { pps: 0, bps: 0 },
-            ban_after_ns: 0,
-            ban_for_ns: 0,
-            v4_prefix: SOURCE_PREFIX_V4_DEFAULT,
-            v6_prefix: SOURCE_PREFIX_V6_DEFAULT,
-            has_aggregate: 0,
-            _pad: 0,
-        }; CLASS_COUNT];
+    /// Every defence off (what a zeroed `CONFIG` means to the data plane), with the default
+    /// source grouping.
+    pub const fn off() -> Config {
         Config {
-            magic: CONFIG_MAGIC,
+            magic: 0,
             dry_run: 0,
-            sanity: sanity_bits::DEFAULT,
-            fragment_min_bytes: FRAGMENT_MIN_BYTES_DEFAULT,
+            sanity: 0,
+            fragment_min_bytes: 0,
             reflection: 0,
             rule_bank: 0,
             rule_count: 0,
             limit_classes: 0,
-            limits,
+            limits: [ClassLimit {
+                per_source: Rate { pps: 0, bps: 0 },
+                ban_after_ns: 0,
+                ban_for_ns: 0,
+                v4_prefix: SOURCE_PREFIX_V4_DEFAULT,
+                v6_prefix: SOURCE_PREFIX_V6_DEFAULT,
+                has_aggregate: 0,
+                _pad: 0,
+            }; CLASS_COUNT],
+        }
+    }
+
+    /// The configuration floodgate starts with: sanity defaults on, nothing else.
+    pub const fn initial() -> Config {
+        Config {
+            magic: CONFIG_MAGIC,
+            sanity: sanity_bits::DEFAULT,
+            fragment_min_bytes: FRAGMENT_MIN_BYTES_DEFAULT,
+            ..Config::off()
         }
     }
 }

@@ -76,25 +76,7 @@ impl Clock {
 }
 
 /// An unconfigured program (maps just created) runs with every defence off.
-static OFF: Config = Config {
-    magic: 0,
-    dry_run: 0,
-    sanity: 0,
-    fragment_min_bytes: 0,
-    reflection: 0,
-    rule_bank: 0,
-    rule_count: 0,
-    limit_classes: 0,
-    limits: [filter_common::ClassLimit {
-        per_source: filter_common::Rate { pps: 0, bps: 0 },
-        ban_after_ns: 0,
-        ban_for_ns: 0,
-        v4_prefix: 32,
-        v6_prefix: 64,
-        has_aggregate: 0,
-        _pad: 0,
-    }; filter_common::CLASS_COUNT],
-};
+static OFF: Config = Config::off();
 
 #[inline(always)]
 pub fn classify(ctx: &XdpContext) -> Verdict {
