@@ -7,7 +7,7 @@ use std::{
     time::{Duration, Instant},
 };
 
-use floodgate_lab::{ATTACKER_IF, ATTACKER_V4, Lab, VICTIM_IF, VICTIM_V4, traffic};
+use floodgate_lab::{ATTACKER_V4, Lab, VICTIM_IF, VICTIM_V4, traffic};
 use floodgate_tests::{floodgate, floodgate_ok, stat};
 
 fn lab(tag: &str, attach: &[&str]) -> Lab {
@@ -139,32 +139,15 @@ fn an_aggregate_cap_holds_a_random_source_flood() {
         SocketAddr::new(IpAddr::V4(VICTIM_V4), port),
         Duration::from_millis(400),
     );
-    let victim_mac = Lab::mac(&lab.victim, VICTIM_IF).expect("mac");
-    let attacker_mac = Lab::mac(&lab.attacker, ATTACKER_IF).expect("mac");
     let (a0, _) = stat(&lab, "aggregate");
     let sent = 10_000usize;
+    // Every frame a new source: per-source state could learn nothing here.
     let secs = lab
-        .attacker
-        .run(move || {
-            let tx = traffic::RawSender::open(ATTACKER_IF).expect("raw socket");
-            let t = Instant::now();
-            for i in 0..sent {
-                // Every frame a new source: per-source state could learn nothing here.
-                let src = Ipv4Addr::new(198, 19, (i >> 8) as u8, i as u8);
-                let f = traffic::udp_frame(
-                    attacker_mac,
-                    victim_mac,
-                    IpAddr::V4(src),
-                    IpAddr::V4(VICTIM_V4),
-                    10_000 + (i % 5000) as u16,
-                    port,
-                    &[0; 32],
-                );
-                tx.send(&f).expect("send");
-            }
-            t.elapsed().as_secs_f64()
+        .spray_udp(sent as u64, 32, |i| {
+            let src = Ipv4Addr::new(198, 19, (i >> 8) as u8, i as u8);
+            (src, 10_000 + (i % 5000) as u16, port)
         })
-        .expect("attacker thread");
+        .expect("spraying");
     let got = traffic::drain_count(&rx);
     let (a1, _) = stat(&lab, "aggregate");
     held_to_rate("aggregate", 200.0, secs, sent, got, a1 - a0);
@@ -280,27 +263,12 @@ fn the_reflection_preset_drops_a_dns_source_flood_but_not_our_own_answers() {
             }
         });
         // The flood: UDP from port 53 to the victim's main address, from many sources.
-        let victim_mac = Lab::mac(&lab.victim, VICTIM_IF).expect("mac");
-        let attacker_mac = Lab::mac(&lab.attacker, ATTACKER_IF).expect("mac");
         let (r0, _) = stat(&lab, "reflection");
-        lab.attacker
-            .run(move || {
-                let tx = traffic::RawSender::open(ATTACKER_IF).expect("raw socket");
-                for i in 0..5000u32 {
-                    let src = Ipv4Addr::new(198, 19, (i >> 8) as u8, i as u8);
-                    let f = traffic::udp_frame(
-                        attacker_mac,
-                        victim_mac,
-                        IpAddr::V4(src),
-                        IpAddr::V4(VICTIM_V4),
-                        53,
-                        1024 + (i % 60000) as u16,
-                        &[0xab; 400],
-                    );
-                    tx.send(&f).expect("send");
-                }
-            })
-            .expect("attacker thread");
+        lab.spray_udp(5000, 400, |i| {
+            let src = Ipv4Addr::new(198, 19, (i >> 8) as u8, i as u8);
+            (src, 53, 1024 + (i % 60000) as u16)
+        })
+        .expect("spraying");
         let (r1, _) = stat(&lab, "reflection");
         // Nearly all: a sender can lose frames in a full veth ring before XDP sees them.
         let dropped = r1 - r0;

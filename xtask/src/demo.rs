@@ -127,29 +127,14 @@ impl Demo {
     /// Send `n` UDP frames from random sources in 198.18.128.0/17 to the victim; `ports(r)`
     /// gives (source port, destination port). Returns the seconds it took.
     fn spray(&self, n: u64, ports: fn(u64) -> (u16, u16)) -> anyhow::Result<f64> {
-        let victim_mac = Lab::mac(&self.lab.victim, VICTIM_IF)?;
-        let attacker_mac = Lab::mac(&self.lab.attacker, ATTACKER_IF)?;
-        self.lab.attacker.run(move || -> anyhow::Result<f64> {
-            let tx = traffic::RawSender::open(ATTACKER_IF)?;
-            let mut rng = 0x2545_F491_4F6C_DD1Du64;
-            let t = Instant::now();
-            for _ in 0..n {
-                let r = next(&mut rng);
-                let src = Ipv4Addr::new(198, 18, 128 | (r >> 8) as u8 & 0x7f, (r >> 16) as u8);
-                let (sport, dport) = ports(r);
-                let f = traffic::udp_frame(
-                    attacker_mac,
-                    victim_mac,
-                    IpAddr::V4(src),
-                    IpAddr::V4(VICTIM_V4),
-                    sport,
-                    dport,
-                    &[0u8; 256],
-                );
-                tx.send(&f)?;
-            }
-            Ok(t.elapsed().as_secs_f64())
-        })?
+        let mut rng = 0x2545_F491_4F6C_DD1Du64;
+        let draws: Vec<u64> = (0..n).map(|_| next(&mut rng)).collect();
+        self.lab.spray_udp(n, 256, move |i| {
+            let r = draws[i as usize];
+            let src = Ipv4Addr::new(198, 18, 128 | (r >> 8) as u8 & 0x7f, (r >> 16) as u8);
+            let (sport, dport) = ports(r);
+            (src, sport, dport)
+        })
     }
 }
 

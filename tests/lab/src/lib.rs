@@ -233,6 +233,38 @@ impl Lab {
         Ok(mac)
     }
 
+    /// Send `n` raw UDP frames (spoofed sources allowed) from the attacker's veth to the
+    /// victim's IPv4 address. `frame(i)` gives frame i's (source, source port, destination
+    /// port). Returns the seconds it took.
+    pub fn spray_udp(
+        &self,
+        n: u64,
+        payload_len: usize,
+        frame: impl Fn(u64) -> (Ipv4Addr, u16, u16) + Send,
+    ) -> anyhow::Result<f64> {
+        let victim_mac = Lab::mac(&self.victim, VICTIM_IF)?;
+        let attacker_mac = Lab::mac(&self.attacker, ATTACKER_IF)?;
+        self.attacker.run(move || -> anyhow::Result<f64> {
+            let tx = traffic::RawSender::open(ATTACKER_IF)?;
+            let payload = vec![0xab; payload_len];
+            let started = std::time::Instant::now();
+            for i in 0..n {
+                let (src, sport, dport) = frame(i);
+                let f = traffic::udp_frame(
+                    attacker_mac,
+                    victim_mac,
+                    src.into(),
+                    VICTIM_V4.into(),
+                    sport,
+                    dport,
+                    &payload,
+                );
+                tx.send(&f)?;
+            }
+            Ok(started.elapsed().as_secs_f64())
+        })?
+    }
+
     /// Add extra addresses to the attacker side (polite or blocked sources that must get replies).
     pub fn add_attacker_addr(&self, addr: &str) -> anyhow::Result<()> {
         let args: Vec<&str> = if addr.contains(':') {
