@@ -324,7 +324,5 @@ pub struct SourceState {
     pub over_since_ns: u64,
     /// Last time this source was over its limit.
     pub last_over_ns: u64,
-    /// Packets dropped for this source (approximate under contention: plain add).
-    pub dropped: u64,
 }
-const _: () = assert!(size_of::<SourceState>() == 40);
+const _: () = assert!(size_of::<SourceState>() == 32);

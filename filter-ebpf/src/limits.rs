@@ -117,7 +117,6 @@ fn per_source(
             (*state).over_since_ns = now;
         }
         (*state).last_over_ns = now;
-        (*state).dropped += 1;
         if limit.ban_after_ns != 0
             && cfg.dry_run == 0
             && now - (*state).over_since_ns >= limit.ban_after_ns
