@@ -6,7 +6,7 @@ use std::{
     time::Duration,
 };
 
-use filter_common::Reason;
+use filter_common::{FEED_CLI, Reason};
 use floodgate::{lists::ListKind, prefix::parse_prefix};
 use floodgate_tests::{
     Harness, XDP_DROP, XDP_PASS,
@@ -35,7 +35,7 @@ fn lists(h: &mut Harness) {
             .collect();
         h.state
             .lists
-            .add(kind, &nets, ttl, None, &mut |_, _| {})
+            .add(kind, FEED_CLI, &nets, ttl, None, &mut |_, _| {})
             .expect("adding fixture entries");
     };
     add(
@@ -588,7 +588,7 @@ fn a_full_list_refuses_the_batch_and_keeps_what_it_had() {
     let err = h
         .state
         .lists
-        .add(ListKind::Allow, &nets, None, None, &mut |_, _| {})
+        .add(ListKind::Allow, FEED_CLI, &nets, None, None, &mut |_, _| {})
         .expect_err("must not fit");
     assert!(
         err.to_string().contains("is full"),
@@ -603,11 +603,52 @@ fn a_full_list_refuses_the_batch_and_keeps_what_it_had() {
     let err = h
         .state
         .lists
-        .check_replace_fits(ListKind::Allow, &nets)
+        .check_fits(ListKind::Allow, &nets)
         .expect_err("must not fit");
     assert!(err.to_string().contains("IPv4 host"), "{err}");
     h.state
         .lists
-        .check_replace_fits(ListKind::Allow, &nets[1..])
+        .check_fits(ListKind::Allow, &nets[1..])
         .expect("exactly the capacity fits");
+}
+
+#[test]
+fn blocklist_drops_are_counted_per_source() {
+    let mut h = Harness::new();
+    let feed = h
+        .state
+        .lists
+        .feeds
+        .id_or_register("threat-intel")
+        .expect("register a feed");
+    let nets = [parse_prefix("198.18.90.0/24").expect("prefix")];
+    h.state
+        .lists
+        .add(ListKind::Block, feed, &nets, None, None, &mut |_, _| {})
+        .expect("add");
+    let host = [parse_prefix("198.18.91.1").expect("host")];
+    h.state
+        .lists
+        .add(ListKind::Block, FEED_CLI, &host, None, None, &mut |_, _| {})
+        .expect("add");
+    let by_feed = v4(Ipv4Addr::new(198, 18, 90, 9), UDP, &udp_payload());
+    let by_cli = v4(Ipv4Addr::new(198, 18, 91, 1), UDP, &udp_payload());
+    for _ in 0..3 {
+        assert_eq!(h.run(&by_feed), (XDP_DROP, Reason::Blocklist));
+    }
+    assert_eq!(h.run(&by_cli), (XDP_DROP, Reason::Blocklist));
+    let drops = h.state.lists.feeds.drops(feed).expect("drops");
+    assert_eq!(drops.packets, 3, "three drops by the feed's prefix");
+    assert_eq!(drops.bytes, 3 * by_feed.len() as u64, "their bytes");
+    let cli = h.state.lists.feeds.drops(FEED_CLI).expect("drops");
+    assert_eq!(cli.packets, 1, "one drop by the CLI's host entry");
+    // The registry is shared: the name maps back to the same id, and the entry shows it.
+    assert_eq!(
+        h.state.lists.feeds.id("threat-intel").expect("id"),
+        Some(feed)
+    );
+    let entries = h.state.lists.entries(ListKind::Block).expect("entries");
+    let e = entries.iter().find(|e| e.net == nets[0]).expect("listed");
+    assert_eq!(e.feed, feed);
+    assert_eq!(h.state.lists.feeds.name(e.feed), "threat-intel");
 }

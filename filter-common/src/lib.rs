@@ -146,16 +146,35 @@ pub struct ListEntry {
     /// The entry's own prefix length. In the trie an expired entry must not hide a shorter,
     /// still-valid covering prefix: the data plane retries the lookup below this length.
     pub prefix_len: u32,
-    /// Who added the entry: [`ORIGIN_MANUAL`] (CLI, file) or [`ORIGIN_AUTO`] (an auto-ban
-    /// written by the data plane itself).
-    pub flags: u32,
+    /// Who added the entry (the API calls it the entry's "source"), an index into `FEED_NAMES`:
+    /// [`FEED_CLI`], [`FEED_AUTO`] (an auto-ban written by the data plane itself),
+    /// [`FEED_CONFIG`], or a named feed. The data plane counts blocklist drops per feed in
+    /// `FEED_DROPS`. (Named "feed" in code so it is never confused with a packet's source.)
+    pub feed: u32,
 }
 const _: () = assert!(size_of::<ListEntry>() == 24);
 
-/// [`ListEntry::flags`]: added by an operator, a feed or a config file.
-pub const ORIGIN_MANUAL: u32 = 0;
-/// [`ListEntry::flags`]: added by the data plane's auto-ban (a source over its rate limit).
-pub const ORIGIN_AUTO: u32 = 1;
+/// [`ListEntry::feed`]: added with the CLI (no `--source`).
+pub const FEED_CLI: u32 = 0;
+/// [`ListEntry::feed`]: added by the data plane's auto-ban (a source over its rate limit).
+pub const FEED_AUTO: u32 = 1;
+/// [`ListEntry::feed`]: the `[lists]` section of the configuration file.
+pub const FEED_CONFIG: u32 = 2;
+/// Feeds with fixed ids; named feeds get ids from here up to [`FEEDS_MAX`].
+pub const FEEDS_FIXED: u32 = 3;
+/// Size of `FEED_NAMES` and `FEED_DROPS`: at most this many feeds, fixed ones included.
+pub const FEEDS_MAX: u32 = 256;
+/// Longest feed name, bytes.
+pub const FEED_NAME_MAX: usize = 32;
+
+/// A value of the userspace-only `FEED_NAMES` array: the name of feed id N (len 0: free).
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct FeedName {
+    pub len: u32,
+    pub name: [u8; FEED_NAME_MAX],
+}
+const _: () = assert!(size_of::<FeedName>() == 36);
 
 /// Which list a [`MetaKey`] belongs to.
 pub const LIST_ALLOW: u32 = 0;
@@ -215,6 +234,8 @@ pub mod map_names {
     pub const BLOCK_V4_EXACT: &str = "BLOCK_V4_EXACT";
     pub const BLOCK_V6_EXACT: &str = "BLOCK_V6_EXACT";
     pub const LIST_META: &str = "LIST_META";
+    pub const FEED_NAMES: &str = "FEED_NAMES";
+    pub const FEED_DROPS: &str = "FEED_DROPS";
     pub const CONFIG: &str = "CONFIG";
     pub const RULES: &str = "RULES";
     pub const RULE_STATS: &str = "RULE_STATS";
@@ -256,6 +277,7 @@ mod pod {
     unsafe impl aya::Pod for super::Counter {}
     unsafe impl aya::Pod for super::ListEntry {}
     unsafe impl aya::Pod for super::MetaKey {}
+    unsafe impl aya::Pod for super::FeedName {}
     unsafe impl aya::Pod for super::EntryMeta {}
     unsafe impl aya::Pod for super::Config {}
     unsafe impl aya::Pod for super::Rule {}

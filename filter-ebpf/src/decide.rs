@@ -90,19 +90,21 @@ pub fn classify(ctx: &XdpContext) -> Verdict {
     let mut clock = Clock::new();
     match ip.addrs {
         Addrs::V4 { src, .. } => {
-            if listed(&maps::ALLOW_V4_EXACT, &maps::ALLOW_V4, src, 32, &mut clock) {
+            if listed(&maps::ALLOW_V4_EXACT, &maps::ALLOW_V4, src, 32, &mut clock).is_some() {
                 return pass(Reason::Allowlist);
             }
-            if listed(&maps::BLOCK_V4_EXACT, &maps::BLOCK_V4, src, 32, &mut clock) {
-                return drop(Reason::Blocklist, dry);
+            if let Some(feed) = listed(&maps::BLOCK_V4_EXACT, &maps::BLOCK_V4, src, 32, &mut clock)
+            {
+                return blocked(ctx, feed, dry);
             }
         }
         Addrs::V6 { src, .. } => {
-            if listed(&maps::ALLOW_V6_EXACT, &maps::ALLOW_V6, src, 128, &mut clock) {
+            if listed(&maps::ALLOW_V6_EXACT, &maps::ALLOW_V6, src, 128, &mut clock).is_some() {
                 return pass(Reason::Allowlist);
             }
-            if listed(&maps::BLOCK_V6_EXACT, &maps::BLOCK_V6, src, 128, &mut clock) {
-                return drop(Reason::Blocklist, dry);
+            if let Some(feed) = listed(&maps::BLOCK_V6_EXACT, &maps::BLOCK_V6, src, 128, &mut clock)
+            {
+                return blocked(ctx, feed, dry);
             }
         }
     }
@@ -242,30 +244,45 @@ fn listed<A: Copy>(
     addr: A,
     host_len: u32,
     clock: &mut Clock,
-) -> bool {
+) -> Option<u32> {
     if let Some(entry) = exact.get_ptr_mut(&addr) {
         if live(entry, clock) {
             count_hit(entry);
-            return true;
+            return Some(unsafe { (*entry).feed });
         }
     }
     let mut len = host_len;
     for _ in 0..EXPIRED_RETRIES {
         let Some(entry) = prefixes.get(Key::new(len, addr)) else {
-            return false;
+            return None;
         };
         let entry = entry as *const ListEntry as *mut ListEntry;
         if live(entry, clock) {
             count_hit(entry);
-            return true;
+            return Some(unsafe { (*entry).feed });
         }
         let matched = unsafe { (*entry).prefix_len };
         if matched == 0 || matched > host_len {
-            return false;
+            return None;
         }
         len = matched - 1;
     }
-    false
+    None
+}
+
+/// An enforced blocklist drop also counts against the feed that listed the source.
+#[inline(always)]
+fn blocked(ctx: &XdpContext, feed: u32, dry: bool) -> Verdict {
+    if !dry {
+        if let Some(counter) = maps::FEED_DROPS.get_ptr_mut(feed) {
+            // Per-CPU slot: plain adds are exact.
+            unsafe {
+                (*counter).packets += 1;
+                (*counter).bytes += (ctx.data_end() - ctx.data()) as u64;
+            }
+        }
+    }
+    drop(Reason::Blocklist, dry)
 }
 
 #[inline(always)]

@@ -5,7 +5,7 @@
 
 use aya_ebpf::{bindings::BPF_NOEXIST, maps::lpm_trie::Key};
 use filter_common::{
-    Class, ClassLimit, Config, ListEntry, ORIGIN_AUTO, OVER_LIMIT_GAP_NS, Reason, SourceKey,
+    Class, ClassLimit, Config, FEED_AUTO, ListEntry, OVER_LIMIT_GAP_NS, Reason, SourceKey,
     SourceState,
     sanity::{TCP_ACK, TCP_SYN},
 };
@@ -135,7 +135,7 @@ fn ban(key: &SourceKey, prefix: u32, expires_at_ns: u64) {
         expires_at_ns,
         hits: 0,
         prefix_len: prefix,
-        flags: ORIGIN_AUTO,
+        feed: FEED_AUTO,
     };
     let flags = BPF_NOEXIST as u64;
     let a = key.addr;

@@ -8,8 +8,8 @@ use aya_ebpf::{
 };
 use filter_common::{
     AGGREGATE_MAX, ALLOW_EXACT_MAX, ALLOW_PREFIX_MAX, Aggregate, BLOCK_EXACT_MAX, BLOCK_PREFIX_MAX,
-    Config, Counter, EntryMeta, LIST_META_MAX, ListEntry, MetaKey, REFLECT_EXEMPT_MAX, RULES_MAX,
-    Rule, SOURCE_STATE_DEFAULT, STATS_SLOTS, SourceKey, SourceState,
+    Config, Counter, EntryMeta, FEEDS_MAX, FeedName, LIST_META_MAX, ListEntry, MetaKey,
+    REFLECT_EXEMPT_MAX, RULES_MAX, Rule, SOURCE_STATE_DEFAULT, STATS_SLOTS, SourceKey, SourceState,
 };
 
 /// Packets and bytes per reason (enforced row, then dry-run row), per CPU; written at the
@@ -52,6 +52,15 @@ pub static BLOCK_V6: LpmTrie<[u8; 16], ListEntry> = LpmTrie::pinned(BLOCK_PREFIX
 #[map(name = "LIST_META")]
 pub static LIST_META: HashMap<MetaKey, EntryMeta> =
     HashMap::pinned(LIST_META_MAX, BPF_F_NO_PREALLOC);
+
+/// Names of the feeds list entries come from (`ListEntry::feed` indexes it). Userspace only.
+#[map(name = "FEED_NAMES")]
+pub static FEED_NAMES: Array<FeedName> = Array::pinned(FEEDS_MAX, 0);
+
+/// Blocklist drops (packets, bytes) per feed, per CPU, indexed by `ListEntry::feed`; written
+/// on every enforced blocklist drop, summed by the CLI and the daemon's metrics.
+#[map(name = "FEED_DROPS")]
+pub static FEED_DROPS: PerCpuArray<Counter> = PerCpuArray::pinned(FEEDS_MAX, 0);
 
 /// The live configuration (one [`Config`]): sanity switches, dry-run, rule bank, limits.
 /// Written by the CLI/daemon; read on every packet.

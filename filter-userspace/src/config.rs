@@ -201,12 +201,7 @@ pub struct ListsFile {
 }
 
 /// A list entry: `"198.18.0.0/24"` or `{ cidr = "...", ttl = "1h", comment = "..." }`.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct ListItem {
-    pub net: IpNet,
-    pub ttl: Option<Duration>,
-    pub comment: Option<String>,
-}
+pub use crate::lists::Item as ListItem;
 
 #[derive(Deserialize)]
 #[serde(untagged)]
@@ -477,6 +472,7 @@ mod tests {
                     hits: 0,
                     comment: i.comment,
                     auto: false,
+                    feed: filter_common::FEED_CONFIG,
                 })
                 .collect()
         });

@@ -53,6 +53,28 @@ pub enum Error {
     )]
     SourceTableSize { have: u32, want: u32 },
 
+    #[error(
+        "the {map} map already exists with {have} entries (asked for {want}): resize with \
+         `floodgate detach --all --purge`, then attach again with the new size"
+    )]
+    MapSize {
+        map: &'static str,
+        have: u32,
+        want: u32,
+    },
+
+    #[error(
+        "bad source name {name:?}: use 1 to {max} letters, digits, '.', '_' or '-', starting \
+         with a letter or digit"
+    )]
+    BadFeedName { name: String, max: usize },
+
+    #[error("source {name:?} is reserved for the data plane's auto-bans; push under another name")]
+    ReservedFeed { name: String },
+
+    #[error("too many sources ({max} named sources at most)")]
+    TooManyFeeds { max: u32 },
+
     #[error("{count} rules; the table holds at most {max}")]
     TooManyRules { count: usize, max: u32 },
 

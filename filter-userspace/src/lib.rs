@@ -8,7 +8,8 @@
 pub mod config;
 pub mod defences;
 pub mod error;
-pub mod feed;
+pub mod feeds;
+pub mod listfile;
 pub mod lists;
 pub mod loader;
 pub mod netlink;

@@ -17,13 +17,15 @@ use aya::{
 };
 use filter_common::{
     ALLOW_EXACT_MAX, ALLOW_PREFIX_MAX, BLOCK_EXACT_MAX, BLOCK_PREFIX_MAX, COMMENT_MAX, EntryMeta,
-    LIST_ALLOW, LIST_BLOCK, LIST_RULE, ListEntry, MetaKey, ORIGIN_AUTO, ORIGIN_MANUAL, entry_live,
+    FEED_AUTO, LIST_ALLOW, LIST_BLOCK, LIST_RULE, ListEntry, MetaKey, entry_live,
     map_names as names,
 };
 use ipnet::IpNet;
 
 use crate::{
     error::{Error, MapContext, Result},
+    feeds::Feeds,
+    loader::PinDir,
     prefix::is_host,
     sys::monotonic_now,
 };
@@ -63,12 +65,43 @@ impl ListKind {
             ],
         }
     }
-    fn capacities(self) -> (u32, u32) {
+    /// Built-in sizes of [exact, prefix] maps, used when the pins cannot say.
+    fn default_capacities(self) -> (u32, u32) {
         match self {
             ListKind::Allow => (ALLOW_EXACT_MAX, ALLOW_PREFIX_MAX),
             ListKind::Block => (BLOCK_EXACT_MAX, BLOCK_PREFIX_MAX),
         }
     }
+}
+
+/// The four maps of a list, in the order of [`ListKind::map_names`].
+pub const MAP_LABELS: [&str; 4] = ["IPv4 host", "IPv4 prefix", "IPv6 host", "IPv6 prefix"];
+
+/// Which of the four maps holds `net`.
+fn slot(net: &IpNet) -> usize {
+    match (net, is_host(net)) {
+        (IpNet::V4(_), true) => 0,
+        (IpNet::V4(_), false) => 1,
+        (IpNet::V6(_), true) => 2,
+        (IpNet::V6(_), false) => 3,
+    }
+}
+
+/// A list entry to add: prefix, TTL (None = never expires), comment.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Item {
+    pub net: IpNet,
+    pub ttl: Option<Duration>,
+    pub comment: Option<String>,
+}
+
+/// What an add did.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Serialize)]
+pub struct Added {
+    /// Entries that were not there.
+    pub added: usize,
+    /// Entries that were there (their TTL, comment and source are now the new ones).
+    pub updated: usize,
 }
 
 /// One list entry as users see it.
@@ -81,6 +114,8 @@ pub struct Entry {
     pub comment: Option<String>,
     /// Added by the data plane's auto-ban, not by an operator.
     pub auto: bool,
+    /// The feed (source) that added it.
+    pub feed: u32,
 }
 
 /// The four maps of one list.
@@ -90,6 +125,8 @@ pub struct ListMaps {
     v4: LpmTrie<MapData, [u8; 4], ListEntry>,
     v6_exact: HashMap<MapData, [u8; 16], ListEntry>,
     v6: LpmTrie<MapData, [u8; 16], ListEntry>,
+    /// max_entries of each map, in [`MAP_LABELS`] order.
+    capacities: [u32; 4],
 }
 
 /// Take a map out of the object as its typed wrapper.
@@ -134,9 +171,17 @@ fn not_found(e: &MapError) -> bool {
 }
 
 impl ListMaps {
-    pub fn take(ebpf: &mut Ebpf, kind: ListKind) -> Result<ListMaps> {
+    pub fn take(ebpf: &mut Ebpf, pin: &PinDir, kind: ListKind) -> Result<ListMaps> {
         let [e4, p4, e6, p6] = kind.map_names();
+        let (exact, prefix) = kind.default_capacities();
+        let mut capacities = [exact, prefix, exact, prefix];
+        for (cap, name) in capacities.iter_mut().zip(kind.map_names()) {
+            if let Ok(info) = aya::maps::MapInfo::from_pin(pin.maps().join(name)) {
+                *cap = info.max_entries();
+            }
+        }
         Ok(ListMaps {
+            capacities,
             kind,
             v4_exact: take_map(ebpf, e4)?,
             v4: take_map(ebpf, p4)?,
@@ -161,38 +206,30 @@ impl ListMaps {
         }
     }
 
+    /// max_entries of each map, in [`MAP_LABELS`] order.
+    pub fn capacities(&self) -> [u32; 4] {
+        self.capacities
+    }
+
     fn insert(&mut self, net: &IpNet, value: ListEntry) -> Result<()> {
-        let (exact_cap, prefix_cap) = self.kind.capacities();
-        let (r, map, cap) = match (net, is_host(net)) {
-            (IpNet::V4(_), true) => (
-                self.v4_exact.insert(v4(net), value, 0),
-                "IPv4 host",
-                exact_cap,
-            ),
-            (IpNet::V4(_), false) => (
+        let r = match (net, is_host(net)) {
+            (IpNet::V4(_), true) => self.v4_exact.insert(v4(net), value, 0),
+            (IpNet::V4(_), false) => {
                 self.v4
-                    .insert(&Key::new(net.prefix_len() as u32, v4(net)), value, 0),
-                "IPv4 prefix",
-                prefix_cap,
-            ),
-            (IpNet::V6(_), true) => (
-                self.v6_exact.insert(v6(net), value, 0),
-                "IPv6 host",
-                exact_cap,
-            ),
-            (IpNet::V6(_), false) => (
+                    .insert(&Key::new(net.prefix_len() as u32, v4(net)), value, 0)
+            }
+            (IpNet::V6(_), true) => self.v6_exact.insert(v6(net), value, 0),
+            (IpNet::V6(_), false) => {
                 self.v6
-                    .insert(&Key::new(net.prefix_len() as u32, v6(net)), value, 0),
-                "IPv6 prefix",
-                prefix_cap,
-            ),
+                    .insert(&Key::new(net.prefix_len() as u32, v6(net)), value, 0)
+            }
         };
         match r {
             Ok(()) => Ok(()),
             Err(e) if is_full(&e) => Err(Error::ListFull {
                 list: self.kind.name(),
-                map,
-                capacity: cap,
+                map: MAP_LABELS[slot(net)],
+                capacity: self.capacities[slot(net)],
             }),
             Err(e) => Err(e).map_context(|| format!("adding {net} to the {}", self.kind.name())),
         }
@@ -243,9 +280,18 @@ impl ListMaps {
 
     /// Entry counts: (IPv4, IPv6).
     pub fn counts(&self) -> Result<(usize, usize)> {
-        let n4 = self.v4_exact.keys().count() + self.v4.keys().count();
-        let n6 = self.v6_exact.keys().count() + self.v6.keys().count();
-        Ok((n4, n6))
+        let [h4, p4, h6, p6] = self.map_counts();
+        Ok((h4 + p4, h6 + p6))
+    }
+
+    /// Entries in each map, in [`MAP_LABELS`] order (expired ones not yet swept included).
+    pub fn map_counts(&self) -> [usize; 4] {
+        [
+            self.v4_exact.keys().count(),
+            self.v4.keys().count(),
+            self.v6_exact.keys().count(),
+            self.v6.keys().count(),
+        ]
     }
 }
 
@@ -280,10 +326,11 @@ pub fn validate_comment(comment: Option<&str>) -> Result<()> {
     }
 }
 
-/// Both lists and the shared comment map.
+/// Both lists, the shared comment map and the feed registry.
 pub struct Lists {
     pub allow: ListMaps,
     pub block: ListMaps,
+    pub feeds: Feeds,
     meta: HashMap<MapData, MetaKey, EntryMeta>,
 }
 
@@ -294,10 +341,11 @@ struct Undo {
 }
 
 impl Lists {
-    pub fn take(ebpf: &mut Ebpf) -> Result<Lists> {
+    pub fn take(ebpf: &mut Ebpf, pin: &PinDir) -> Result<Lists> {
         Ok(Lists {
-            allow: ListMaps::take(ebpf, ListKind::Allow)?,
-            block: ListMaps::take(ebpf, ListKind::Block)?,
+            allow: ListMaps::take(ebpf, pin, ListKind::Allow)?,
+            block: ListMaps::take(ebpf, pin, ListKind::Block)?,
+            feeds: Feeds::take(ebpf)?,
             meta: take_map(ebpf, names::LIST_META)?,
         })
     }
@@ -316,35 +364,61 @@ impl Lists {
         }
     }
 
-    /// Add (or update) entries, all or nothing. An entry already present keeps its hit count
-    /// and, when no new comment is given, its comment; its TTL becomes `ttl` (None = never).
-    /// `progress(done, total)` is called every few thousand entries.
+    /// Add (or update) entries of feed `feed` with one TTL and comment: see [`Lists::upsert`].
     pub fn add(
         &mut self,
         kind: ListKind,
+        feed: u32,
         nets: &[IpNet],
         ttl: Option<Duration>,
         comment: Option<&str>,
         progress: &mut dyn FnMut(usize, usize),
-    ) -> Result<()> {
-        validate_comment(comment)?;
-        let expires_at_ns = match ttl {
-            Some(t) => (monotonic_now() + t).as_nanos() as u64,
-            None => 0,
-        };
-        let mut undo: Vec<Undo> = Vec::with_capacity(nets.len());
-        let total = nets.len();
-        for (i, net) in nets.iter().enumerate() {
+    ) -> Result<Added> {
+        let items: Vec<Item> = nets
+            .iter()
+            .map(|&net| Item {
+                net,
+                ttl,
+                comment: comment.map(str::to_string),
+            })
+            .collect();
+        self.upsert(kind, feed, &items, progress)
+    }
+
+    /// Add (or update) entries, all or nothing. An entry already present keeps its hit count
+    /// and, when no new comment is given, its comment; its TTL becomes the item's (None =
+    /// never) and it now belongs to `feed` (an entry belongs to the feed that last added it).
+    /// `progress(done, total)` is called every few thousand entries.
+    pub fn upsert(
+        &mut self,
+        kind: ListKind,
+        feed: u32,
+        items: &[Item],
+        progress: &mut dyn FnMut(usize, usize),
+    ) -> Result<Added> {
+        for i in items {
+            validate_comment(i.comment.as_deref())?;
+        }
+        let now = monotonic_now();
+        let mut undo: Vec<Undo> = Vec::with_capacity(items.len());
+        let total = items.len();
+        let mut added = Added::default();
+        for (i, item) in items.iter().enumerate() {
+            let net = &item.net;
             let old = self.list(kind).get(net)?;
             let value = ListEntry {
-                expires_at_ns,
+                expires_at_ns: item.ttl.map_or(0, |t| (now + t).as_nanos() as u64),
                 hits: old.map_or(0, |o| o.hits),
                 prefix_len: net.prefix_len() as u32,
-                flags: ORIGIN_MANUAL,
+                feed,
             };
             if let Err(e) = self.list_mut(kind).insert(net, value) {
                 self.rollback(kind, undo);
                 return Err(e);
+            }
+            match old {
+                Some(_) => added.updated += 1,
+                None => added.added += 1,
             }
             undo.push(Undo { net: *net, old });
             if i % 4096 == 4095 {
@@ -352,17 +426,15 @@ impl Lists {
             }
         }
         progress(total, total);
-        if let Some(c) = comment {
-            let meta = meta_with(c);
-            for net in nets {
-                let key = meta_key(kind, net);
-                if let Err(e) = self.meta.insert(key, meta, 0) {
-                    self.rollback(kind, undo);
-                    return Err(e).map_context(|| format!("storing the comment for {net}"));
-                }
+        for item in items {
+            let Some(c) = &item.comment else { continue };
+            let key = meta_key(kind, &item.net);
+            if let Err(e) = self.meta.insert(key, meta_with(c), 0) {
+                self.rollback(kind, undo);
+                return Err(e).map_context(|| format!("storing the comment for {}", item.net));
             }
         }
-        Ok(())
+        Ok(added)
     }
 
     fn rollback(&mut self, kind: ListKind, undo: Vec<Undo>) {
@@ -403,6 +475,40 @@ impl Lists {
         let _ = self.meta.remove(&meta_key(kind, net));
     }
 
+    /// Remove those of `nets` that are listed; returns (removed, not listed).
+    pub fn remove_present(
+        &mut self,
+        kind: ListKind,
+        nets: &[IpNet],
+    ) -> Result<(Vec<IpNet>, Vec<IpNet>)> {
+        let (mut removed, mut absent) = (Vec::new(), Vec::new());
+        for net in nets {
+            if self.list_mut(kind).remove(net)? {
+                self.remove_meta(kind, net);
+                removed.push(*net);
+            } else {
+                absent.push(*net);
+            }
+        }
+        Ok((removed, absent))
+    }
+
+    /// Remove every entry of feed `feed`; returns how many.
+    pub fn remove_feed(&mut self, kind: ListKind, feed: u32) -> Result<usize> {
+        let entries: Vec<IpNet> = self
+            .list(kind)
+            .entries()?
+            .into_iter()
+            .filter(|(_, v)| v.feed == feed)
+            .map(|(n, _)| n)
+            .collect();
+        for net in &entries {
+            self.list_mut(kind).remove(net)?;
+            self.remove_meta(kind, net);
+        }
+        Ok(entries.len())
+    }
+
     /// Remove everything; returns how many entries were removed.
     pub fn flush(&mut self, kind: ListKind) -> Result<usize> {
         let entries = self.list(kind).entries()?;
@@ -413,65 +519,52 @@ impl Lists {
         Ok(entries.len())
     }
 
-    /// Make the list's operator entries exactly `nets`: add or refresh those, then remove the
-    /// rest. Entries present in both never disappear in between. Auto-bans are state, not
-    /// configuration: they stay until they expire.
+    /// Make feed `feed`'s entries exactly `items`: add or refresh those, then remove the
+    /// feed's others. Entries present in both never disappear in between; other feeds' entries
+    /// (auto-bans included) are not touched. Returns what was added and how many were removed.
     pub fn replace(
         &mut self,
         kind: ListKind,
-        nets: &[IpNet],
-        ttl: Option<Duration>,
+        feed: u32,
+        items: &[Item],
         progress: &mut dyn FnMut(usize, usize),
-    ) -> Result<usize> {
-        self.add(kind, nets, ttl, None, progress)?;
-        let keep: HashSet<&IpNet> = nets.iter().collect();
+    ) -> Result<(Added, usize)> {
+        let added = self.upsert(kind, feed, items, progress)?;
+        let keep: HashSet<&IpNet> = items.iter().map(|i| &i.net).collect();
         let stale: Vec<IpNet> = self
             .list(kind)
             .entries()?
             .into_iter()
-            .filter(|(n, v)| v.flags != ORIGIN_AUTO && !keep.contains(n))
+            .filter(|(n, v)| v.feed == feed && !keep.contains(n))
             .map(|(n, _)| n)
             .collect();
         for net in &stale {
             self.list_mut(kind).remove(net)?;
             self.remove_meta(kind, net);
         }
-        Ok(stale.len())
+        Ok((added, stale.len()))
     }
 
-    /// Would [`Lists::replace`] with `nets` fit? Replace adds before it removes, so each map
-    /// must hold what it has plus what is new. Checked before anything changes, so a caller
-    /// changing several lists can refuse the whole change up front.
-    pub fn check_replace_fits(&self, kind: ListKind, nets: &[IpNet]) -> Result<()> {
-        let have: HashSet<IpNet> = self
-            .list(kind)
-            .entries()?
-            .into_iter()
-            .map(|(n, _)| n)
-            .collect();
-        let (exact_cap, prefix_cap) = kind.capacities();
-        // [v4 host, v4 prefix, v6 host, v6 prefix]: entries after the add step.
-        let mut after = [0usize; 4];
-        let slot = |n: &IpNet| match (n, is_host(n)) {
-            (IpNet::V4(_), true) => 0,
-            (IpNet::V4(_), false) => 1,
-            (IpNet::V6(_), true) => 2,
-            (IpNet::V6(_), false) => 3,
-        };
-        for n in &have {
-            after[slot(n)] += 1;
-        }
-        let new: HashSet<&IpNet> = nets.iter().filter(|n| !have.contains(n)).collect();
+    /// Would adding `nets` (or [`Lists::replace`] with them) fit? Replace adds before it
+    /// removes, so each map must hold what it has plus what is new. Checked before anything
+    /// changes, so a caller changing several lists can refuse the whole change up front.
+    pub fn check_fits(&self, kind: ListKind, nets: &[IpNet]) -> Result<()> {
+        let list = self.list(kind);
+        let mut after = list.map_counts();
+        let mut new: Vec<&IpNet> = nets.iter().collect();
+        new.sort();
+        new.dedup();
         for n in new {
-            after[slot(n)] += 1;
+            if list.get(n)?.is_none() {
+                after[slot(n)] += 1;
+            }
         }
-        let names = ["IPv4 host", "IPv4 prefix", "IPv6 host", "IPv6 prefix"];
         for (i, count) in after.iter().enumerate() {
-            let cap = if i % 2 == 0 { exact_cap } else { prefix_cap };
+            let cap = list.capacities[i];
             if *count > cap as usize {
                 return Err(Error::ListFull {
                     list: kind.name(),
-                    map: names[i],
+                    map: MAP_LABELS[i],
                     capacity: cap,
                 });
             }
@@ -512,7 +605,8 @@ impl Lists {
                         .then(|| Duration::from_nanos(v.expires_at_ns - now)),
                     hits: v.hits,
                     comment,
-                    auto: v.flags == ORIGIN_AUTO,
+                    auto: v.feed == FEED_AUTO,
+                    feed: v.feed,
                 }
             })
             .collect();

@@ -38,6 +38,8 @@ pub struct PinDir {
     root: PathBuf,
     /// Size of the per-source rate-limit table when the maps are created (None: default).
     source_table: Option<u32>,
+    /// Entries of each blocklist map when the maps are created (None: default).
+    blocklist: Option<u32>,
 }
 
 impl PinDir {
@@ -45,6 +47,7 @@ impl PinDir {
         PinDir {
             root: root.into(),
             source_table: None,
+            blocklist: None,
         }
     }
 
@@ -53,6 +56,12 @@ impl PinDir {
         self.source_table = entries;
         self
     }
+    /// Ask for blocklist maps of `entries` each (hosts and prefixes, per family).
+    pub fn with_blocklist_size(mut self, entries: Option<u32>) -> PinDir {
+        self.blocklist = entries;
+        self
+    }
+
     pub fn root(&self) -> &Path {
         &self.root
     }
@@ -94,18 +103,38 @@ pub fn load_object(pin: &PinDir) -> Result<Ebpf> {
     fs::create_dir_all(&maps).io_context(|| format!("creating {}", maps.display()))?;
     let mut loader = EbpfLoader::new();
     loader.default_map_pin_directory(&maps);
-    if let Some(want) = pin.source_table {
-        let existing = maps.join(filter_common::map_names::SOURCE_STATE);
-        match aya::maps::MapInfo::from_pin(&existing) {
+    let blocklist = [
+        map_names::BLOCK_V4_EXACT,
+        map_names::BLOCK_V4,
+        map_names::BLOCK_V6_EXACT,
+        map_names::BLOCK_V6,
+    ];
+    let sizes = pin
+        .source_table
+        .map(|n| (map_names::SOURCE_STATE, n))
+        .into_iter()
+        .chain(
+            pin.blocklist
+                .into_iter()
+                .flat_map(|n| blocklist.map(|m| (m, n))),
+        );
+    for (name, want) in sizes {
+        match aya::maps::MapInfo::from_pin(maps.join(name)) {
             Ok(info) if info.max_entries() != want => {
-                return Err(Error::SourceTableSize {
-                    have: info.max_entries(),
-                    want,
+                let have = info.max_entries();
+                return Err(if name == map_names::SOURCE_STATE {
+                    Error::SourceTableSize { have, want }
+                } else {
+                    Error::MapSize {
+                        map: name,
+                        have,
+                        want,
+                    }
                 });
             }
             Ok(_) => {}
             Err(_) => {
-                loader.map_max_entries(filter_common::map_names::SOURCE_STATE, want);
+                loader.map_max_entries(name, want);
             }
         }
     }

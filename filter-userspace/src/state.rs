@@ -3,10 +3,13 @@
 
 use aya::Ebpf;
 
+use filter_common::FEED_CONFIG;
+
 use crate::{
+    config::Desired,
     defences::Defences,
     error::{Error, Result},
-    lists::Lists,
+    lists::{ListKind, Lists},
     loader::{self, PinDir},
     settings::Settings,
     stats::Stats,
@@ -64,6 +67,30 @@ impl State {
         Ok(())
     }
 
+    /// Apply a parsed configuration file: the settings, and for each list given in `[lists]`,
+    /// the `config` source's entries become exactly the file's. Capacity is the one thing the
+    /// file alone cannot tell: every list is checked before any changes, so a full allowlist
+    /// cannot leave the blocklist already replaced.
+    pub fn apply(&mut self, desired: &Desired) -> Result<()> {
+        let lists = [
+            (ListKind::Block, &desired.block),
+            (ListKind::Allow, &desired.allow),
+        ];
+        for (kind, items) in lists {
+            if let Some(items) = items {
+                let nets: Vec<ipnet::IpNet> = items.iter().map(|i| i.net).collect();
+                self.lists.check_fits(kind, &nets)?;
+            }
+        }
+        for (kind, items) in lists {
+            if let Some(items) = items {
+                self.lists
+                    .replace(kind, FEED_CONFIG, items, &mut |_, _| {})?;
+            }
+        }
+        self.write_settings(&desired.settings)
+    }
+
     /// The running defence settings, rule comments included.
     pub fn settings(&self) -> Result<Settings> {
         self.defences.read(&|id| self.lists.rule_comment(id))
@@ -76,7 +103,7 @@ impl State {
             Access::Read => None,
         };
         let mut ebpf = loader::load_object(pin)?;
-        let lists = Lists::take(&mut ebpf)?;
+        let lists = Lists::take(&mut ebpf, pin)?;
         let stats = Stats::take(&mut ebpf)?;
         let mut defences = Defences::take(&mut ebpf)?;
         if access == Access::Write {

@@ -15,7 +15,9 @@ use floodgate::{
 ///
 /// The whole file is checked before anything changes: an error names the line and the field,
 /// and nothing is applied. Sections left out get their defaults; `[lists]` left out leaves the
-/// lists alone. A commented example: examples/floodgate.toml in the source tree.
+/// lists alone, and a list given in `[lists]` replaces only the entries of source `config`
+/// (entries added with the CLI, by feeds or by auto-ban stay). A commented example:
+/// examples/floodgate.toml in the source tree.
 ///
 /// Examples:
 ///   floodgate apply /etc/floodgate/floodgate.toml
@@ -45,26 +47,7 @@ pub fn apply(pin: &PinDir, a: ApplyArgs) -> anyhow::Result<()> {
         .with_context(|| format!("reading {}", a.file.display()))?;
     let desired = config::parse(&a.file.display().to_string(), &text)?;
     let mut state = State::open(pin, Access::Write)?;
-    // Capacity is the one thing the file alone cannot tell: check every list before changing
-    // any, so a full allowlist cannot leave the blocklist already replaced.
-    for (kind, items) in [
-        (ListKind::Block, &desired.block),
-        (ListKind::Allow, &desired.allow),
-    ] {
-        if let Some(items) = items {
-            let nets: Vec<ipnet::IpNet> = items.iter().map(|i| i.net).collect();
-            state.lists.check_replace_fits(kind, &nets)?;
-        }
-    }
-    for (kind, items) in [
-        (ListKind::Block, &desired.block),
-        (ListKind::Allow, &desired.allow),
-    ] {
-        if let Some(items) = items {
-            apply_list(&mut state, kind, items)?;
-        }
-    }
-    state.write_settings(&desired.settings)?;
+    state.apply(&desired)?;
     let s = &desired.settings;
     println!(
         "applied {}: mode {}, {} rule(s), {} limit class(es), reflection preset {}",
@@ -77,22 +60,6 @@ pub fn apply(pin: &PinDir, a: ApplyArgs) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// Make a list's operator entries exactly `items`, each with its own TTL and comment.
-fn apply_list(state: &mut State, kind: ListKind, items: &[config::ListItem]) -> anyhow::Result<()> {
-    let nets: Vec<ipnet::IpNet> = items.iter().map(|i| i.net).collect();
-    // Replace first (no TTL, no comment), then refine the entries that have them.
-    state.lists.replace(kind, &nets, None, &mut |_, _| {})?;
-    for i in items
-        .iter()
-        .filter(|i| i.ttl.is_some() || i.comment.is_some())
-    {
-        state
-            .lists
-            .add(kind, &[i.net], i.ttl, i.comment.as_deref(), &mut |_, _| {})?;
-    }
-    Ok(())
-}
-
 pub fn show_config(pin: &PinDir, a: ShowConfigArgs) -> anyhow::Result<()> {
     let state = State::open(pin, Access::Read)?;
     let s = state.settings()?;
@@ -100,10 +67,17 @@ pub fn show_config(pin: &PinDir, a: ShowConfigArgs) -> anyhow::Result<()> {
         (None, None)
     } else {
         (
-            Some(state.lists.entries(ListKind::Block)?),
-            Some(state.lists.entries(ListKind::Allow)?),
+            Some(config_entries(&state, ListKind::Block)?),
+            Some(config_entries(&state, ListKind::Allow)?),
         )
     };
     print!("{}", config::render(&s, block, allow));
     Ok(())
+}
+
+/// The entries the file owns: those of the `config` source.
+fn config_entries(state: &State, kind: ListKind) -> anyhow::Result<Vec<floodgate::lists::Entry>> {
+    let mut entries = state.lists.entries(kind)?;
+    entries.retain(|e| e.feed == filter_common::FEED_CONFIG);
+    Ok(entries)
 }

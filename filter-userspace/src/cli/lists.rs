@@ -8,8 +8,8 @@ use std::{
 use anyhow::Context as _;
 use clap::{Args, Subcommand};
 use floodgate::{
-    feed::parse_feed,
-    lists::{Entry, ListKind},
+    listfile::parse_feed,
+    lists::{Entry, Item, ListKind},
     loader::PinDir,
     prefix::{display, parse_prefix},
     state::{Access, State},
@@ -35,10 +35,12 @@ pub enum ListCommand {
     ///   floodgate block del 198.18.0.0/24 198.18.7.7
     #[command(verbatim_doc_comment)]
     Del(DelArgs),
-    /// List live entries: prefix, time left, hits, origin (manual or auto-ban), comment.
+    /// List live entries: prefix, time left, hits, source (cli, config, auto or a feed's
+    /// name), comment.
     ///
     /// Examples:
     ///   floodgate block list
+    ///   floodgate block list --source spamhaus
     ///   floodgate block list --json | jq '.[] | select(.hits > 0)'
     #[command(verbatim_doc_comment)]
     List(ListArgs),
@@ -48,16 +50,17 @@ pub enum ListCommand {
     /// first: one bad line and nothing is changed.
     ///
     /// Examples:
-    ///   floodgate block load firehol_level1.netset
-    ///   curl -s https://feed.example/drop.txt | floodgate block load - --replace --ttl 1h
+    ///   floodgate block load firehol_level1.netset --source firehol
+    ///   curl -s https://feed.example/drop.txt | floodgate block load - --source drop --replace --ttl 1h
     #[command(verbatim_doc_comment)]
     Load(LoadArgs),
-    /// Remove every entry.
+    /// Remove every entry, or every entry of one source.
     ///
-    /// Example:
+    /// Examples:
     ///   floodgate block flush
+    ///   floodgate block flush --source firehol
     #[command(verbatim_doc_comment)]
-    Flush,
+    Flush(FlushArgs),
 }
 
 #[derive(Args)]
@@ -71,6 +74,24 @@ pub struct AddArgs {
     /// A note kept with each entry (at most 64 bytes).
     #[arg(long)]
     comment: Option<String>,
+    #[command(flatten)]
+    source: SourceArg,
+}
+
+/// The feed an entry belongs to (the API's "source").
+#[derive(Args)]
+pub struct SourceArg {
+    /// Source (feed) the entries belong to: drops are counted per source, and
+    /// `load --replace` and `flush --source` touch only this source's entries.
+    #[arg(long, value_name = "NAME", default_value = "cli")]
+    source: String,
+}
+
+#[derive(Args)]
+pub struct FlushArgs {
+    /// Remove only this source's entries.
+    #[arg(long, value_name = "NAME")]
+    source: Option<String>,
 }
 
 #[derive(Args)]
@@ -81,9 +102,13 @@ pub struct DelArgs {
 
 #[derive(Args)]
 pub struct ListArgs {
-    /// Print a JSON array of {cidr, expires_in_s (null = never), hits, comment, origin}.
+    /// Print a JSON array of {cidr, expires_in_s (null = never), hits, comment, source,
+    /// origin (auto or manual)}.
     #[arg(long)]
     json: bool,
+    /// Only this source's entries.
+    #[arg(long, value_name = "NAME")]
+    source: Option<String>,
 }
 
 #[derive(Args)]
@@ -94,9 +119,12 @@ pub struct LoadArgs {
     /// TTL for every loaded entry.
     #[arg(long, value_parser = humantime::parse_duration)]
     ttl: Option<Duration>,
-    /// Make the list exactly the file's entries (others are removed after the new ones are in).
+    /// Make the source's entries exactly the file's (its others are removed after the new
+    /// ones are in; other sources' entries stay).
     #[arg(long)]
     replace: bool,
+    #[command(flatten)]
+    source: SourceArg,
 }
 
 pub fn block(pin: &PinDir, cmd: ListCommand) -> anyhow::Result<()> {
@@ -152,8 +180,10 @@ fn run(pin: &PinDir, kind: ListKind, cmd: ListCommand) -> anyhow::Result<()> {
     let name = kind.name();
     match cmd {
         ListCommand::Add(a) => {
+            let feed = feed_id(&mut state, &a.source.source)?;
             state.lists.add(
                 kind,
+                feed,
                 &nets,
                 a.ttl,
                 a.comment.as_deref(),
@@ -177,7 +207,14 @@ fn run(pin: &PinDir, kind: ListKind, cmd: ListCommand) -> anyhow::Result<()> {
                 if nets.len() == 1 { "y" } else { "ies" }
             );
         }
-        ListCommand::List(a) => print_entries(&state.lists.entries(kind)?, a.json)?,
+        ListCommand::List(a) => {
+            let mut entries = state.lists.entries(kind)?;
+            if let Some(name) = &a.source {
+                let id = state.lists.feeds.id(name)?;
+                entries.retain(|e| Some(e.feed) == id);
+            }
+            print_entries(&state, &entries, a.json)?
+        }
         ListCommand::Load(a) => {
             let nets = if a.file == "-" {
                 parse_feed(std::io::stdin().lock(), "<stdin>")?
@@ -186,22 +223,43 @@ fn run(pin: &PinDir, kind: ListKind, cmd: ListCommand) -> anyhow::Result<()> {
                     std::fs::File::open(&a.file).with_context(|| format!("opening {}", a.file))?;
                 parse_feed(BufReader::new(f), &a.file)?
             };
+            let feed = feed_id(&mut state, &a.source.source)?;
             let mut progress = progress_printer();
+            state.lists.check_fits(kind, &nets)?;
             if a.replace {
-                let removed = state.lists.replace(kind, &nets, a.ttl, &mut progress)?;
+                let items: Vec<Item> = nets
+                    .iter()
+                    .map(|&net| Item {
+                        net,
+                        ttl: a.ttl,
+                        comment: None,
+                    })
+                    .collect();
+                let (_, removed) = state.lists.replace(kind, feed, &items, &mut progress)?;
                 println!(
                     "{name}: loaded {} entries, removed {removed} not in {}",
                     nets.len(),
                     a.file
                 );
             } else {
-                state.lists.add(kind, &nets, a.ttl, None, &mut progress)?;
+                state
+                    .lists
+                    .add(kind, feed, &nets, a.ttl, None, &mut progress)?;
                 println!("{name}: loaded {} entries from {}", nets.len(), a.file);
             }
         }
-        ListCommand::Flush => {
+        ListCommand::Flush(FlushArgs { source: None }) => {
             let n = state.lists.flush(kind)?;
             println!("{name}: flushed {} entries", n + swept);
+        }
+        ListCommand::Flush(FlushArgs {
+            source: Some(source),
+        }) => {
+            let n = match state.lists.feeds.id(&source)? {
+                Some(id) => state.lists.remove_feed(kind, id)?,
+                None => 0,
+            };
+            println!("{name}: flushed {n} entries of source {source}");
         }
     }
     Ok(())
@@ -213,11 +271,21 @@ struct JsonEntry {
     expires_in_s: Option<u64>,
     hits: u64,
     comment: Option<String>,
+    /// The feed that added it: cli, config, auto or a feed's name.
+    source: String,
     /// "manual" (CLI, file, feed) or "auto" (auto-ban by a rate limit).
     origin: &'static str,
 }
 
-fn print_entries(entries: &[Entry], json: bool) -> anyhow::Result<()> {
+/// The id of source `name` (registered on first use); `auto` belongs to the data plane.
+fn feed_id(state: &mut State, name: &str) -> anyhow::Result<u32> {
+    if name == "auto" {
+        return Err(floodgate::Error::ReservedFeed { name: name.into() }.into());
+    }
+    Ok(state.lists.feeds.id_or_register(name)?)
+}
+
+fn print_entries(state: &State, entries: &[Entry], json: bool) -> anyhow::Result<()> {
     if json {
         let out: Vec<JsonEntry> = entries
             .iter()
@@ -229,6 +297,7 @@ fn print_entries(entries: &[Entry], json: bool) -> anyhow::Result<()> {
                     .map(|d| d.as_secs() + u64::from(d.subsec_nanos() > 0)),
                 hits: e.hits,
                 comment: e.comment.clone(),
+                source: state.lists.feeds.name(e.feed),
                 origin: origin(e),
             })
             .collect();
@@ -240,8 +309,8 @@ fn print_entries(entries: &[Entry], json: bool) -> anyhow::Result<()> {
         return Ok(());
     }
     println!(
-        "{:<44} {:>12} {:>14} {:<6}  COMMENT",
-        "PREFIX", "EXPIRES IN", "HITS", "ORIGIN"
+        "{:<44} {:>12} {:>14} {:<16}  COMMENT",
+        "PREFIX", "EXPIRES IN", "HITS", "SOURCE"
     );
     for e in entries {
         let expires = match e.expires_in {
@@ -249,11 +318,11 @@ fn print_entries(entries: &[Entry], json: bool) -> anyhow::Result<()> {
             None => "never".into(),
         };
         println!(
-            "{:<44} {:>12} {:>14} {:<6}  {}",
+            "{:<44} {:>12} {:>14} {:<16}  {}",
             display(&e.net),
             expires,
             e.hits,
-            origin(e),
+            state.lists.feeds.name(e.feed),
             e.comment.as_deref().unwrap_or("")
         );
     }

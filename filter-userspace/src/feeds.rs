@@ -1,0 +1,157 @@
+//! Feeds: who put a list entry there. Every entry carries a feed id (`ListEntry::feed`); the
+//! names live in the pinned `FEED_NAMES` array, so the CLI, the daemon and its API agree on
+//! them with no process running, and the data plane counts blocklist drops per feed in
+//! `FEED_DROPS`. The API and the metrics call a feed the entry's "source".
+//!
+//! Three ids are fixed: `cli` (the CLI without `--source`), `auto` (auto-bans written by the
+//! data plane) and `config` (the `[lists]` section of the configuration file). Named feeds get
+//! the next free id the first time they add an entry, and keep it: their drop counter must not
+//! pass to another feed.
+
+use aya::{
+    Ebpf,
+    maps::{Array, MapData, PerCpuArray},
+};
+use filter_common::{
+    Counter, FEED_AUTO, FEED_CLI, FEED_CONFIG, FEED_NAME_MAX, FEEDS_FIXED, FEEDS_MAX, FeedName,
+    map_names as names,
+};
+
+use crate::{
+    error::{Error, MapContext, Result},
+    lists::take_map,
+};
+
+/// The fixed feeds, by id.
+const FIXED: [(u32, &str); 3] = [
+    (FEED_CLI, "cli"),
+    (FEED_AUTO, "auto"),
+    (FEED_CONFIG, "config"),
+];
+
+/// Is `name` a usable feed name? 1 to 32 bytes of letters, digits, `.`, `_`, `-`, starting
+/// with a letter or digit (it ends up in Prometheus labels and file names).
+pub fn validate_name(name: &str) -> Result<()> {
+    let ok = !name.is_empty()
+        && name.len() <= FEED_NAME_MAX
+        && name
+            .bytes()
+            .next()
+            .is_some_and(|b| b.is_ascii_alphanumeric())
+        && name
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_' | b'-'));
+    if ok {
+        Ok(())
+    } else {
+        Err(Error::BadFeedName {
+            name: name.to_string(),
+            max: FEED_NAME_MAX,
+        })
+    }
+}
+
+/// The feed registry and the per-feed drop counters.
+pub struct Feeds {
+    names: Array<MapData, FeedName>,
+    drops: PerCpuArray<MapData, Counter>,
+}
+
+impl Feeds {
+    pub fn take(ebpf: &mut Ebpf) -> Result<Feeds> {
+        Ok(Feeds {
+            names: take_map(ebpf, names::FEED_NAMES)?,
+            drops: take_map(ebpf, names::FEED_DROPS)?,
+        })
+    }
+
+    /// Every feed with a name, by id (the fixed ones included).
+    pub fn all(&self) -> Result<Vec<(u32, String)>> {
+        let mut out: Vec<(u32, String)> = FIXED.iter().map(|(i, n)| (*i, n.to_string())).collect();
+        for id in FEEDS_FIXED..FEEDS_MAX {
+            let v = self
+                .names
+                .get(&id, 0)
+                .map_context(|| format!("reading feed name {id}"))?;
+            if v.len > 0 {
+                out.push((id, decode(&v)));
+            }
+        }
+        Ok(out)
+    }
+
+    /// The name of feed `id` (`feed-N` for an id with no name, which only a damaged map has).
+    pub fn name(&self, id: u32) -> String {
+        if let Some((_, n)) = FIXED.iter().find(|(i, _)| *i == id) {
+            return n.to_string();
+        }
+        match self.names.get(&id, 0) {
+            Ok(v) if v.len > 0 => decode(&v),
+            _ => format!("feed-{id}"),
+        }
+    }
+
+    /// The id of feed `name`, if it has one.
+    pub fn id(&self, name: &str) -> Result<Option<u32>> {
+        Ok(self
+            .all()?
+            .into_iter()
+            .find(|(_, n)| n == name)
+            .map(|(i, _)| i))
+    }
+
+    /// The id of feed `name`, registering it if new. Call with the state lock held.
+    pub fn id_or_register(&mut self, name: &str) -> Result<u32> {
+        validate_name(name)?;
+        let all = self.all()?;
+        if let Some((id, _)) = all.iter().find(|(_, n)| n == name) {
+            return Ok(*id);
+        }
+        let id = (FEEDS_FIXED..FEEDS_MAX)
+            .find(|i| !all.iter().any(|(j, _)| j == i))
+            .ok_or(Error::TooManyFeeds {
+                max: FEEDS_MAX - FEEDS_FIXED,
+            })?;
+        let mut v = FeedName {
+            len: name.len() as u32,
+            ..FeedName::default()
+        };
+        v.name[..name.len()].copy_from_slice(name.as_bytes());
+        self.names
+            .set(id, v, 0)
+            .map_context(|| format!("registering feed {name}"))?;
+        Ok(id)
+    }
+
+    /// Enforced blocklist drops of feed `id`, summed over CPUs.
+    pub fn drops(&self, id: u32) -> Result<Counter> {
+        let per_cpu = self
+            .drops
+            .get(&id, 0)
+            .map_context(|| format!("reading drops of feed {id}"))?;
+        Ok(per_cpu.iter().fold(Counter::default(), |a, c| Counter {
+            packets: a.packets + c.packets,
+            bytes: a.bytes + c.bytes,
+        }))
+    }
+}
+
+fn decode(v: &FeedName) -> String {
+    let len = (v.len as usize).min(FEED_NAME_MAX);
+    String::from_utf8_lossy(&v.name[..len]).into_owned()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::validate_name;
+
+    #[test]
+    fn feed_names() {
+        for good in ["spamhaus-drop", "feed.1", "A_b", "x", &"a".repeat(32)] {
+            assert!(validate_name(good).is_ok(), "{good} should be accepted");
+        }
+        for bad in ["", "-x", ".x", "a b", "a/b", "é", &"a".repeat(33), "a{b}"] {
+            assert!(validate_name(bad).is_err(), "{bad:?} should be refused");
+        }
+    }
+}
