@@ -44,6 +44,124 @@ pub struct FileConfig {
     pub limits: BTreeMap<ClassName, Spanned<LimitText>>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub lists: Option<ListsFile>,
+    /// Settings of `floodgate run` (the daemon); `floodgate apply` ignores them.
+    #[serde(default, skip_serializing)]
+    pub daemon: Option<DaemonFile>,
+}
+
+/// `[daemon]`: how `floodgate run` runs. Every field has a default.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct DaemonFile {
+    /// Interfaces to attach at start and on reload (in the daemon's network namespace).
+    /// Interfaces dropped from the list on a reload are detached.
+    pub interfaces: Vec<String>,
+    /// XDP mode for `interfaces`: auto, native or skb.
+    pub attach_mode: AttachMode,
+    /// Address of the HTTP API and /metrics.
+    pub listen: std::net::SocketAddr,
+    /// File holding the bearer token API writes need. Without it, writes are refused (401).
+    pub token_file: Option<std::path::PathBuf>,
+    /// Also require the token for reads (GET /v1/..., /metrics). /healthz stays open.
+    pub protect_reads: bool,
+    /// Largest request body, bytes; a bigger one is refused with 413.
+    pub max_body_bytes: usize,
+    /// Log format: text or json (one JSON object per line).
+    pub log_format: LogFormat,
+    /// Where the lists are saved for the next boot (written atomically); "" = no snapshot.
+    pub snapshot: std::path::PathBuf,
+    #[serde(with = "humantime_serde_compat")]
+    pub snapshot_interval: Duration,
+    /// How often expired list entries are deleted from the maps.
+    #[serde(with = "humantime_serde_compat")]
+    pub sweep_interval: Duration,
+    /// On SIGTERM, detach `interfaces` (default: leave the filter running).
+    pub detach_on_exit: bool,
+    /// Entries per blocklist map, used when the maps are created.
+    pub blocklist_size: Option<u32>,
+    /// Entries of the per-source rate-limit table, used when the maps are created.
+    pub source_table_size: Option<u32>,
+    pub attack: AttackFile,
+}
+
+impl Default for DaemonFile {
+    fn default() -> Self {
+        DaemonFile {
+            interfaces: Vec::new(),
+            attach_mode: AttachMode::Auto,
+            listen: ([127, 0, 0, 1], 9477).into(),
+            token_file: None,
+            protect_reads: false,
+            max_body_bytes: 64 << 20,
+            log_format: LogFormat::Text,
+            snapshot: "/var/lib/floodgate/snapshot.json".into(),
+            snapshot_interval: Duration::from_secs(30),
+            sweep_interval: Duration::from_secs(10),
+            detach_on_exit: false,
+            blocklist_size: None,
+            source_table_size: None,
+            attack: AttackFile::default(),
+        }
+    }
+}
+
+/// `[daemon.attack]`: when a drop reason's rate makes an attack event.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct AttackFile {
+    /// Drops per second of one reason that start an attack (0 = no attack events).
+    pub threshold_pps: u64,
+    /// Per-reason thresholds overriding `threshold_pps`, e.g. { blocklist = 100000 }.
+    pub thresholds: BTreeMap<String, u64>,
+    /// The attack ends once the rate stayed below its threshold this long.
+    #[serde(with = "humantime_serde_compat")]
+    pub end_after: Duration,
+}
+
+impl Default for AttackFile {
+    fn default() -> Self {
+        AttackFile {
+            threshold_pps: 1000,
+            thresholds: BTreeMap::new(),
+            end_after: Duration::from_secs(10),
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, clap::ValueEnum)]
+#[serde(rename_all = "kebab-case")]
+pub enum AttachMode {
+    Auto,
+    Native,
+    Skb,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, clap::ValueEnum)]
+#[serde(rename_all = "kebab-case")]
+pub enum LogFormat {
+    Text,
+    Json,
+}
+
+/// Durations as humantime text ("30s", "1h30m") in the file.
+mod humantime_serde_compat {
+    use std::time::Duration;
+
+    use serde::{Deserialize, Deserializer, Serializer, de::Error as _};
+
+    pub fn serialize<S: Serializer>(d: &Duration, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(&humantime::format_duration(*d).to_string())
+    }
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Duration, D::Error> {
+        let text = String::deserialize(d)?;
+        let v = humantime::parse_duration(&text)
+            .map_err(|e| D::Error::custom(format!("duration `{text}`: {e} (e.g. 30s, 10m)")))?;
+        if v.is_zero() {
+            return Err(D::Error::custom(format!("duration `{text}` must be more than 0")));
+        }
+        Ok(v)
+    }
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -272,6 +390,8 @@ impl std::error::Error for ConfigError {}
 /// What a file asks for.
 #[derive(Debug)]
 pub struct Desired {
+    /// `[daemon]`, defaults filled in.
+    pub daemon: DaemonFile,
     pub settings: Settings,
     /// `None`: leave that list alone.
     pub block: Option<Vec<ListItem>>,
@@ -366,7 +486,19 @@ fn to_desired(file: FileConfig, text: &str) -> Result<Desired, String> {
         Some(l) => (l.block, l.allow),
         None => (None, None),
     };
+    let daemon = file.daemon.unwrap_or_default();
+    for reason in daemon.attack.thresholds.keys() {
+        let known = filter_common::REASONS
+            .iter()
+            .any(|r| r.name() == reason && r.action() == filter_common::Action::Drop);
+        if !known {
+            return Err(format!(
+                "daemon.attack.thresholds: `{reason}` is not a drop reason (see `floodgate stats`)"
+            ));
+        }
+    }
     Ok(Desired {
+        daemon,
         settings: Settings {
             dry_run: file.mode == Some(Mode::DryRun),
             sanity,
@@ -439,6 +571,7 @@ pub fn render(s: &Settings, block: Option<Vec<Entry>>, allow: Option<Vec<Entry>>
             block: block.map(list_items),
             allow: allow.map(list_items),
         }),
+        daemon: None,
     };
     let body = toml::to_string_pretty(&file).unwrap_or_else(|e| format!("# cannot render: {e}\n"));
     format!(

@@ -617,6 +617,37 @@ impl Lists {
     }
 }
 
+/// One entry in `floodgate block list --json` and the API's `GET /v1/blocklist`.
+#[derive(Debug, serde::Serialize)]
+pub struct JsonEntry {
+    pub cidr: String,
+    /// Seconds left, rounded up (an entry with 0.4 s left still matches); null = never.
+    pub expires_in_s: Option<u64>,
+    pub hits: u64,
+    pub comment: Option<String>,
+    /// The feed that added it: cli, config, auto or a feed's name.
+    pub source: String,
+    /// "manual" (CLI, file, feed) or "auto" (auto-ban by a rate limit).
+    pub origin: &'static str,
+}
+
+/// Entries as JSON rows, sources named.
+pub fn json_entries(feeds: &Feeds, entries: &[Entry]) -> Vec<JsonEntry> {
+    entries
+        .iter()
+        .map(|e| JsonEntry {
+            cidr: e.net.to_string(),
+            expires_in_s: e
+                .expires_in
+                .map(|d| d.as_secs() + u64::from(d.subsec_nanos() > 0)),
+            hits: e.hits,
+            comment: e.comment.clone(),
+            source: feeds.name(e.feed),
+            origin: if e.auto { "auto" } else { "manual" },
+        })
+        .collect()
+}
+
 fn rule_meta_key(id: u32) -> MetaKey {
     MetaKey {
         list: LIST_RULE,

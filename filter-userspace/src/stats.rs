@@ -4,7 +4,9 @@ use aya::{
     Ebpf,
     maps::{MapData, PerCpuArray},
 };
-use filter_common::{Counter, REASON_COUNT, REASONS, Reason, map_names, stats_slot};
+use std::collections::BTreeMap;
+
+use filter_common::{Action, Counter, REASON_COUNT, REASONS, Reason, map_names, stats_slot};
 
 use crate::error::{Error, MapContext, Result};
 
@@ -23,6 +25,13 @@ impl Stats {
         Ok(Stats {
             map: PerCpuArray::try_from(map).map_context(|| "opening STATS".into())?,
         })
+    }
+
+    /// Enforced row then dry-run row, as one array.
+    pub fn snapshot(&self) -> Result<Snapshot> {
+        let mut all: Snapshot = self.read()?.to_vec();
+        all.extend(self.read_dry_run()?);
+        Ok(all)
     }
 
     /// Enforced totals per reason, summed over CPUs, in [`REASONS`] order.
@@ -48,5 +57,65 @@ impl Stats {
             }
         }
         Ok(out)
+    }
+}
+
+/// Enforced row then dry-run row ([`Stats::snapshot`]).
+pub type Snapshot = Vec<(Reason, Counter)>;
+
+/// One reason's counters in `floodgate stats --json` and the API's `GET /v1/stats`.
+#[derive(Debug, serde::Serialize)]
+pub struct JsonCounter {
+    pub packets: u64,
+    pub bytes: u64,
+    /// Rates, when there is an earlier snapshot to compare with (`stats --watch`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub pps: Option<f64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub bps: Option<f64>,
+}
+
+/// `floodgate stats --json`: enforced counters per reason, and the drop reasons dry-run let
+/// through.
+#[derive(Debug, serde::Serialize)]
+pub struct JsonStats {
+    pub reasons: BTreeMap<&'static str, JsonCounter>,
+    pub dry_run: BTreeMap<&'static str, JsonCounter>,
+}
+
+/// Packets and bits per second of slot `i` since `prev`, taken `secs` earlier.
+pub fn rate(now: &Snapshot, prev: Option<(&Snapshot, f64)>, i: usize) -> Option<(f64, f64)> {
+    prev.map(|(p, secs)| {
+        let dp = now[i].1.packets.saturating_sub(p[i].1.packets) as f64 / secs;
+        let db = now[i].1.bytes.saturating_sub(p[i].1.bytes) as f64 * 8.0 / secs;
+        (dp, db)
+    })
+}
+
+/// The JSON shape of a snapshot (with rates when `prev` is given).
+pub fn json(now: &Snapshot, prev: Option<(&Snapshot, f64)>) -> JsonStats {
+    let row = |from: usize| {
+        now.iter()
+            .enumerate()
+            .skip(from)
+            .take(REASON_COUNT)
+            .filter(|(_, (r, _))| from == 0 || r.action() == Action::Drop)
+            .map(|(i, (r, c))| {
+                let rt = rate(now, prev, i);
+                (
+                    r.name(),
+                    JsonCounter {
+                        packets: c.packets,
+                        bytes: c.bytes,
+                        pps: rt.map(|x| x.0),
+                        bps: rt.map(|x| x.1),
+                    },
+                )
+            })
+            .collect()
+    };
+    JsonStats {
+        reasons: row(0),
+        dry_run: row(REASON_COUNT),
     }
 }

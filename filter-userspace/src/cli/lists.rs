@@ -265,18 +265,6 @@ fn run(pin: &PinDir, kind: ListKind, cmd: ListCommand) -> anyhow::Result<()> {
     Ok(())
 }
 
-#[derive(serde::Serialize)]
-struct JsonEntry {
-    cidr: String,
-    expires_in_s: Option<u64>,
-    hits: u64,
-    comment: Option<String>,
-    /// The feed that added it: cli, config, auto or a feed's name.
-    source: String,
-    /// "manual" (CLI, file, feed) or "auto" (auto-ban by a rate limit).
-    origin: &'static str,
-}
-
 /// The id of source `name` (registered on first use); `auto` belongs to the data plane.
 fn feed_id(state: &mut State, name: &str) -> anyhow::Result<u32> {
     if name == "auto" {
@@ -287,20 +275,7 @@ fn feed_id(state: &mut State, name: &str) -> anyhow::Result<u32> {
 
 fn print_entries(state: &State, entries: &[Entry], json: bool) -> anyhow::Result<()> {
     if json {
-        let out: Vec<JsonEntry> = entries
-            .iter()
-            .map(|e| JsonEntry {
-                cidr: e.net.to_string(),
-                // Round up: an entry with 0.4 s left still matches.
-                expires_in_s: e
-                    .expires_in
-                    .map(|d| d.as_secs() + u64::from(d.subsec_nanos() > 0)),
-                hits: e.hits,
-                comment: e.comment.clone(),
-                source: state.lists.feeds.name(e.feed),
-                origin: origin(e),
-            })
-            .collect();
+        let out = floodgate::lists::json_entries(&state.lists.feeds, entries);
         println!("{}", serde_json::to_string_pretty(&out)?);
         return Ok(());
     }
@@ -327,8 +302,4 @@ fn print_entries(state: &State, entries: &[Entry], json: bool) -> anyhow::Result
         );
     }
     Ok(())
-}
-
-fn origin(e: &Entry) -> &'static str {
-    if e.auto { "auto" } else { "manual" }
 }

@@ -1,15 +1,13 @@
 //! stats: packets and bytes per reason, once or live.
 
-use std::{
-    collections::BTreeMap,
-    time::{Duration, Instant},
-};
+use std::time::{Duration, Instant};
 
 use clap::Args;
-use filter_common::{Action, Counter, REASON_COUNT, Reason};
+use filter_common::{Action, REASON_COUNT};
 use floodgate::{
     loader::PinDir,
     state::{Access, State},
+    stats::Snapshot,
 };
 
 /// Packets and bytes per reason, summed over CPUs since the maps were created.
@@ -39,29 +37,8 @@ pub struct StatsArgs {
     interval: Duration,
 }
 
-#[derive(serde::Serialize)]
-struct JsonCounter {
-    packets: u64,
-    bytes: u64,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pps: Option<f64>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    bps: Option<f64>,
-}
-
-#[derive(serde::Serialize)]
-struct JsonStats {
-    reasons: BTreeMap<&'static str, JsonCounter>,
-    dry_run: BTreeMap<&'static str, JsonCounter>,
-}
-
-/// Enforced row then dry-run row, as one array.
-type Snapshot = Vec<(Reason, Counter)>;
-
 fn read(state: &State) -> anyhow::Result<Snapshot> {
-    let mut all: Snapshot = state.stats.read()?.to_vec();
-    all.extend(state.stats.read_dry_run()?);
-    Ok(all)
+    Ok(state.stats.snapshot()?)
 }
 
 pub fn stats(pin: &PinDir, args: StatsArgs) -> anyhow::Result<()> {
@@ -87,39 +64,9 @@ pub fn stats(pin: &PinDir, args: StatsArgs) -> anyhow::Result<()> {
 }
 
 fn print(now: &Snapshot, prev: Option<(&Snapshot, f64)>, json: bool) -> anyhow::Result<()> {
-    let rate = |i: usize| {
-        prev.map(|(p, secs)| {
-            let dp = now[i].1.packets.saturating_sub(p[i].1.packets) as f64 / secs;
-            let db = now[i].1.bytes.saturating_sub(p[i].1.bytes) as f64 * 8.0 / secs;
-            (dp, db)
-        })
-    };
+    let rate = |i: usize| floodgate::stats::rate(now, prev, i);
     if json {
-        let row = |from: usize| {
-            now.iter()
-                .enumerate()
-                .skip(from)
-                .take(REASON_COUNT)
-                .filter(|(_, (r, _))| from == 0 || r.action() == Action::Drop)
-                .map(|(i, (r, c))| {
-                    let rt = rate(i);
-                    (
-                        r.name(),
-                        JsonCounter {
-                            packets: c.packets,
-                            bytes: c.bytes,
-                            pps: rt.map(|x| x.0),
-                            bps: rt.map(|x| x.1),
-                        },
-                    )
-                })
-                .collect()
-        };
-        let stats = JsonStats {
-            reasons: row(0),
-            dry_run: row(REASON_COUNT),
-        };
-        println!("{}", serde_json::to_string(&stats)?);
+        println!("{}", serde_json::to_string(&floodgate::stats::json(now, prev))?);
         return Ok(());
     }
     let header_rate = if prev.is_some() {
