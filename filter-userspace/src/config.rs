@@ -57,7 +57,7 @@ pub struct DaemonFile {
     /// Interfaces dropped from the list on a reload are detached.
     pub interfaces: Vec<String>,
     /// XDP mode for `interfaces`: auto, native or skb.
-    pub attach_mode: AttachMode,
+    pub attach_mode: crate::loader::Mode,
     /// Address of the HTTP API and /metrics.
     pub listen: std::net::SocketAddr,
     /// File holding the bearer token API writes need. Without it, writes are refused (401).
@@ -88,7 +88,7 @@ impl Default for DaemonFile {
     fn default() -> Self {
         DaemonFile {
             interfaces: Vec::new(),
-            attach_mode: AttachMode::Auto,
+            attach_mode: crate::loader::Mode::Auto,
             listen: ([127, 0, 0, 1], 9477).into(),
             token_file: None,
             protect_reads: false,
@@ -130,14 +130,6 @@ impl Default for AttackFile {
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, clap::ValueEnum)]
 #[serde(rename_all = "kebab-case")]
-pub enum AttachMode {
-    Auto,
-    Native,
-    Skb,
-}
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, clap::ValueEnum)]
-#[serde(rename_all = "kebab-case")]
 pub enum LogFormat {
     Text,
     Json,
@@ -158,7 +150,9 @@ mod humantime_serde_compat {
         let v = humantime::parse_duration(&text)
             .map_err(|e| D::Error::custom(format!("duration `{text}`: {e} (e.g. 30s, 10m)")))?;
         if v.is_zero() {
-            return Err(D::Error::custom(format!("duration `{text}` must be more than 0")));
+            return Err(D::Error::custom(format!(
+                "duration `{text}` must be more than 0"
+            )));
         }
         Ok(v)
     }

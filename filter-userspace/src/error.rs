@@ -75,6 +75,9 @@ pub enum Error {
     #[error("too many sources ({max} named sources at most)")]
     TooManyFeeds { max: u32 },
 
+    #[error("snapshot {path} is unreadable: {message} (move it away to start without it)")]
+    Snapshot { path: PathBuf, message: String },
+
     #[error("{count} rules; the table holds at most {max}")]
     TooManyRules { count: usize, max: u32 },
 

@@ -5,16 +5,21 @@
 //! one directory (default [`DEFAULT_PIN_DIR`]), and each interface holds its own netlink XDP
 //! attachment. No process needs to run for the filter to keep filtering.
 
+pub mod api;
+pub mod attack;
 pub mod config;
+pub mod daemon;
 pub mod defences;
 pub mod error;
 pub mod feeds;
 pub mod listfile;
 pub mod lists;
 pub mod loader;
+pub mod metrics;
 pub mod netlink;
 pub mod prefix;
 pub mod settings;
+pub mod snapshot;
 pub mod state;
 pub mod stats;
 pub mod sys;

@@ -74,7 +74,10 @@ impl PinDir {
 }
 
 /// XDP attach mode as the user asks for it.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+#[derive(
+    Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum, serde::Serialize, serde::Deserialize,
+)]
+#[serde(rename_all = "kebab-case")]
 pub enum Mode {
     /// Native (driver) mode if the driver supports it, else generic (skb) mode.
     Auto,

@@ -11,6 +11,7 @@ mod defences;
 mod limits;
 mod lists;
 mod rules;
+mod run;
 mod stats;
 
 /// floodgate: an XDP filter that drops flood traffic before the kernel allocates anything.
@@ -33,6 +34,7 @@ mod stats;
   floodgate rule add --proto udp --dst-port 53 --length 512-65535 --action limit --pps 10000
   floodgate apply /etc/floodgate/floodgate.toml
   floodgate stats --watch
+  floodgate run --config /etc/floodgate/floodgate.toml
   floodgate detach --all
 
 Exit status: 0 success, 1 failure (message on stderr), 2 bad usage.")]
@@ -78,6 +80,7 @@ enum Command {
     Mode(defences::ModeArgs),
     Apply(config::ApplyArgs),
     ShowConfig(config::ShowConfigArgs),
+    Run(run::RunArgs),
 }
 
 pub fn run() -> anyhow::Result<()> {
@@ -97,5 +100,6 @@ pub fn run() -> anyhow::Result<()> {
         Command::Mode(a) => defences::mode(&pin, a),
         Command::Apply(a) => config::apply(&pin, a),
         Command::ShowConfig(a) => config::show_config(&pin, a),
+        Command::Run(a) => run::run(&pin, a),
     }
 }

@@ -66,7 +66,10 @@ pub fn stats(pin: &PinDir, args: StatsArgs) -> anyhow::Result<()> {
 fn print(now: &Snapshot, prev: Option<(&Snapshot, f64)>, json: bool) -> anyhow::Result<()> {
     let rate = |i: usize| floodgate::stats::rate(now, prev, i);
     if json {
-        println!("{}", serde_json::to_string(&floodgate::stats::json(now, prev))?);
+        println!(
+            "{}",
+            serde_json::to_string(&floodgate::stats::json(now, prev))?
+        );
         return Ok(());
     }
     let header_rate = if prev.is_some() {

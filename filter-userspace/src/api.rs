@@ -1,0 +1,518 @@
+//! The push API (HTTP/JSON) and /metrics, served by `floodgate run`. Reference with curl
+//! examples: README, "Push API".
+//!
+//! Every push is all-or-nothing: the whole body is checked (each bad entry is reported), then
+//! the capacity, then it is applied under the state lock; a failure part-way rolls back.
+#![expect(
+    clippy::result_large_err,
+    reason = "handlers return a ready Response as their error, once per request"
+)]
+
+use std::sync::Arc;
+
+use axum::{
+    Router,
+    body::Bytes,
+    extract::{MatchedPath, Query, Request, State as AxState, rejection::BytesRejection},
+    http::{HeaderMap, HeaderValue, Method, StatusCode, header},
+    middleware::{self, Next},
+    response::{IntoResponse, Response},
+    routing::get,
+};
+use filter_common::{FEED_AUTO, FEED_CONFIG};
+use ipnet::IpNet;
+use serde::Deserialize;
+use serde_json::{Value, json};
+
+use crate::{
+    daemon::Shared,
+    error::Error,
+    lists::{Item, ListKind, json_entries},
+    prefix::parse_prefix,
+};
+
+type Sh = AxState<Arc<Shared>>;
+
+/// The API's routes, with authentication, request counting and the body limit.
+pub fn router(shared: Arc<Shared>, max_body: usize) -> Router {
+    let list_routes = |kind: ListKind| {
+        get(move |s: Sh, q: Query<SourceQuery>| list_get(s, kind, q))
+            .post(move |s: Sh, b: Result<Bytes, BytesRejection>| list_post(s, kind, b))
+            .delete(
+                move |s: Sh, q: Query<SourceQuery>, b: Result<Bytes, BytesRejection>| {
+                    list_delete(s, kind, q, b)
+                },
+            )
+    };
+    Router::new()
+        .route("/v1/blocklist", list_routes(ListKind::Block))
+        .route("/v1/allowlist", list_routes(ListKind::Allow))
+        .route("/v1/stats", get(stats))
+        .route("/v1/sources", get(sources))
+        .route("/healthz", get(healthz))
+        .route("/metrics", get(metrics))
+        .fallback(not_found)
+        .layer(middleware::from_fn_with_state(shared.clone(), guard))
+        .layer(axum::extract::DefaultBodyLimit::max(max_body))
+        .with_state(shared)
+}
+
+/// A JSON error body: `{"error": "..."}` plus any details.
+fn fail(code: StatusCode, message: impl Into<String>, details: Option<Value>) -> Response {
+    let mut body = json!({ "error": message.into() });
+    if let Some(Value::Object(extra)) = details {
+        body.as_object_mut().expect("object").extend(extra);
+    }
+    (code, axum::Json(body)).into_response()
+}
+
+fn token_ok(headers: &HeaderMap, token: &str) -> bool {
+    let Some(given) = headers
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.strip_prefix("Bearer "))
+    else {
+        return false;
+    };
+    // Compare every byte, so the time taken does not say how much of a guess was right.
+    given.len() == token.len()
+        && given
+            .bytes()
+            .zip(token.bytes())
+            .fold(0u8, |acc, (a, b)| acc | (a ^ b))
+            == 0
+}
+
+/// Authentication (writes always, reads when `protect_reads`), then count the request by
+/// route and status.
+async fn guard(AxState(sh): Sh, req: Request, next: Next) -> Response {
+    let route = req
+        .extensions()
+        .get::<MatchedPath>()
+        .map(|p| p.as_str().to_string());
+    let response = match &route {
+        // Unknown paths get their 404 whoever asks.
+        None => next.run(req).await,
+        Some(path) => {
+            // Writes: POST and DELETE on the lists. Any other method that is not GET gets
+            // its 405 from the router, token or not.
+            let write =
+                matches!(*req.method(), Method::POST | Method::DELETE) && path.starts_with("/v1/");
+            let (needs, token) = {
+                let rt = sh.runtime();
+                let needs = write || (rt.daemon.protect_reads && path != "/healthz");
+                (needs, rt.token.clone())
+            };
+            match (needs, token) {
+                (false, _) => next.run(req).await,
+                (true, None) => fail(
+                    StatusCode::UNAUTHORIZED,
+                    "API writes are disabled: set daemon.token_file in the configuration",
+                    None,
+                ),
+                (true, Some(t)) if token_ok(req.headers(), &t) => next.run(req).await,
+                (true, Some(_)) => {
+                    let mut r = fail(
+                        StatusCode::UNAUTHORIZED,
+                        "missing or wrong token: send `Authorization: Bearer <token>` (the \
+                         token is in the file daemon.token_file names)",
+                        None,
+                    );
+                    r.headers_mut()
+                        .insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
+                    r
+                }
+            }
+        }
+    };
+    sh.metrics
+        .api_requests
+        .with_label_values(&[
+            route.as_deref().unwrap_or("unmatched"),
+            response.status().as_str(),
+        ])
+        .inc();
+    response
+}
+
+async fn not_found() -> Response {
+    fail(
+        StatusCode::NOT_FOUND,
+        "no such path: see /v1/blocklist, /v1/allowlist, /v1/stats, /v1/sources, /healthz, \
+         /metrics",
+        None,
+    )
+}
+
+/// A body that could not be read: too large (413) or broken.
+fn body_error(rejection: BytesRejection, sh: &Shared) -> Response {
+    if rejection.status() == StatusCode::PAYLOAD_TOO_LARGE {
+        let max = sh.runtime().daemon.max_body_bytes;
+        return fail(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            format!("request body larger than {max} bytes (daemon.max_body_bytes): split the push"),
+            None,
+        );
+    }
+    fail(rejection.status(), rejection.body_text(), None)
+}
+
+fn bad_json(e: &serde_json::Error) -> Response {
+    fail(
+        StatusCode::BAD_REQUEST,
+        format!("malformed JSON: {e}; nothing was applied"),
+        None,
+    )
+}
+
+/// A library error as a response: full lists are 507, bad input 400, the rest 500.
+fn from_error(e: Error) -> Response {
+    let code = match &e {
+        Error::ListFull { .. } | Error::TooManyFeeds { .. } => StatusCode::INSUFFICIENT_STORAGE,
+        Error::BadFeedName { .. }
+        | Error::ReservedFeed { .. }
+        | Error::BadPrefix { .. }
+        | Error::CommentTooLong { .. } => StatusCode::BAD_REQUEST,
+        _ => StatusCode::INTERNAL_SERVER_ERROR,
+    };
+    let message = crate::error::chain(&e);
+    let message = if code == StatusCode::INSUFFICIENT_STORAGE {
+        format!("{message}; nothing was applied, existing entries are untouched")
+    } else {
+        message
+    };
+    fail(code, message, None)
+}
+
+/// Run blocking map work off the async threads.
+async fn blocking<T: Send + 'static>(
+    sh: &Arc<Shared>,
+    work: impl FnOnce(&Shared) -> Result<T, Response> + Send + 'static,
+) -> Result<T, Response> {
+    let sh = sh.clone();
+    tokio::task::spawn_blocking(move || work(&sh))
+        .await
+        .unwrap_or_else(|e| {
+            Err(fail(
+                StatusCode::INTERNAL_SERVER_ERROR,
+                format!("internal error: {e}"),
+                None,
+            ))
+        })
+}
+
+#[derive(Deserialize)]
+struct SourceQuery {
+    source: Option<String>,
+}
+
+/// A push as sent.
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct Push {
+    #[serde(default = "default_source")]
+    source: String,
+    #[serde(default)]
+    replace: bool,
+    entries: Vec<Value>,
+}
+
+fn default_source() -> String {
+    "api".into()
+}
+
+/// The source a push may write: a valid name that is not the data plane's or the file's.
+fn push_source(name: &str) -> Result<(), Error> {
+    crate::feeds::validate_name(name)?;
+    if name == "auto" || name == "config" {
+        return Err(Error::ReservedFeed { name: name.into() });
+    }
+    Ok(())
+}
+
+/// One entry: `"CIDR"` or `{"cidr": "...", "ttl": "10m", "comment": "..."}`.
+fn parse_entry(v: &Value) -> Result<Item, String> {
+    #[derive(Deserialize)]
+    #[serde(deny_unknown_fields)]
+    struct Full {
+        cidr: String,
+        #[serde(default)]
+        ttl: Option<String>,
+        #[serde(default)]
+        comment: Option<String>,
+    }
+    let full = match v {
+        Value::String(s) => Full {
+            cidr: s.clone(),
+            ttl: None,
+            comment: None,
+        },
+        Value::Object(_) => Full::deserialize(v).map_err(|e| {
+            format!("{e} (an entry is \"CIDR\" or {{\"cidr\", \"ttl\", \"comment\"}})")
+        })?,
+        _ => return Err("an entry is \"CIDR\" or {\"cidr\", \"ttl\", \"comment\"}".into()),
+    };
+    let net = parse_prefix(&full.cidr).map_err(|e| e.to_string())?;
+    let ttl = match &full.ttl {
+        None => None,
+        Some(t) => {
+            let d = humantime::parse_duration(t)
+                .map_err(|e| format!("ttl `{t}`: {e} (e.g. 30s, 10m, 1h)"))?;
+            if d.is_zero() {
+                return Err(format!("ttl `{t}` must be more than 0"));
+            }
+            Some(d)
+        }
+    };
+    crate::lists::validate_comment(full.comment.as_deref()).map_err(|e| e.to_string())?;
+    Ok(Item {
+        net,
+        ttl,
+        comment: full.comment,
+    })
+}
+
+async fn list_post(
+    AxState(sh): Sh,
+    kind: ListKind,
+    body: Result<Bytes, BytesRejection>,
+) -> Response {
+    let body = match body {
+        Ok(b) => b,
+        Err(r) => return body_error(r, &sh),
+    };
+    let push: Push = match serde_json::from_slice(&body) {
+        Ok(p) => p,
+        Err(e) => return bad_json(&e),
+    };
+    if let Err(e) = push_source(&push.source) {
+        return from_error(e);
+    }
+    let mut items = Vec::with_capacity(push.entries.len());
+    let mut bad = Vec::new();
+    for (index, v) in push.entries.iter().enumerate() {
+        match parse_entry(v) {
+            Ok(i) => items.push(i),
+            Err(error) => bad.push(json!({ "index": index, "entry": v, "error": error })),
+        }
+    }
+    if !bad.is_empty() {
+        return fail(
+            StatusCode::BAD_REQUEST,
+            format!(
+                "{} of {} entries are invalid; nothing was applied",
+                bad.len(),
+                push.entries.len()
+            ),
+            Some(json!({ "bad_entries": bad })),
+        );
+    }
+    let (source, replace) = (push.source, push.replace);
+    let r = blocking(&sh, move |sh| {
+        sh.write(|st| {
+            let nets: Vec<IpNet> = items.iter().map(|i| i.net).collect();
+            st.lists.check_fits(kind, &nets)?;
+            let feed = st.lists.feeds.id_or_register(&source)?;
+            if replace {
+                st.lists.replace(kind, feed, &items, &mut |_, _| {})
+            } else {
+                Ok((st.lists.upsert(kind, feed, &items, &mut |_, _| {})?, 0))
+            }
+        })
+        .map(|(added, removed)| {
+            tracing::info!(event = "push", list = kind.name(), source = %source, replace,
+                           added = added.added, updated = added.updated, removed);
+            json!({ "source": source, "added": added.added, "updated": added.updated,
+                    "removed": removed })
+        })
+        .map_err(from_error)
+    })
+    .await;
+    match r {
+        Ok(v) => axum::Json(v).into_response(),
+        Err(resp) => resp,
+    }
+}
+
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+struct Delete {
+    #[serde(default)]
+    source: Option<String>,
+    #[serde(default)]
+    entries: Option<Vec<String>>,
+}
+
+async fn list_delete(
+    AxState(sh): Sh,
+    kind: ListKind,
+    Query(q): Query<SourceQuery>,
+    body: Result<Bytes, BytesRejection>,
+) -> Response {
+    let body = match body {
+        Ok(b) => b,
+        Err(r) => return body_error(r, &sh),
+    };
+    let mut del: Delete = if body.iter().all(u8::is_ascii_whitespace) {
+        Delete::default()
+    } else {
+        match serde_json::from_slice(&body) {
+            Ok(d) => d,
+            Err(e) => return bad_json(&e),
+        }
+    };
+    if del.source.is_none() {
+        del.source = q.source;
+    }
+    match (del.source, del.entries) {
+        (Some(source), None) => {
+            let r = blocking(&sh, move |sh| {
+                sh.write(|st| match st.lists.feeds.id(&source)? {
+                    Some(feed) => st.lists.remove_feed(kind, feed),
+                    None => Ok(0),
+                })
+                .map(|n| {
+                    tracing::info!(event = "delete_source", list = kind.name(), source = %source, removed = n);
+                    json!({ "source": source, "removed": n })
+                })
+                .map_err(from_error)
+            })
+            .await;
+            r.map_or_else(|e| e, |v| axum::Json(v).into_response())
+        }
+        (None, Some(entries)) => {
+            let mut nets = Vec::new();
+            let mut bad = Vec::new();
+            for (index, e) in entries.iter().enumerate() {
+                match parse_prefix(e) {
+                    Ok(n) => nets.push(n),
+                    Err(err) => {
+                        bad.push(json!({"index": index, "entry": e, "error": err.to_string()}))
+                    }
+                }
+            }
+            if !bad.is_empty() {
+                return fail(
+                    StatusCode::BAD_REQUEST,
+                    format!(
+                        "{} of {} entries are invalid; nothing was removed",
+                        bad.len(),
+                        entries.len()
+                    ),
+                    Some(json!({ "bad_entries": bad })),
+                );
+            }
+            let r = blocking(&sh, move |sh| {
+                sh.write(|st| st.lists.remove_present(kind, &nets))
+                    .map(|(removed, absent)| {
+                        tracing::info!(
+                            event = "delete",
+                            list = kind.name(),
+                            removed = removed.len(),
+                            absent = absent.len()
+                        );
+                        let show = |v: Vec<IpNet>| -> Vec<String> {
+                            v.iter().map(crate::prefix::display).collect()
+                        };
+                        json!({ "removed": removed.len(), "absent": show(absent) })
+                    })
+                    .map_err(from_error)
+            })
+            .await;
+            r.map_or_else(|e| e, |v| axum::Json(v).into_response())
+        }
+        _ => fail(
+            StatusCode::BAD_REQUEST,
+            "say what to delete: {\"entries\": [\"CIDR\", ...]} or {\"source\": \"NAME\"} (or ?source=NAME), not both",
+            None,
+        ),
+    }
+}
+
+async fn list_get(AxState(sh): Sh, kind: ListKind, Query(q): Query<SourceQuery>) -> Response {
+    let r = blocking(&sh, move |sh| {
+        let st = sh.state();
+        let mut entries = st.lists.entries(kind).map_err(from_error)?;
+        if let Some(name) = &q.source {
+            let id = st.lists.feeds.id(name).map_err(from_error)?;
+            entries.retain(|e| Some(e.feed) == id);
+        }
+        let rows = json_entries(&st.lists.feeds, &entries);
+        Ok(json!({ "count": rows.len(), "entries": rows }))
+    })
+    .await;
+    r.map_or_else(|e| e, |v| axum::Json(v).into_response())
+}
+
+async fn stats(AxState(sh): Sh) -> Response {
+    let r = blocking(&sh, |sh| {
+        let snap = sh.state().stats.snapshot().map_err(from_error)?;
+        Ok(serde_json::to_value(crate::stats::json(&snap, None)).expect("serialisable"))
+    })
+    .await;
+    r.map_or_else(|e| e, |v| axum::Json(v).into_response())
+}
+
+/// Every source: its entries on each list and its blocklist drops.
+async fn sources(AxState(sh): Sh) -> Response {
+    let r = blocking(&sh, |sh| {
+        let st = sh.state();
+        let feeds = st.lists.feeds.all().map_err(from_error)?;
+        let block = st.lists.entries(ListKind::Block).map_err(from_error)?;
+        let allow = st.lists.entries(ListKind::Allow).map_err(from_error)?;
+        let mut out = Vec::new();
+        for (id, name) in feeds {
+            let drops = st.lists.feeds.drops(id).map_err(from_error)?;
+            out.push(json!({
+                "source": name,
+                "blocklist_entries": block.iter().filter(|e| e.feed == id).count(),
+                "allowlist_entries": allow.iter().filter(|e| e.feed == id).count(),
+                "drops": { "packets": drops.packets, "bytes": drops.bytes },
+                "fixed": id == FEED_AUTO || id == FEED_CONFIG || id == filter_common::FEED_CLI,
+            }));
+        }
+        Ok(json!({ "sources": out }))
+    })
+    .await;
+    r.map_or_else(|e| e, |v| axum::Json(v).into_response())
+}
+
+async fn healthz(AxState(sh): Sh) -> Response {
+    let r = blocking(&sh, |sh| {
+        // Reading a counter proves the maps answer; listing attachments proves netlink does.
+        sh.state().stats.read().map_err(from_error)?;
+        let attached = crate::loader::attachments(&sh.pin).map_err(from_error)?;
+        Ok(json!({
+            "status": "ok",
+            "uptime_s": sh.started.elapsed().as_secs(),
+            "interfaces": attached,
+        }))
+    })
+    .await;
+    match r {
+        Ok(v) => axum::Json(v).into_response(),
+        Err(resp) => {
+            let (parts, body) = resp.into_parts();
+            let _ = parts;
+            (StatusCode::SERVICE_UNAVAILABLE, body).into_response()
+        }
+    }
+}
+
+async fn metrics(AxState(sh): Sh) -> Response {
+    let r = blocking(&sh, |sh| {
+        crate::metrics::render(&sh.state(), &sh.metrics).map_err(from_error)
+    })
+    .await;
+    match r {
+        Ok(text) => (
+            [(
+                header::CONTENT_TYPE,
+                HeaderValue::from_static("text/plain; version=0.0.4; charset=utf-8"),
+            )],
+            text,
+        )
+            .into_response(),
+        Err(resp) => resp,
+    }
+}

@@ -1,0 +1,45 @@
+//! run: the daemon (see `floodgate::daemon`).
+
+use std::path::PathBuf;
+
+use clap::Args;
+use floodgate::{config::LogFormat, daemon, loader::PinDir};
+
+/// Run the daemon: attach the configured interfaces, apply the configuration, serve the push
+/// API and Prometheus /metrics, sweep expired entries, save snapshots, log attack events.
+///
+/// SIGHUP, or a change to the file, reloads it: a file with any error is rejected with the
+/// reason in the log, and the running state stays as it was. SIGTERM stops the daemon and
+/// leaves the filter running (unless daemon.detach_on_exit). A start re-adopts the pinned
+/// program, attachments and maps of an earlier run, so filtering never stops; the snapshot
+/// is restored only when the maps are new (after a reboot).
+///
+/// The [daemon] section of the file configures it (see examples/floodgate.toml); the API
+/// reference is in the README. A systemd unit: examples/systemd/floodgate.service.
+///
+/// Examples:
+///   floodgate run --config /etc/floodgate/floodgate.toml
+///   floodgate run --log-format json
+///   kill -HUP $(pidof floodgate)
+#[derive(Args)]
+#[command(verbatim_doc_comment)]
+pub struct RunArgs {
+    /// The configuration file (TOML; [daemon] plus the defences `floodgate apply` reads).
+    #[arg(
+        long,
+        default_value = "/etc/floodgate/floodgate.toml",
+        env = "FLOODGATE_CONFIG"
+    )]
+    config: PathBuf,
+    /// Log format (overrides daemon.log_format): text, or json (one object per line).
+    #[arg(long, value_enum)]
+    log_format: Option<LogFormat>,
+}
+
+pub fn run(pin: &PinDir, a: RunArgs) -> anyhow::Result<()> {
+    daemon::run(daemon::Options {
+        config: a.config,
+        log_format: a.log_format,
+        pin: pin.clone(),
+    })
+}

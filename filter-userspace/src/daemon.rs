@@ -1,0 +1,555 @@
+//! `floodgate run`: the daemon. It attaches the configured interfaces, applies the
+//! configuration, serves the push API and /metrics, sweeps expired entries, saves snapshots,
+//! logs attack events, and reloads on SIGHUP or when the file changes.
+//!
+//! The daemon owns no state the kernel does not already hold: lists, counters, the program and
+//! its attachments are pinned, so a restart (or `kill -9`) loses nothing and filtering never
+//! stops. A start re-adopts what it finds; only a fresh boot (no pinned maps) restores the
+//! snapshot. Every change takes the same cross-process lock the CLI takes, so the CLI and the
+//! API can be used side by side.
+
+use std::{
+    collections::hash_map::DefaultHasher,
+    hash::{Hash, Hasher},
+    path::{Path, PathBuf},
+    sync::{
+        Arc, Mutex, MutexGuard, RwLock,
+        atomic::{AtomicU64, Ordering},
+    },
+    time::{Duration, Instant},
+};
+
+use anyhow::Context as _;
+use filter_common::Action;
+use tokio::signal::unix::{SignalKind, signal};
+use tracing::{error, info, warn};
+
+use crate::{
+    attack,
+    config::{self, DaemonFile, Desired, LogFormat},
+    error::{Error, Result},
+    loader::{self, PinDir},
+    metrics::DaemonMetrics,
+    snapshot,
+    state::{Access, State},
+    sys::{self, StateLock},
+};
+
+/// What `floodgate run` was asked to do.
+pub struct Options {
+    pub config: PathBuf,
+    /// Overrides `daemon.log_format`.
+    pub log_format: Option<LogFormat>,
+    pub pin: PinDir,
+}
+
+/// The running configuration and what came with it.
+pub struct Runtime {
+    pub daemon: DaemonFile,
+    /// The API token (from `daemon.token_file`); None: writes are refused.
+    pub token: Option<String>,
+    /// Hash of the file's bytes last applied (or rejected): a change is a new hash.
+    file_hash: u64,
+}
+
+/// What the API handlers and the background tasks share.
+pub struct Shared {
+    pub pin: PinDir,
+    state: Mutex<State>,
+    pub runtime: RwLock<Runtime>,
+    pub metrics: DaemonMetrics,
+    pub config_path: PathBuf,
+    pub started: Instant,
+    /// Bumped by every change made through the daemon (the snapshot writer watches it).
+    changes: AtomicU64,
+}
+
+impl Shared {
+    /// The state for reading (no cross-process lock: the kernel's maps are always consistent
+    /// entry by entry).
+    pub fn state(&self) -> MutexGuard<'_, State> {
+        // A panic in a handler must not wedge the daemon: the maps are still fine.
+        self.state.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Make a change under the lock the CLI takes too.
+    pub fn write<T>(&self, change: impl FnOnce(&mut State) -> Result<T>) -> Result<T> {
+        let _lock = StateLock::acquire(self.pin.root())?;
+        let mut state = self.state();
+        let out = change(&mut state);
+        self.changes.fetch_add(1, Ordering::Relaxed);
+        out
+    }
+
+    pub fn runtime(&self) -> std::sync::RwLockReadGuard<'_, Runtime> {
+        self.runtime.read().unwrap_or_else(|p| p.into_inner())
+    }
+}
+
+/// Set up logging: text or one JSON object per line, on stderr. `RUST_LOG` filters.
+pub fn init_logging(format: LogFormat) {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
+        .with_target(false);
+    match format {
+        LogFormat::Text => builder.init(),
+        LogFormat::Json => builder.json().flatten_event(true).init(),
+    }
+}
+
+fn hash(bytes: &[u8]) -> u64 {
+    let mut h = DefaultHasher::new();
+    bytes.hash(&mut h);
+    h.finish()
+}
+
+/// Read and check the configuration file and its token: everything a (re)load needs before it
+/// may change anything.
+fn load_config(path: &Path) -> anyhow::Result<(Desired, Option<String>, u64)> {
+    let text = std::fs::read(path).with_context(|| {
+        format!(
+            "reading {} (a commented example: examples/floodgate.toml in the source tree)",
+            path.display()
+        )
+    })?;
+    let file_hash = hash(&text);
+    let text =
+        String::from_utf8(text).with_context(|| format!("{} is not UTF-8", path.display()))?;
+    let desired = config::parse(&path.display().to_string(), &text)?;
+    let token = match &desired.daemon.token_file {
+        Some(p) => {
+            let t = std::fs::read_to_string(p)
+                .with_context(|| format!("reading daemon.token_file {}", p.display()))?;
+            let t = t.trim().to_string();
+            anyhow::ensure!(
+                t.len() >= 16,
+                "daemon.token_file {}: the token must be at least 16 characters",
+                p.display()
+            );
+            Some(t)
+        }
+        None => None,
+    };
+    Ok((desired, token, file_hash))
+}
+
+/// Mount bpffs where the pin directory needs it, if nothing is mounted there yet.
+fn ensure_bpffs(pin: &PinDir) -> anyhow::Result<()> {
+    if sys::on_bpffs(pin.root()) {
+        return Ok(());
+    }
+    let target = Path::new("/sys/fs/bpf");
+    std::fs::create_dir_all(target).ok();
+    let c = |s: &str| std::ffi::CString::new(s).expect("no NUL");
+    // SAFETY: NUL-terminated strings; a null data pointer is allowed.
+    let rc = unsafe {
+        libc::mount(
+            c("bpf").as_ptr(),
+            c("/sys/fs/bpf").as_ptr(),
+            c("bpf").as_ptr(),
+            0,
+            std::ptr::null(),
+        )
+    };
+    if rc != 0 {
+        return Err(std::io::Error::last_os_error()).context("mounting bpffs at /sys/fs/bpf");
+    }
+    info!(event = "bpffs_mounted", path = "/sys/fs/bpf");
+    sys::require_bpffs(pin.root())?;
+    Ok(())
+}
+
+/// Check that every configured interface exists (before anything changes).
+fn check_interfaces(d: &DaemonFile) -> Result<()> {
+    for iface in &d.interfaces {
+        if sys::if_index(iface).is_none() {
+            return Err(Error::UnknownInterface {
+                name: iface.clone(),
+            });
+        }
+    }
+    Ok(())
+}
+
+/// Attach what the configuration names and detach what it no longer names.
+fn attach_configured(
+    state: &mut State,
+    pin: &PinDir,
+    old: &[String],
+    new: &DaemonFile,
+) -> Result<()> {
+    let outcomes = loader::attach(&mut state.ebpf, pin, &new.interfaces, new.attach_mode)?;
+    for o in outcomes {
+        if o.already {
+            info!(event = "interface_adopted", interface = %o.iface, mode = o.mode);
+        } else {
+            info!(event = "interface_attached", interface = %o.iface, mode = o.mode,
+                  fell_back = o.fell_back.as_deref().unwrap_or(""));
+        }
+    }
+    let gone: Vec<String> = old
+        .iter()
+        .filter(|i| !new.interfaces.contains(i))
+        .cloned()
+        .collect();
+    if !gone.is_empty() {
+        let attached: Vec<String> = loader::attachments(pin)?
+            .into_iter()
+            .map(|a| a.iface)
+            .filter(|i| gone.contains(i))
+            .collect();
+        for iface in loader::detach(pin, &attached, false, false)? {
+            info!(event = "interface_detached", interface = %iface, why = "not in the configuration");
+        }
+    }
+    Ok(())
+}
+
+/// Run the daemon until SIGTERM or SIGINT.
+pub fn run(opts: Options) -> anyhow::Result<()> {
+    let (desired, token, file_hash) = load_config(&opts.config)?;
+    init_logging(opts.log_format.unwrap_or(desired.daemon.log_format));
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .context("starting the async runtime")?;
+    let result = rt.block_on(serve(opts, desired, token, file_hash));
+    if let Err(e) = &result {
+        error!(event = "failed", error = %format!("{e:#}"));
+    }
+    result
+}
+
+async fn serve(
+    opts: Options,
+    desired: Desired,
+    token: Option<String>,
+    file_hash: u64,
+) -> anyhow::Result<()> {
+    let d = desired.daemon.clone();
+    let pin = opts
+        .pin
+        .clone()
+        .with_source_table(d.source_table_size)
+        .with_blocklist_size(d.blocklist_size);
+    ensure_bpffs(&pin)?;
+    check_interfaces(&d)?;
+    let fresh = !pin.maps().join(filter_common::map_names::STATS).exists();
+    let lock = StateLock::acquire(pin.root())?;
+    let mut state = State::open(&pin, Access::Read)?;
+    state.defences.initialize()?;
+    if fresh {
+        restore_snapshot(&mut state, &d.snapshot)?;
+    } else {
+        info!(event = "maps_adopted", pin_dir = %pin.root().display(),
+              why = "pinned maps found: lists and counters carry on");
+    }
+    state.apply(&desired)?;
+    attach_configured(&mut state, &pin, &[], &d)?;
+    drop(lock);
+
+    let listener = tokio::net::TcpListener::bind(d.listen)
+        .await
+        .with_context(|| format!("listening on {} (daemon.listen)", d.listen))?;
+    let shared = Arc::new(Shared {
+        pin: pin.clone(),
+        state: Mutex::new(state),
+        runtime: RwLock::new(Runtime {
+            daemon: d.clone(),
+            token,
+            file_hash,
+        }),
+        metrics: DaemonMetrics::default(),
+        config_path: opts.config.clone(),
+        started: Instant::now(),
+        changes: AtomicU64::new(1),
+    });
+    info!(event = "started", version = env!("CARGO_PKG_VERSION"), listen = %d.listen,
+          config = %opts.config.display(), interfaces = ?d.interfaces,
+          writes = if shared.runtime().token.is_some() { "token" } else { "disabled (no daemon.token_file)" });
+
+    let app = crate::api::router(shared.clone(), d.max_body_bytes);
+    let server = tokio::spawn(async move {
+        if let Err(e) = axum::serve(listener, app).await {
+            error!(event = "api_failed", error = %e);
+        }
+    });
+    tokio::spawn(sweeper(shared.clone()));
+    tokio::spawn(snapshotter(shared.clone()));
+    tokio::spawn(attack_monitor(shared.clone()));
+    tokio::spawn(config_watcher(shared.clone()));
+
+    let mut term = signal(SignalKind::terminate())?;
+    let mut int = signal(SignalKind::interrupt())?;
+    let mut hup = signal(SignalKind::hangup())?;
+    loop {
+        tokio::select! {
+            _ = term.recv() => break,
+            _ = int.recv() => break,
+            _ = hup.recv() => {
+                let sh = shared.clone();
+                tokio::task::spawn_blocking(move || reload(&sh, "SIGHUP")).await?;
+            }
+        }
+    }
+    server.abort();
+    let sh = shared.clone();
+    tokio::task::spawn_blocking(move || shutdown(&sh)).await?;
+    Ok(())
+}
+
+fn restore_snapshot(state: &mut State, path: &Path) -> Result<()> {
+    if path.as_os_str().is_empty() {
+        return Ok(());
+    }
+    match snapshot::read(path)? {
+        None => {
+            info!(event = "snapshot_none", path = %path.display(), why = "fresh maps, no snapshot yet")
+        }
+        Some(snap) => {
+            let r = snapshot::restore(&mut state.lists, &snap)?;
+            info!(event = "snapshot_restored", path = %path.display(), entries = r.entries,
+                  expired_skipped = r.expired);
+        }
+    }
+    Ok(())
+}
+
+fn shutdown(sh: &Shared) {
+    let d = sh.runtime().daemon.clone();
+    save_snapshot(sh, &d.snapshot);
+    if d.detach_on_exit {
+        match loader::detach(&sh.pin, &d.interfaces, false, false) {
+            Ok(done) => {
+                info!(event = "interfaces_detached", interfaces = ?done, why = "daemon.detach_on_exit")
+            }
+            Err(e) => warn!(event = "detach_failed", error = %e),
+        }
+    }
+    info!(
+        event = "stopped",
+        filter = if d.detach_on_exit {
+            "detached"
+        } else {
+            "still running"
+        }
+    );
+}
+
+/// Re-read the file; apply it only if all of it is good. A bad file changes nothing.
+pub fn reload(sh: &Shared, why: &str) {
+    let path = sh.config_path.clone();
+    let (desired, token, file_hash) = match load_config(&path) {
+        Ok(x) => x,
+        Err(e) => {
+            // Remember the bad file's hash: the watcher must not retry it every second.
+            if let Ok(bytes) = std::fs::read(&path) {
+                sh.runtime
+                    .write()
+                    .unwrap_or_else(|p| p.into_inner())
+                    .file_hash = hash(&bytes);
+            }
+            sh.metrics.reloads.with_label_values(&["rejected"]).inc();
+            error!(event = "reload_rejected", trigger = why, error = %format!("{e:#}"),
+                   running = "unchanged");
+            return;
+        }
+    };
+    let old = sh.runtime().daemon.clone();
+    let result = check_interfaces(&desired.daemon).and_then(|()| {
+        sh.write(|state| {
+            state.apply(&desired)?;
+            attach_configured(state, &sh.pin, &old.interfaces, &desired.daemon)
+        })
+    });
+    let mut rt = sh.runtime.write().unwrap_or_else(|p| p.into_inner());
+    rt.file_hash = file_hash;
+    if let Err(e) = result {
+        sh.metrics.reloads.with_label_values(&["rejected"]).inc();
+        error!(event = "reload_rejected", trigger = why, error = %format!("{e:#}"),
+               running = "unchanged");
+        return;
+    }
+    for (what, changed) in [
+        ("listen", old.listen != desired.daemon.listen),
+        (
+            "max_body_bytes",
+            old.max_body_bytes != desired.daemon.max_body_bytes,
+        ),
+        ("log_format", old.log_format != desired.daemon.log_format),
+        (
+            "blocklist_size",
+            old.blocklist_size != desired.daemon.blocklist_size,
+        ),
+        (
+            "source_table_size",
+            old.source_table_size != desired.daemon.source_table_size,
+        ),
+    ] {
+        if changed {
+            warn!(
+                event = "reload_partial",
+                setting = what,
+                why = "takes effect at the next start"
+            );
+        }
+    }
+    rt.daemon = desired.daemon;
+    rt.token = token;
+    sh.metrics.reloads.with_label_values(&["applied"]).inc();
+    let s = &desired.settings;
+    info!(
+        event = "reloaded",
+        trigger = why,
+        rules = s.rules.len(),
+        limit_classes = s.limits.len(),
+        mode = if s.dry_run { "dry-run" } else { "enforce" }
+    );
+}
+
+/// Reload when the file's bytes change (checked every second).
+async fn config_watcher(sh: Arc<Shared>) {
+    let mut tick = tokio::time::interval(Duration::from_secs(1));
+    loop {
+        tick.tick().await;
+        let Ok(bytes) = std::fs::read(&sh.config_path) else {
+            continue;
+        };
+        if hash(&bytes) != sh.runtime().file_hash {
+            let s = sh.clone();
+            let _ = tokio::task::spawn_blocking(move || reload(&s, "file changed")).await;
+        }
+    }
+}
+
+/// Delete expired entries now and then (the data plane already ignores them).
+async fn sweeper(sh: Arc<Shared>) {
+    loop {
+        let every = sh.runtime().daemon.sweep_interval;
+        tokio::time::sleep(every).await;
+        let s = sh.clone();
+        let r = tokio::task::spawn_blocking(move || {
+            s.write(|st| {
+                let b = st.lists.sweep_expired(crate::lists::ListKind::Block)?;
+                let a = st.lists.sweep_expired(crate::lists::ListKind::Allow)?;
+                Ok(a + b)
+            })
+        })
+        .await;
+        match r {
+            Ok(Ok(0)) => {}
+            Ok(Ok(n)) => info!(event = "swept", expired_entries = n),
+            Ok(Err(e)) => warn!(event = "sweep_failed", error = %e),
+            Err(e) => warn!(event = "sweep_failed", error = %e),
+        }
+    }
+}
+
+fn save_snapshot(sh: &Shared, path: &Path) {
+    if path.as_os_str().is_empty() {
+        return;
+    }
+    let started = Instant::now();
+    let snap = match snapshot::take(&sh.state().lists) {
+        Ok(s) => s,
+        Err(e) => {
+            warn!(event = "snapshot_failed", error = %e);
+            return;
+        }
+    };
+    match snapshot::write(path, &snap) {
+        Ok(()) => tracing::debug!(event = "snapshot_written", path = %path.display(),
+            entries = snap.blocklist.len() + snap.allowlist.len(),
+            ms = started.elapsed().as_millis() as u64),
+        Err(e) => warn!(event = "snapshot_failed", path = %path.display(), error = %e),
+    }
+}
+
+/// Save the lists every `snapshot_interval` when something may have changed: a change through
+/// the daemon, different entry counts (the CLI, auto-bans), or at least every tenth interval.
+async fn snapshotter(sh: Arc<Shared>) {
+    let seen: Arc<Mutex<(u64, Vec<usize>, u32)>> = Arc::default();
+    loop {
+        let d = sh.runtime().daemon.clone();
+        tokio::time::sleep(d.snapshot_interval).await;
+        let (s, seen) = (sh.clone(), seen.clone());
+        let _ = tokio::task::spawn_blocking(move || {
+            let counts = {
+                let st = s.state();
+                let mut c = st.lists.block.map_counts().to_vec();
+                c.extend(st.lists.allow.map_counts());
+                c
+            };
+            let changes = s.changes.load(Ordering::Relaxed);
+            let mut seen = seen.lock().unwrap_or_else(|p| p.into_inner());
+            seen.2 += 1;
+            if (changes, &counts) != (seen.0, &seen.1) || seen.2 >= 10 {
+                save_snapshot(&s, &d.snapshot);
+                *seen = (changes, counts, 0);
+            }
+        })
+        .await;
+    }
+}
+
+/// Sample the counters every second and log attack events.
+async fn attack_monitor(sh: Arc<Shared>) {
+    let mut monitor = attack::Monitor::default();
+    let origin = Instant::now();
+    let mut tick = tokio::time::interval(Duration::from_secs(1));
+    loop {
+        tick.tick().await;
+        let snap = match sh.state().stats.read() {
+            Ok(s) => s,
+            Err(e) => {
+                warn!(event = "stats_failed", error = %e);
+                continue;
+            }
+        };
+        let counters: Vec<_> = snap
+            .iter()
+            .filter(|(r, _)| r.action() == Action::Drop)
+            .map(|(r, c)| (*r, c.packets, c.bytes))
+            .collect();
+        let cfg = sh.runtime().daemon.attack.clone();
+        for ev in monitor.sample(&cfg, origin.elapsed(), &counters) {
+            match ev {
+                attack::Event::Started { reason, pps } => {
+                    sh.metrics.attack_active.with_label_values(&[reason]).set(1);
+                    warn!(
+                        event = "attack_started",
+                        reason,
+                        pps = pps.round() as u64,
+                        threshold_pps = cfg
+                            .thresholds
+                            .get(reason)
+                            .copied()
+                            .unwrap_or(cfg.threshold_pps)
+                    );
+                }
+                attack::Event::Ended {
+                    reason,
+                    peak_pps,
+                    packets,
+                    bytes,
+                    duration,
+                } => {
+                    sh.metrics.attack_active.with_label_values(&[reason]).set(0);
+                    warn!(
+                        event = "attack_ended",
+                        reason,
+                        peak_pps = peak_pps.round() as u64,
+                        packets,
+                        bytes,
+                        duration_s = duration.as_secs_f64()
+                    );
+                }
+            }
+        }
+    }
+}

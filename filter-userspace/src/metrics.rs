@@ -1,0 +1,199 @@
+//! `GET /metrics`: Prometheus text format (version 0.0.4, what `promtool check metrics`
+//! checks). The kernel's counters are read at scrape time: the maps are the truth, so a
+//! daemon restart never resets a counter, and nothing is counted twice.
+//!
+//! The `prometheus` crate is used rather than `prometheus-client`: the latter writes
+//! OpenMetrics, whose counter families (`x` with samples `x_total`) promtool's Prometheus
+//! format check rejects.
+
+use prometheus::{Encoder, GaugeVec, IntCounterVec, IntGaugeVec, Opts, Registry, TextEncoder};
+
+use crate::{
+    error::Result,
+    lists::{ListKind, MAP_LABELS},
+    state::State,
+};
+
+/// Counters the daemon itself keeps (the rest are read from the kernel at scrape time).
+#[derive(Clone)]
+pub struct DaemonMetrics {
+    /// API requests by route and status code.
+    pub api_requests: IntCounterVec,
+    /// Configuration reloads by result (applied, rejected).
+    pub reloads: IntCounterVec,
+    /// 1 while an attack of that reason is on (see the attack-event log).
+    pub attack_active: IntGaugeVec,
+}
+
+impl Default for DaemonMetrics {
+    fn default() -> Self {
+        DaemonMetrics {
+            api_requests: IntCounterVec::new(
+                Opts::new(
+                    "floodgate_api_requests_total",
+                    "HTTP API requests by route and status code.",
+                ),
+                &["route", "code"],
+            )
+            .expect("valid metric"),
+            reloads: IntCounterVec::new(
+                Opts::new(
+                    "floodgate_config_reloads_total",
+                    "Configuration reloads (SIGHUP or a changed file) by result.",
+                ),
+                &["result"],
+            )
+            .expect("valid metric"),
+            attack_active: IntGaugeVec::new(
+                Opts::new(
+                    "floodgate_attack_active",
+                    "1 while the drop rate of this reason is over its attack threshold.",
+                ),
+                &["reason"],
+            )
+            .expect("valid metric"),
+        }
+    }
+}
+
+fn counter(name: &str, help: &str, labels: &[&str]) -> IntCounterVec {
+    IntCounterVec::new(Opts::new(name, help), labels).expect("valid metric")
+}
+
+fn gauge(name: &str, help: &str, labels: &[&str]) -> GaugeVec {
+    GaugeVec::new(Opts::new(name, help), labels).expect("valid metric")
+}
+
+/// One scrape: every family filled from the kernel's maps, then encoded.
+pub fn render(state: &State, daemon: &DaemonMetrics) -> Result<String> {
+    let registry = Registry::new();
+    let packets = counter(
+        "floodgate_packets_total",
+        "Packets seen by the XDP program, by verdict reason and action (pass, drop, or dry_run: \
+         a drop reason matched but dry-run let the packet pass).",
+        &["reason", "action"],
+    );
+    let bytes = counter(
+        "floodgate_bytes_total",
+        "Bytes (whole frames) seen by the XDP program, by verdict reason and action.",
+        &["reason", "action"],
+    );
+    let snap = state.stats.snapshot()?;
+    for (i, (reason, c)) in snap.iter().enumerate() {
+        let action = if i >= filter_common::REASON_COUNT {
+            if reason.action() == filter_common::Action::Pass {
+                continue;
+            }
+            "dry_run"
+        } else {
+            match reason.action() {
+                filter_common::Action::Pass => "pass",
+                filter_common::Action::Drop => "drop",
+            }
+        };
+        packets
+            .with_label_values(&[reason.name(), action])
+            .inc_by(c.packets);
+        bytes
+            .with_label_values(&[reason.name(), action])
+            .inc_by(c.bytes);
+    }
+
+    let feeds = state.lists.feeds.all()?;
+    let drops = counter(
+        "floodgate_source_drops_total",
+        "Packets dropped by blocklist entries of this source (feed).",
+        &["source"],
+    );
+    let drop_bytes = counter(
+        "floodgate_source_dropped_bytes_total",
+        "Bytes dropped by blocklist entries of this source (feed).",
+        &["source"],
+    );
+    for (id, name) in &feeds {
+        let c = state.lists.feeds.drops(*id)?;
+        drops.with_label_values(&[name.as_str()]).inc_by(c.packets);
+        drop_bytes
+            .with_label_values(&[name.as_str()])
+            .inc_by(c.bytes);
+    }
+
+    let entries = [
+        (
+            ListKind::Block,
+            gauge(
+                "floodgate_blocklist_entries",
+                "Live blocklist entries by address family and source (feed).",
+                &["family", "source"],
+            ),
+        ),
+        (
+            ListKind::Allow,
+            gauge(
+                "floodgate_allowlist_entries",
+                "Live allowlist entries by address family and source (feed).",
+                &["family", "source"],
+            ),
+        ),
+    ];
+    let capacity = gauge(
+        "floodgate_map_capacity_ratio",
+        "Entries in a list map over its capacity (1 = full: further adds are refused).",
+        &["map"],
+    );
+    for (kind, g) in &entries {
+        for e in state.lists.entries(*kind)? {
+            let family = if e.net.addr().is_ipv4() {
+                "ipv4"
+            } else {
+                "ipv6"
+            };
+            let name = state.lists.feeds.name(e.feed);
+            g.with_label_values(&[family, name.as_str()]).inc();
+        }
+        let list = state.lists.list(*kind);
+        for ((count, cap), label) in list
+            .map_counts()
+            .iter()
+            .zip(list.capacities())
+            .zip(MAP_LABELS)
+        {
+            let map = format!("{} {label}", kind.name());
+            capacity
+                .with_label_values(&[map.as_str()])
+                .set(*count as f64 / f64::from(cap.max(1)));
+        }
+    }
+
+    let info = IntGaugeVec::new(
+        Opts::new(
+            "floodgate_build_info",
+            "Always 1; labels say which floodgate runs.",
+        ),
+        &["version"],
+    )
+    .expect("valid metric");
+    info.with_label_values(&[env!("CARGO_PKG_VERSION")]).set(1);
+
+    let families: Vec<Box<dyn prometheus::core::Collector>> = vec![
+        Box::new(packets),
+        Box::new(bytes),
+        Box::new(drops),
+        Box::new(drop_bytes),
+        Box::new(entries[0].1.clone()),
+        Box::new(entries[1].1.clone()),
+        Box::new(capacity),
+        Box::new(info),
+        Box::new(daemon.api_requests.clone()),
+        Box::new(daemon.reloads.clone()),
+        Box::new(daemon.attack_active.clone()),
+    ];
+    for f in families {
+        registry.register(f).expect("metric names are unique");
+    }
+    let mut out = Vec::new();
+    TextEncoder::new()
+        .encode(&registry.gather(), &mut out)
+        .expect("text encoding into memory");
+    Ok(String::from_utf8(out).expect("the text format is UTF-8"))
+}

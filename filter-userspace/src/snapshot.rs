@@ -1,0 +1,169 @@
+//! The lists on disk, so they survive a reboot (pinned maps already survive a daemon restart
+//! or crash, but not a reboot). The file is JSON, written to a temporary file, flushed to disk
+//! and renamed over the old one: a crash mid-write leaves the old snapshot whole.
+//!
+//! Expiry is stored as wall-clock time (the maps use CLOCK_MONOTONIC, which restarts at boot);
+//! entries whose time has passed are not restored. Hit counts are not saved: counters start
+//! again at boot.
+
+use std::{
+    collections::BTreeMap,
+    fs,
+    io::Write,
+    path::Path,
+    time::{Duration, SystemTime, UNIX_EPOCH},
+};
+
+use filter_common::FEED_AUTO;
+use serde::{Deserialize, Serialize};
+
+use crate::{
+    error::{Error, IoContext, Result},
+    lists::{Item, ListKind, Lists},
+    prefix::{display, parse_prefix},
+};
+
+const VERSION: u32 = 1;
+
+#[derive(Debug, Serialize, Deserialize)]
+pub struct Snapshot {
+    pub version: u32,
+    pub written_unix_s: u64,
+    pub blocklist: Vec<SavedEntry>,
+    pub allowlist: Vec<SavedEntry>,
+}
+
+#[derive(Debug, Serialize, Deserialize)]
+pub struct SavedEntry {
+    pub cidr: String,
+    pub source: String,
+    /// Wall-clock expiry, Unix seconds; absent = never.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub expires_unix_s: Option<u64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub comment: Option<String>,
+}
+
+fn unix_now() -> Duration {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .unwrap_or_default()
+}
+
+/// Read both lists into a snapshot.
+pub fn take(lists: &Lists) -> Result<Snapshot> {
+    let now = unix_now();
+    let saved = |kind| -> Result<Vec<SavedEntry>> {
+        Ok(lists
+            .entries(kind)?
+            .into_iter()
+            .map(|e| SavedEntry {
+                cidr: display(&e.net),
+                source: lists.feeds.name(e.feed),
+                // Round up: never shorten an entry's life.
+                expires_unix_s: e.expires_in.map(|d| (now + d).as_secs() + 1),
+                comment: e.comment,
+            })
+            .collect())
+    };
+    Ok(Snapshot {
+        version: VERSION,
+        written_unix_s: now.as_secs(),
+        blocklist: saved(ListKind::Block)?,
+        allowlist: saved(ListKind::Allow)?,
+    })
+}
+
+/// Write `snap` to `path` atomically (temporary file, fsync, rename, fsync of the directory).
+pub fn write(path: &Path, snap: &Snapshot) -> Result<()> {
+    let dir = path.parent().unwrap_or(Path::new("."));
+    fs::create_dir_all(dir).io_context(|| format!("creating {}", dir.display()))?;
+    let tmp = path.with_extension("tmp");
+    let body = serde_json::to_vec(snap).expect("a snapshot always serialises");
+    let mut f = fs::File::create(&tmp).io_context(|| format!("creating {}", tmp.display()))?;
+    f.write_all(&body)
+        .and_then(|()| f.sync_all())
+        .io_context(|| format!("writing {}", tmp.display()))?;
+    fs::rename(&tmp, path)
+        .io_context(|| format!("renaming {} to {}", tmp.display(), path.display()))?;
+    if let Ok(d) = fs::File::open(dir) {
+        let _ = d.sync_all();
+    }
+    Ok(())
+}
+
+/// What a restore did.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub struct Restored {
+    pub entries: usize,
+    /// Entries whose expiry had passed (not restored).
+    pub expired: usize,
+}
+
+/// Read the snapshot at `path` (None if there is none).
+pub fn read(path: &Path) -> Result<Option<Snapshot>> {
+    let text = match fs::read(path) {
+        Ok(t) => t,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
+        Err(e) => return Err(e).io_context(|| format!("reading {}", path.display())),
+    };
+    let snap: Snapshot = serde_json::from_slice(&text).map_err(|e| Error::Snapshot {
+        path: path.to_path_buf(),
+        message: e.to_string(),
+    })?;
+    if snap.version != VERSION {
+        return Err(Error::Snapshot {
+            path: path.to_path_buf(),
+            message: format!("version {} (this floodgate reads {VERSION})", snap.version),
+        });
+    }
+    Ok(Some(snap))
+}
+
+/// Put a snapshot's live entries back, each under its source, with the time it has left.
+/// Every entry is checked first: a damaged snapshot restores nothing.
+pub fn restore(lists: &mut Lists, snap: &Snapshot) -> Result<Restored> {
+    let now = unix_now().as_secs();
+    let mut done = Restored::default();
+    // (list, source) -> items, all parsed before anything changes.
+    let mut groups: BTreeMap<(u8, String), Vec<Item>> = BTreeMap::new();
+    for (tag, saved) in [(0u8, &snap.blocklist), (1u8, &snap.allowlist)] {
+        for e in saved {
+            let net = parse_prefix(&e.cidr)?;
+            crate::lists::validate_comment(e.comment.as_deref())?;
+            let ttl = match e.expires_unix_s {
+                Some(at) if at <= now => {
+                    done.expired += 1;
+                    continue;
+                }
+                Some(at) => Some(Duration::from_secs(at - now)),
+                None => None,
+            };
+            groups
+                .entry((tag, e.source.clone()))
+                .or_default()
+                .push(Item {
+                    net,
+                    ttl,
+                    comment: e.comment.clone(),
+                });
+        }
+    }
+    for ((tag, source), items) in groups {
+        let kind = if tag == 0 {
+            ListKind::Block
+        } else {
+            ListKind::Allow
+        };
+        let feed = if source == "auto" {
+            FEED_AUTO
+        } else {
+            lists.feeds.id_or_register(&source)?
+        };
+        let nets: Vec<_> = items.iter().map(|i| i.net).collect();
+        lists.check_fits(kind, &nets)?;
+        lists.upsert(kind, feed, &items, &mut |_, _| {})?;
+        done.entries += items.len();
+    }
+    Ok(done)
+}
