@@ -1,0 +1,513 @@
+//! The daemon end to end: the real `floodgate run` in a namespace, real HTTP, real signals,
+//! real floods, a real Prometheus server. Run as root, single-threaded (`cargo xtask test`).
+
+use std::{
+    net::Ipv4Addr,
+    time::{Duration, Instant},
+};
+
+use floodgate_lab::{ATTACKER_V4, Lab, VICTIM_IF, VICTIM_V4};
+use floodgate_tests::{
+    daemon::{Daemon, Reply, Scratch},
+    floodgate_ok, stat,
+};
+use serde_json::{Value, json};
+
+fn lab(tag: &str) -> Lab {
+    Lab::new(tag).unwrap_or_else(|e| panic!("creating the lab: {e:#}"))
+}
+
+/// The sources and CIDRs of `GET /v1/blocklist[?source=]`.
+fn listed(d: &Daemon, query: &str) -> Vec<(String, String)> {
+    let r = d.call("GET", &format!("/v1/blocklist{query}"), None, false);
+    assert_eq!(r.status, 200, "{r:?}");
+    let entries = r.body["entries"].as_array().expect("entries array");
+    assert_eq!(r.body["count"].as_u64(), Some(entries.len() as u64));
+    let mut out: Vec<(String, String)> = entries
+        .iter()
+        .map(|e| {
+            (
+                e["source"].as_str().expect("source").to_string(),
+                e["cidr"].as_str().expect("cidr").to_string(),
+            )
+        })
+        .collect();
+    out.sort();
+    out
+}
+
+fn push(d: &Daemon, body: Value) -> Reply {
+    d.call("POST", "/v1/blocklist", Some(&body.to_string()), true)
+}
+
+fn pairs(v: &[(&str, &str)]) -> Vec<(String, String)> {
+    let mut out: Vec<_> = v
+        .iter()
+        .map(|(a, b)| (a.to_string(), b.to_string()))
+        .collect();
+    out.sort();
+    out
+}
+
+#[test]
+fn the_push_api_validates_authenticates_and_applies_all_or_nothing() {
+    let lab = lab("api");
+    let dir = Scratch::new();
+    let config = Daemon::base_config(&dir.0, "blocklist_size = 64\nmax_body_bytes = 8192");
+    let d = Daemon::start(&lab.victim, &lab.pin_dir, &dir.0, &config);
+
+    // Authentication: writes need the token; reads are open by default.
+    let body = json!({"source": "feed-a", "entries": ["198.18.1.1"]}).to_string();
+    let r = d.call("POST", "/v1/blocklist", Some(&body), false);
+    assert_eq!(r.status, 401, "no token: {r:?}");
+    let wrong = lab
+        .victim
+        .run(|| {
+            floodgate_tests::daemon::http(
+                "POST",
+                "http://127.0.0.1:9477/v1/blocklist",
+                Some(&body),
+                Some("not-the-token-at-all"),
+            )
+        })
+        .expect("in the namespace")
+        .expect("an answer");
+    assert_eq!(wrong.status, 401, "wrong token: {wrong:?}");
+    assert!(
+        listed(&d, "").is_empty(),
+        "nothing was added without the token"
+    );
+    assert_eq!(d.call("GET", "/nope", None, true).status, 404);
+    assert_eq!(d.call("PUT", "/v1/blocklist", Some("{}"), true).status, 405);
+    assert_eq!(d.call("GET", "/healthz", None, false).status, 200);
+
+    // A good push, with TTL and comment.
+    let r = push(
+        &d,
+        json!({"source": "feed-a", "entries": [
+            "198.18.1.1",
+            {"cidr": "198.18.2.0/24", "comment": "botnet"},
+            {"cidr": "2001:db8:bad::/48", "ttl": "10m"},
+            {"cidr": "198.18.3.3", "ttl": "1s"},
+        ]}),
+    );
+    assert_eq!(r.status, 200, "{r:?}");
+    assert_eq!(r.body["added"], 4);
+    let b = push(
+        &d,
+        json!({"source": "feed-b", "entries": ["198.18.9.9", "198.18.1.1"]}),
+    );
+    assert_eq!(b.status, 200, "{b:?}");
+    assert_eq!(
+        (b.body["added"].clone(), b.body["updated"].clone()),
+        (json!(1), json!(1))
+    );
+
+    // The CLI sees the same state, sources and all.
+    let cli: Value =
+        serde_json::from_str(&floodgate_ok(&lab, &["block", "list", "--json"])).expect("JSON");
+    let commented = cli
+        .as_array()
+        .expect("array")
+        .iter()
+        .find(|e| e["cidr"] == "198.18.2.0/24")
+        .expect("the pushed prefix is on the CLI's list");
+    assert_eq!(commented["source"], "feed-a");
+    assert_eq!(commented["comment"], "botnet");
+
+    // Bad entries: every one is reported, nothing is applied.
+    let before = listed(&d, "");
+    let r = push(
+        &d,
+        json!({"source": "feed-a", "entries": [
+            "198.18.4.4", "not-an-ip", {"cidr": "198.18.5.0/33"}, {"cidr": "198.18.6.6", "ttl": "soon"},
+            {"cidr": "198.18.7.7", "colour": "red"}
+        ]}),
+    );
+    assert_eq!(r.status, 400, "{r:?}");
+    let bad: Vec<u64> = r.body["bad_entries"]
+        .as_array()
+        .expect("bad_entries")
+        .iter()
+        .map(|b| b["index"].as_u64().expect("index"))
+        .collect();
+    assert_eq!(bad, vec![1, 2, 3, 4], "each bad entry named: {r:?}");
+    assert_eq!(listed(&d, ""), before, "a bad batch changes nothing");
+    for (what, body) in [
+        (
+            "malformed JSON",
+            "{\"source\": \"x\", \"entries\": [".to_string(),
+        ),
+        ("not an object", "[1,2]".to_string()),
+        (
+            "bad source name",
+            json!({"source": "a b", "entries": []}).to_string(),
+        ),
+        (
+            "reserved source",
+            json!({"source": "auto", "entries": []}).to_string(),
+        ),
+    ] {
+        let r = d.call("POST", "/v1/blocklist", Some(&body), true);
+        assert_eq!(r.status, 400, "{what}: {r:?}");
+        assert!(r.body["error"].is_string(), "{what}: a message: {r:?}");
+    }
+    assert_eq!(listed(&d, ""), before);
+
+    // Over the body limit (8192 bytes here): 413.
+    let huge: Vec<String> = (0..1000)
+        .map(|i| format!("198.19.{}.{}", i / 256, i % 256))
+        .collect();
+    let r = push(&d, json!({"source": "feed-c", "entries": huge}));
+    assert_eq!(r.status, 413, "{r:?}");
+
+    // Capacity: the IPv4 host map holds 64 here; a push that would overflow it is refused
+    // whole with 507 and nothing changes.
+    let many: Vec<String> = (0..70).map(|i| format!("198.19.0.{i}")).collect();
+    let r = push(&d, json!({"source": "feed-c", "entries": many}));
+    assert_eq!(r.status, 507, "{r:?}");
+    assert!(r.body["error"].as_str().unwrap().contains("full"), "{r:?}");
+    assert_eq!(listed(&d, ""), before, "a refused push changes nothing");
+
+    // TTL: the 1 s entry is gone on its own.
+    std::thread::sleep(Duration::from_millis(1500));
+    assert!(
+        !listed(&d, "").iter().any(|(_, c)| c == "198.18.3.3/32"),
+        "the 1 s entry expired"
+    );
+
+    // Replace is per source: feed-a becomes exactly one entry, feed-b keeps its own.
+    let r = push(
+        &d,
+        json!({"source": "feed-a", "replace": true, "entries": ["198.18.2.0/24"]}),
+    );
+    assert_eq!(r.status, 200, "{r:?}");
+    assert_eq!(
+        listed(&d, ""),
+        pairs(&[
+            ("feed-a", "198.18.2.0/24"),
+            ("feed-b", "198.18.1.1/32"),
+            ("feed-b", "198.18.9.9/32"),
+        ]),
+        "2001:db8:bad::/48 left with the replace; 198.18.1.1 belongs to feed-b now"
+    );
+    assert_eq!(listed(&d, "?source=feed-b").len(), 2);
+
+    // Deletes: by entries (absent ones reported) and by source.
+    let r = d.call(
+        "DELETE",
+        "/v1/blocklist",
+        Some(&json!({"entries": ["198.18.9.9", "198.18.77.77"]}).to_string()),
+        true,
+    );
+    assert_eq!(r.status, 200, "{r:?}");
+    assert_eq!(r.body["removed"], 1);
+    assert_eq!(r.body["absent"], json!(["198.18.77.77"]));
+    let r = d.call("DELETE", "/v1/blocklist?source=feed-a", None, true);
+    assert_eq!(r.body["removed"], 1, "{r:?}");
+    assert_eq!(listed(&d, ""), pairs(&[("feed-b", "198.18.1.1/32")]));
+
+    // The allowlist has the same API; the CLI's entries show up in the API.
+    let r = d.call(
+        "POST",
+        "/v1/allowlist",
+        Some(&json!({"source": "partners", "entries": ["198.18.100.0/24"]}).to_string()),
+        true,
+    );
+    assert_eq!(r.status, 200, "{r:?}");
+    floodgate_ok(&lab, &["block", "add", "198.18.50.5", "--source", "soc"]);
+    assert!(listed(&d, "?source=soc").contains(&("soc".into(), "198.18.50.5/32".into())));
+    let r = d.call("GET", "/v1/allowlist", None, false);
+    assert_eq!(r.body["entries"][0]["source"], "partners", "{r:?}");
+
+    // /v1/stats has the shape of `floodgate stats --json`.
+    let api = d.call("GET", "/v1/stats", None, false).body;
+    let cli: Value = serde_json::from_str(&floodgate_ok(&lab, &["stats", "--json"])).expect("JSON");
+    let keys = |v: &Value, k: &str| -> Vec<String> {
+        v[k].as_object().expect("object").keys().cloned().collect()
+    };
+    assert_eq!(keys(&api, "reasons"), keys(&cli, "reasons"));
+    assert_eq!(keys(&api, "dry_run"), keys(&cli, "dry_run"));
+
+    // Every request was counted, the refusals too.
+    let m = d.call("GET", "/metrics", None, false);
+    let text = m.body.as_str().expect("text");
+    for line in [
+        "floodgate_api_requests_total{code=\"401\",route=\"/v1/blocklist\"} 2",
+        "floodgate_api_requests_total{code=\"507\",route=\"/v1/blocklist\"} 1",
+        "floodgate_api_requests_total{code=\"413\",route=\"/v1/blocklist\"} 1",
+        "floodgate_blocklist_entries{family=\"ipv4\",source=\"feed-b\"} 1",
+    ] {
+        assert!(text.contains(line), "{line} in /metrics:\n{text}");
+    }
+}
+
+#[test]
+fn concurrent_pushes_from_32_clients_lose_nothing() {
+    let lab = lab("con");
+    let dir = Scratch::new();
+    let d = Daemon::start(
+        &lab.victim,
+        &lab.pin_dir,
+        &dir.0,
+        &Daemon::base_config(&dir.0, ""),
+    );
+    let started = Instant::now();
+    let results = lab
+        .victim
+        .run(|| {
+            std::thread::scope(|s| {
+                let handles: Vec<_> = (0..32u32)
+                    .map(|c| {
+                        s.spawn(move || {
+                            let entries: Vec<String> = (0..500u32)
+                                .map(|i| Ipv4Addr::from(0xC613_0000 + c * 500 + i).to_string())
+                                .collect();
+                            let body = json!({"source": format!("client-{c}"), "entries": entries});
+                            floodgate_tests::daemon::http(
+                                "POST",
+                                "http://127.0.0.1:9477/v1/blocklist",
+                                Some(&body.to_string()),
+                                Some(floodgate_tests::daemon::TOKEN),
+                            )
+                        })
+                    })
+                    .collect();
+                handles
+                    .into_iter()
+                    .map(|h| h.join().expect("client thread"))
+                    .collect::<Vec<_>>()
+            })
+        })
+        .expect("clients in the namespace");
+    eprintln!("32 x 500 pushed in {:?}", started.elapsed());
+    for (c, r) in results.iter().enumerate() {
+        let r = r.as_ref().unwrap_or_else(|e| panic!("client {c}: {e}"));
+        assert_eq!(r.status, 200, "client {c}: {r:?}");
+        assert_eq!(r.body["added"], 500, "client {c}: {r:?}");
+    }
+    let all = listed(&d, "");
+    assert_eq!(all.len(), 16_000, "every entry of every client is there");
+    for c in [0, 17, 31] {
+        let mine = listed(&d, &format!("?source=client-{c}"));
+        assert_eq!(mine.len(), 500, "client {c}'s entries under its source");
+    }
+}
+
+#[test]
+fn a_bad_config_on_sighup_changes_nothing_and_a_good_one_applies() {
+    let lab = lab("hup");
+    let dir = Scratch::new();
+    let good = format!(
+        "{}\n[[rules]]\nproto = \"udp\"\ndst_port = \"53\"\naction = \"drop\"\n\n[lists]\nblock = [\"198.18.44.0/24\"]\n",
+        Daemon::base_config(&dir.0, "")
+    );
+    let mut d = Daemon::start(&lab.victim, &lab.pin_dir, &dir.0, &good);
+    let before = floodgate_ok(&lab, &["show-config"]);
+    assert!(before.contains("198.18.44.0/24") && before.contains("dst_port = \"53\""));
+
+    // An invalid file: a bad rule on a known line. SIGHUP rejects it; nothing changes.
+    let bad = good.replace("dst_port = \"53\"", "dst_port = \"53-\"")
+        + "\n[limits.udp]\nper_source = \"100\"\n";
+    std::fs::write(&d.config, &bad).expect("writing");
+    d.signal(libc::SIGHUP);
+    let rejected = d.wait_events("reload_rejected", 1, Duration::from_secs(10));
+    let msg = rejected[0]["error"].as_str().expect("error text");
+    assert!(msg.contains("line"), "the reason names the line: {msg}");
+    assert_eq!(rejected[0]["running"], "unchanged");
+    std::thread::sleep(Duration::from_millis(1500));
+    assert_eq!(
+        floodgate_ok(&lab, &["show-config"]),
+        before,
+        "the running state is exactly as it was"
+    );
+    assert!(d.events("reloaded").is_empty(), "{}", d.log_text());
+
+    // A good change is picked up from the file alone (no signal), lists and settings.
+    let next = good
+        .replace("198.18.44.0/24", "198.18.45.0/24")
+        .replace("action = \"drop\"", "action = \"drop\"\ndry_run = true");
+    std::fs::write(&d.config, &next).expect("writing");
+    let ok = d.wait_events("reloaded", 1, Duration::from_secs(10));
+    assert_eq!(ok[0]["trigger"], "file changed");
+    let after = floodgate_ok(&lab, &["show-config"]);
+    assert!(
+        after.contains("198.18.45.0/24") && !after.contains("198.18.44.0/24"),
+        "{after}"
+    );
+    assert!(after.contains("dry_run = true"), "{after}");
+    // SIGTERM: clean exit, the filter stays.
+    let status = d.stop(libc::SIGTERM);
+    assert!(status.success(), "{status}: {}", d.log_text());
+    assert_eq!(d.events("stopped")[0]["filter"], "still running");
+}
+
+/// Send `n` UDP frames from `src` to the victim in the background until `stop` is set.
+fn flood_until(lab: &Lab, src: Ipv4Addr, stop: &std::sync::atomic::AtomicBool) -> u64 {
+    let mut sent = 0u64;
+    while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+        lab.spray_udp(2000, 32, |i| (src, 40000 + (i % 1000) as u16, 9999))
+            .expect("spraying");
+        sent += 2000;
+    }
+    sent
+}
+
+fn blocklist_drops(lab: &Lab) -> u64 {
+    stat(lab, "blocklist").0
+}
+
+fn xdp_prog_id(lab: &Lab) -> String {
+    let out = lab
+        .victim
+        .ip(&["-d", "link", "show", VICTIM_IF])
+        .expect("ip link");
+    let text = String::from_utf8_lossy(&out.stdout).to_string();
+    text.split_whitespace()
+        .skip_while(|w| *w != "prog/xdp")
+        .nth(2)
+        .map(str::to_string)
+        .unwrap_or_else(|| panic!("no XDP program on {VICTIM_IF}: {text}"))
+}
+
+#[test]
+fn kill_9_under_flood_keeps_dropping_and_a_restart_readopts_everything() {
+    let lab = lab("k9");
+    let dir = Scratch::new();
+    let config = Daemon::base_config(
+        &dir.0,
+        &format!("interfaces = [\"{VICTIM_IF}\"]\nattach_mode = \"native\""),
+    );
+    let mut d = Daemon::start(&lab.victim, &lab.pin_dir, &dir.0, &config);
+    assert_eq!(d.events("interface_attached").len(), 1, "{}", d.log_text());
+    let prog = xdp_prog_id(&lab);
+    assert!(lab.ping(&ATTACKER_V4.to_string(), &VICTIM_V4.to_string(), 1));
+
+    // Push the flooder's address, then flood.
+    let r = push(
+        &d,
+        json!({"source": "soc", "entries": [ATTACKER_V4.to_string()]}),
+    );
+    assert_eq!(r.status, 200, "{r:?}");
+    let stop = std::sync::atomic::AtomicBool::new(false);
+    std::thread::scope(|s| {
+        let flood = s.spawn(|| flood_until(&lab, ATTACKER_V4, &stop));
+        std::thread::sleep(Duration::from_millis(300));
+        let before_kill = blocklist_drops(&lab);
+        assert!(before_kill > 0, "the flood is being dropped");
+        d.stop(libc::SIGKILL);
+        std::thread::sleep(Duration::from_millis(500));
+        let after_kill = blocklist_drops(&lab);
+        assert!(
+            after_kill > before_kill,
+            "drops go on with the daemon dead: {before_kill} -> {after_kill}"
+        );
+        assert_eq!(xdp_prog_id(&lab), prog, "the same program stays attached");
+
+        // Restart during the flood: it re-adopts the maps and the attachment.
+        d.spawn();
+        assert_eq!(d.events("maps_adopted").len(), 1, "{}", d.log_text());
+        assert_eq!(d.events("interface_adopted").len(), 1, "{}", d.log_text());
+        assert_eq!(xdp_prog_id(&lab), prog, "no re-attach, so no gap");
+        let after_restart = blocklist_drops(&lab);
+        assert!(after_restart >= after_kill, "no counter was reset");
+        stop.store(true, std::sync::atomic::Ordering::Relaxed);
+        let sent = flood.join().expect("flood thread");
+        eprintln!("flood: {sent} frames; drops {before_kill} / {after_kill} / {after_restart}");
+    });
+    // No entry lost, and the feed's drops are counted under its name.
+    assert_eq!(
+        listed(&d, ""),
+        pairs(&[("soc", &format!("{ATTACKER_V4}/32"))])
+    );
+    let sources = d.call("GET", "/v1/sources", None, false).body;
+    let soc = sources["sources"]
+        .as_array()
+        .expect("sources")
+        .iter()
+        .find(|s| s["source"] == "soc")
+        .expect("soc listed")
+        .clone();
+    assert!(
+        soc["drops"]["packets"].as_u64().unwrap() >= blocklist_drops(&lab) / 2,
+        "the drops are the soc feed's: {soc}"
+    );
+}
+
+#[test]
+fn the_snapshot_brings_the_lists_back_after_a_reboot() {
+    let lab = lab("snap");
+    let dir = Scratch::new();
+    let config = Daemon::base_config(&dir.0, "");
+    let mut d = Daemon::start(&lab.victim, &lab.pin_dir, &dir.0, &config);
+    let r = push(
+        &d,
+        json!({"source": "feed-x", "entries": [
+            "198.18.10.0/24",
+            {"cidr": "2001:db8:1::/64", "ttl": "1h", "comment": "keep"},
+            {"cidr": "198.18.11.11", "ttl": "1s"},
+        ]}),
+    );
+    assert_eq!(r.status, 200, "{r:?}");
+    assert!(d.stop(libc::SIGTERM).success());
+    assert!(dir.0.join("snapshot.json").exists(), "written on exit");
+
+    // A reboot: the pinned maps are gone (and the 1 s entry's time passes meanwhile).
+    std::fs::remove_dir_all(&lab.pin_dir).expect("removing the pins");
+    std::thread::sleep(Duration::from_millis(1500));
+    d.spawn();
+    let restored = d.wait_events("snapshot_restored", 1, Duration::from_secs(5));
+    assert_eq!(restored[0]["entries"], 2, "{}", d.log_text());
+    assert_eq!(restored[0]["expired_skipped"], 1);
+    let r = d.call("GET", "/v1/blocklist", None, false);
+    let entries = r.body["entries"].as_array().expect("entries");
+    assert_eq!(entries.len(), 2, "{r:?}");
+    let v6 = entries
+        .iter()
+        .find(|e| e["cidr"] == "2001:db8:1::/64")
+        .expect("the v6 prefix is back");
+    assert_eq!(v6["source"], "feed-x");
+    assert_eq!(v6["comment"], "keep");
+    let left = v6["expires_in_s"].as_u64().expect("still has a TTL");
+    assert!(left <= 3600 && left > 3500, "the TTL continues: {left}");
+}
+
+#[test]
+fn attack_events_are_logged_once_per_attack() {
+    let lab = lab("atk");
+    let dir = Scratch::new();
+    let config = Daemon::base_config(
+        &dir.0,
+        &format!(
+            "interfaces = [\"{VICTIM_IF}\"]\n[daemon.attack]\nthreshold_pps = 500\nend_after = \"2s\"\n"
+        ),
+    );
+    let d = Daemon::start(&lab.victim, &lab.pin_dir, &dir.0, &config);
+    assert!(lab.ping(&ATTACKER_V4.to_string(), &VICTIM_V4.to_string(), 1));
+    let r = push(
+        &d,
+        json!({"source": "soc", "entries": [ATTACKER_V4.to_string()]}),
+    );
+    assert_eq!(r.status, 200);
+    // ~2.5 s of flood (well over 500 pps), then quiet.
+    let started = Instant::now();
+    let mut sent = 0;
+    while started.elapsed() < Duration::from_millis(2500) {
+        lab.spray_udp(500, 32, |i| (ATTACKER_V4, 40000 + i as u16, 9999))
+            .expect("spraying");
+        sent += 500;
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let start = d.wait_events("attack_started", 1, Duration::from_secs(5));
+    assert_eq!(start[0]["reason"], "blocklist");
+    assert!(start[0]["pps"].as_u64().unwrap() >= 500, "{}", start[0]);
+    let end = d.wait_events("attack_ended", 1, Duration::from_secs(10));
+    assert_eq!(end[0]["reason"], "blocklist");
+    let packets = end[0]["packets"].as_u64().unwrap();
+    assert!(
+        packets <= sent && packets >= sent / 2,
+        "the total covers the attack: {packets} of {sent} sent"
+    );
+    assert!(end[0]["peak_pps"].as_u64().unwrap() >= start[0]["pps"].as_u64().unwrap());
+    assert_eq!(d.events("attack_started").len(), 1, "one event per attack");
+}

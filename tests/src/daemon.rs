@@ -1,0 +1,252 @@
+//! The real daemon (`floodgate run`) inside a namespace, with a real HTTP client. Each daemon
+//! gets its own network namespace, so it listens on the default 127.0.0.1:9477 without
+//! clashing, and its own directory for config, token, snapshot and log.
+
+use std::{
+    fs,
+    path::{Path, PathBuf},
+    process::{Child, Stdio},
+    sync::atomic::{AtomicU32, Ordering},
+    time::{Duration, Instant},
+};
+
+use floodgate_lab::Netns;
+use serde_json::Value;
+
+use crate::floodgate_bin;
+
+/// A fixed test token (the daemon wants at least 16 characters).
+pub const TOKEN: &str = "test-token-0123456789abcdef";
+
+static SEQ: AtomicU32 = AtomicU32::new(0);
+
+/// Scratch directory for one daemon's files, removed on drop.
+pub struct Scratch(pub PathBuf);
+
+impl Scratch {
+    pub fn new() -> Scratch {
+        let dir = std::env::temp_dir().join(format!(
+            "fgt{}d{}",
+            std::process::id(),
+            SEQ.fetch_add(1, Ordering::Relaxed)
+        ));
+        let _ = fs::remove_dir_all(&dir);
+        fs::create_dir_all(&dir).expect("creating a scratch directory");
+        Scratch(dir)
+    }
+}
+
+impl Default for Scratch {
+    fn default() -> Self {
+        Scratch::new()
+    }
+}
+
+impl Drop for Scratch {
+    fn drop(&mut self) {
+        let _ = fs::remove_dir_all(&self.0);
+    }
+}
+
+/// A running `floodgate run`; stopped (SIGKILL if SIGTERM is not enough) on drop.
+pub struct Daemon<'a> {
+    pub ns: &'a Netns,
+    pub pin_dir: PathBuf,
+    pub dir: PathBuf,
+    pub config: PathBuf,
+    pub log: PathBuf,
+    child: Option<Child>,
+}
+
+/// An HTTP answer: status and body (JSON when it parses, else a string).
+#[derive(Debug)]
+pub struct Reply {
+    pub status: u16,
+    pub body: Value,
+}
+
+impl<'a> Daemon<'a> {
+    /// Write `config` (the whole file; use [`Daemon::base_config`] for the [daemon] basics)
+    /// and start the daemon; returns once /healthz answers.
+    pub fn start(ns: &'a Netns, pin_dir: &Path, dir: &Path, config: &str) -> Daemon<'a> {
+        fs::write(dir.join("token"), TOKEN).expect("writing the token");
+        let cfg = dir.join("floodgate.toml");
+        fs::write(&cfg, config).expect("writing the config");
+        let mut d = Daemon {
+            ns,
+            pin_dir: pin_dir.to_path_buf(),
+            dir: dir.to_path_buf(),
+            config: cfg,
+            log: dir.join("daemon.log"),
+            child: None,
+        };
+        d.spawn();
+        d
+    }
+
+    /// The [daemon] section every test daemon needs: JSON logs, the token, a snapshot path.
+    pub fn base_config(dir: &Path, extra_daemon_keys: &str) -> String {
+        format!(
+            "[daemon]\nlog_format = \"json\"\ntoken_file = \"{}\"\nsnapshot = \"{}\"\n{extra_daemon_keys}\n",
+            dir.join("token").display(),
+            dir.join("snapshot.json").display()
+        )
+    }
+
+    /// Start the process (again), appending to the same log; waits for /healthz.
+    pub fn spawn(&mut self) {
+        let log = fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&self.log)
+            .expect("opening the daemon log");
+        let child = self
+            .ns
+            .command(floodgate_bin().to_str().expect("UTF-8 path"))
+            .arg("--pin-dir")
+            .arg(&self.pin_dir)
+            .arg("run")
+            .arg("--config")
+            .arg(&self.config)
+            .stdout(Stdio::null())
+            .stderr(log)
+            .spawn()
+            .expect("starting floodgate run");
+        self.child = Some(child);
+        let started = Instant::now();
+        loop {
+            if let Some(c) = self.child.as_mut() {
+                if let Ok(Some(status)) = c.try_wait() {
+                    panic!("floodgate run exited ({status}): {}", self.log_text());
+                }
+            }
+            if matches!(self.try_get("/healthz"), Some(r) if r.status == 200) {
+                return;
+            }
+            assert!(
+                started.elapsed() < Duration::from_secs(20),
+                "the daemon did not answer /healthz in 20 s: {}",
+                self.log_text()
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+
+    /// The daemon's process id (the nsenter child execs floodgate, so it is the same).
+    pub fn pid(&self) -> u32 {
+        self.child.as_ref().expect("running").id()
+    }
+
+    pub fn signal(&self, sig: i32) {
+        // SAFETY: plain kill(2) on our own child.
+        unsafe { libc::kill(self.pid() as i32, sig) };
+    }
+
+    /// Stop with `sig` and wait for the process to go.
+    pub fn stop(&mut self, sig: i32) -> std::process::ExitStatus {
+        self.signal(sig);
+        let mut child = self.child.take().expect("running");
+        child.wait().expect("waiting for the daemon")
+    }
+
+    pub fn log_text(&self) -> String {
+        fs::read_to_string(&self.log).unwrap_or_default()
+    }
+
+    /// Log lines (JSON objects) whose `event` is `event`.
+    pub fn events(&self, event: &str) -> Vec<Value> {
+        self.log_text()
+            .lines()
+            .filter_map(|l| serde_json::from_str::<Value>(l).ok())
+            .filter(|v| v["event"] == event)
+            .collect()
+    }
+
+    /// Wait until at least `count` `event` lines are in the log; returns them.
+    pub fn wait_events(&self, event: &str, count: usize, timeout: Duration) -> Vec<Value> {
+        let started = Instant::now();
+        loop {
+            let ev = self.events(event);
+            if ev.len() >= count {
+                return ev;
+            }
+            assert!(
+                started.elapsed() < timeout,
+                "no {count} `{event}` event(s) in {timeout:?}; log:\n{}",
+                self.log_text()
+            );
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    }
+
+    fn try_get(&self, path: &str) -> Option<Reply> {
+        self.request("GET", path, None, false).ok()
+    }
+
+    /// One request from inside the namespace. `auth`: send the token.
+    pub fn request(
+        &self,
+        method: &str,
+        path: &str,
+        body: Option<&str>,
+        auth: bool,
+    ) -> Result<Reply, String> {
+        let url = format!("http://127.0.0.1:9477{path}");
+        self.ns
+            .run(|| http(method, &url, body, auth.then_some(TOKEN)))
+            .map_err(|e| e.to_string())?
+    }
+
+    /// A request that must get an answer (any status).
+    pub fn call(&self, method: &str, path: &str, body: Option<&str>, auth: bool) -> Reply {
+        self.request(method, path, body, auth)
+            .unwrap_or_else(|e| panic!("{method} {path}: {e}"))
+    }
+}
+
+/// One HTTP request with ureq; 4xx/5xx are answers, not errors.
+pub fn http(
+    method: &str,
+    url: &str,
+    body: Option<&str>,
+    token: Option<&str>,
+) -> Result<Reply, String> {
+    let agent = ureq::AgentBuilder::new()
+        .timeout(Duration::from_secs(60))
+        .build();
+    let mut req = agent.request(method, url);
+    if let Some(t) = token {
+        req = req.set("Authorization", &format!("Bearer {t}"));
+    }
+    let result = match body {
+        Some(b) => req.set("Content-Type", "application/json").send_string(b),
+        None => req.call(),
+    };
+    let resp = match result {
+        Ok(r) => r,
+        Err(ureq::Error::Status(_, r)) => r,
+        Err(e) => return Err(e.to_string()),
+    };
+    let status = resp.status();
+    let text = resp.into_string().map_err(|e| e.to_string())?;
+    let body = serde_json::from_str(&text).unwrap_or(Value::String(text));
+    Ok(Reply { status, body })
+}
+
+impl Drop for Daemon<'_> {
+    fn drop(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            // SAFETY: kill(2) on our own child.
+            unsafe { libc::kill(c.id() as i32, libc::SIGTERM) };
+            let until = Instant::now() + Duration::from_secs(5);
+            while Instant::now() < until {
+                if let Ok(Some(_)) = c.try_wait() {
+                    return;
+                }
+                std::thread::sleep(Duration::from_millis(50));
+            }
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+}
