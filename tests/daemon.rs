@@ -511,3 +511,202 @@ fn attack_events_are_logged_once_per_attack() {
     assert!(end[0]["peak_pps"].as_u64().unwrap() >= start[0]["pps"].as_u64().unwrap());
     assert_eq!(d.events("attack_started").len(), 1, "one event per attack");
 }
+
+/// A Prometheus server in a namespace, stopped on drop.
+struct Prometheus(std::process::Child);
+
+impl Drop for Prometheus {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+/// An instant query against the Prometheus at 127.0.0.1:9090 of `lab`'s victim namespace.
+fn promql(lab: &Lab, expr: &str) -> Value {
+    lab.victim
+        .run(|| {
+            let r = ureq::get("http://127.0.0.1:9090/api/v1/query")
+                .query("query", expr)
+                .call();
+            match r {
+                Ok(r) | Err(ureq::Error::Status(_, r)) => r
+                    .into_json::<Value>()
+                    .unwrap_or_else(|e| panic!("{expr}: {e}")),
+                Err(e) => json!({"status": "unreachable", "error": e.to_string()}),
+            }
+        })
+        .expect("in the namespace")
+}
+
+/// Every query of the shipped Grafana dashboard (panels and template variables).
+fn dashboard_queries() -> Vec<String> {
+    let path = concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/../examples/grafana/floodgate-dashboard.json"
+    );
+    let dash: Value =
+        serde_json::from_str(&std::fs::read_to_string(path).expect("reading the dashboard"))
+            .expect("the dashboard is JSON");
+    let mut out = Vec::new();
+    for p in dash["panels"].as_array().expect("panels") {
+        for t in p["targets"].as_array().expect("targets") {
+            // Grafana fills $instance from the variable; "All" is the regex .*
+            out.push(t["expr"].as_str().expect("expr").replace("$instance", ".*"));
+        }
+    }
+    assert!(out.len() >= 10, "the dashboard has its panels");
+    out
+}
+
+#[test]
+fn prometheus_scrapes_the_metrics_and_the_dashboard_queries_answer() {
+    let lab = lab("prom");
+    let dir = Scratch::new();
+    let config = Daemon::base_config(&dir.0, &format!("interfaces = [\"{VICTIM_IF}\"]"));
+    let d = Daemon::start(&lab.victim, &lab.pin_dir, &dir.0, &config);
+    assert!(lab.ping(&ATTACKER_V4.to_string(), &VICTIM_V4.to_string(), 1));
+    let r = push(
+        &d,
+        json!({"source": "feed-p", "entries": [ATTACKER_V4.to_string()]}),
+    );
+    assert_eq!(r.status, 200);
+    lab.spray_udp(3000, 32, |i| (ATTACKER_V4, 40000 + i as u16, 9999))
+        .expect("spraying");
+
+    // promtool: the exposition passes Prometheus's own lint.
+    let metrics = d.call("GET", "/metrics", None, false);
+    let text = metrics.body.as_str().expect("text").to_string();
+    let mut check = std::process::Command::new("promtool")
+        .args(["check", "metrics"])
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("promtool (Debian package prometheus; `cargo xtask setup` installs it)");
+    use std::io::Write as _;
+    check
+        .stdin
+        .take()
+        .expect("stdin")
+        .write_all(text.as_bytes())
+        .expect("feeding promtool");
+    let out = check.wait_with_output().expect("promtool");
+    assert!(
+        out.status.success() && out.stdout.is_empty() && out.stderr.is_empty(),
+        "promtool check metrics: {}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+
+    // A real Prometheus scraping the daemon every second.
+    let prom_yml = dir.0.join("prometheus.yml");
+    std::fs::write(
+        &prom_yml,
+        "global:\n  scrape_interval: 1s\n  evaluation_interval: 1s\nscrape_configs:\n  - job_name: floodgate\n    static_configs:\n      - targets: ['127.0.0.1:9477']\n",
+    )
+    .expect("writing prometheus.yml");
+    let prom_log = std::fs::File::create(dir.0.join("prometheus.log")).expect("log");
+    let _prom = Prometheus(
+        lab.victim
+            .command("prometheus")
+            .arg(format!("--config.file={}", prom_yml.display()))
+            .arg(format!(
+                "--storage.tsdb.path={}",
+                dir.0.join("tsdb").display()
+            ))
+            .arg("--web.listen-address=127.0.0.1:9090")
+            .stdout(std::process::Stdio::null())
+            .stderr(prom_log)
+            .spawn()
+            .expect("starting prometheus"),
+    );
+    let started = Instant::now();
+    loop {
+        let v = promql(&lab, "floodgate_source_drops_total{source=\"feed-p\"}");
+        let got = v["data"]["result"][0]["value"][1]
+            .as_str()
+            .and_then(|s| s.parse::<f64>().ok());
+        if matches!(got, Some(n) if n > 0.0) {
+            break;
+        }
+        assert!(
+            started.elapsed() < Duration::from_secs(30),
+            "Prometheus never scraped the feed's drops: {v}\n{}",
+            std::fs::read_to_string(dir.0.join("prometheus.log")).unwrap_or_default()
+        );
+        std::thread::sleep(Duration::from_millis(250));
+    }
+    let drops = promql(
+        &lab,
+        "floodgate_packets_total{reason=\"blocklist\",action=\"drop\"}",
+    );
+    let scraped: f64 = drops["data"]["result"][0]["value"][1]
+        .as_str()
+        .expect("a value")
+        .parse()
+        .expect("a number");
+    assert!(
+        scraped >= 2700.0,
+        "the flood's drops reached Prometheus: {drops}"
+    );
+    // A few more scrapes so rate() over the dashboards' windows has two points.
+    std::thread::sleep(Duration::from_secs(3));
+    for expr in dashboard_queries() {
+        let v = promql(&lab, &expr);
+        assert_eq!(v["status"], "success", "dashboard query {expr}: {v}");
+    }
+    for (expr, label) in [
+        (
+            "sum by (reason) (rate(floodgate_packets_total{action=\"drop\"}[1m]))",
+            "reason",
+        ),
+        (
+            "topk(10, sum by (source) (rate(floodgate_source_drops_total[5m])))",
+            "source",
+        ),
+        ("sum by (source) (floodgate_blocklist_entries)", "source"),
+    ] {
+        let v = promql(&lab, expr);
+        let result = v["data"]["result"].as_array().expect("result");
+        assert!(
+            result
+                .iter()
+                .any(|r| r["metric"][label] == "blocklist" || r["metric"][label] == "feed-p"),
+            "{expr} shows the attack: {v}"
+        );
+    }
+}
+
+#[test]
+fn the_shipped_systemd_unit_verifies() {
+    let dir = Scratch::new();
+    let unit = std::fs::read_to_string(concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/../examples/systemd/floodgate.service"
+    ))
+    .expect("reading the unit");
+    assert!(
+        unit.contains("ExecReload=/bin/kill -HUP $MAINPID"),
+        "reload is SIGHUP"
+    );
+    assert!(unit.contains(" run --config "), "it runs the daemon");
+    // verify wants the binary to exist: point it at the one under test.
+    let bin = floodgate_tests::floodgate_bin();
+    let path = dir.0.join("floodgate.service");
+    std::fs::write(
+        &path,
+        unit.replace("/usr/local/bin/floodgate", bin.to_str().expect("UTF-8")),
+    )
+    .expect("writing");
+    let out = std::process::Command::new("systemd-analyze")
+        .arg("verify")
+        .arg(&path)
+        .output()
+        .expect("systemd-analyze (Debian package systemd)");
+    assert!(
+        out.status.success() && out.stderr.is_empty(),
+        "systemd-analyze verify: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
