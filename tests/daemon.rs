@@ -452,9 +452,10 @@ fn the_snapshot_brings_the_lists_back_after_a_reboot() {
     assert!(d.stop(libc::SIGTERM).success());
     assert!(dir.0.join("snapshot.json").exists(), "written on exit");
 
-    // A reboot: the pinned maps are gone (and the 1 s entry's time passes meanwhile).
+    // A reboot: the pinned maps are gone (and the 1 s entry's time passes meanwhile; the
+    // snapshot rounds expiry up to the whole second, so give it 2.5 s).
     std::fs::remove_dir_all(&lab.pin_dir).expect("removing the pins");
-    std::thread::sleep(Duration::from_millis(1500));
+    std::thread::sleep(Duration::from_millis(2500));
     d.spawn();
     let restored = d.wait_events("snapshot_restored", 1, Duration::from_secs(5));
     assert_eq!(restored[0]["entries"], 2, "{}", d.log_text());

@@ -60,8 +60,8 @@ pub fn take(lists: &Lists) -> Result<Snapshot> {
             .map(|e| SavedEntry {
                 cidr: display(&e.net),
                 source: lists.feeds.name(e.feed),
-                // Round up: never shorten an entry's life.
-                expires_unix_s: e.expires_in.map(|d| (now + d).as_secs() + 1),
+                // Round up to the second: never shorten an entry's life.
+                expires_unix_s: e.expires_in.map(|d| (now + d).as_secs_f64().ceil() as u64),
                 comment: e.comment,
             })
             .collect())

@@ -228,7 +228,9 @@ pub fn http(
         Err(e) => return Err(e.to_string()),
     };
     let status = resp.status();
-    let text = resp.into_string().map_err(|e| e.to_string())?;
+    // into_string caps bodies at 10 MB; list reads of 100k entries are bigger.
+    let mut text = String::new();
+    std::io::Read::read_to_string(&mut resp.into_reader(), &mut text).map_err(|e| e.to_string())?;
     let body = serde_json::from_str(&text).unwrap_or(Value::String(text));
     Ok(Reply { status, body })
 }

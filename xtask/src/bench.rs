@@ -1,5 +1,6 @@
-//! Benchmarks (never part of `cargo xtask test`): for now BPF_PROG_TEST_RUN cost per verdict
-//! path beside an empty XDP_DROP program, measured interleaved in one run.
+//! Benchmarks (never part of `cargo xtask test`): BPF_PROG_TEST_RUN cost per verdict path
+//! beside an empty XDP_DROP program, measured interleaved in one run; then the daemon's
+//! push-to-first-drop latency and 100k-entry push rate.
 
 #[derive(clap::Args, Default)]
 pub struct Options {}
@@ -13,5 +14,18 @@ pub fn run(_: Options) -> anyhow::Result<()> {
         "floodgate-tests",
         "--example",
         "testrun_cost",
+    ])?;
+    // The daemon example starts the release binary it was built beside.
+    crate::cargo(&["build", "--release", "--package", "floodgate"])?;
+    let bin = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../target/release/floodgate");
+    // SAFETY: single-threaded at this point; the child cargo reads it.
+    unsafe { std::env::set_var("FLOODGATE_BIN", bin) };
+    crate::cargo(&[
+        "run",
+        "--release",
+        "--package",
+        "floodgate-tests",
+        "--example",
+        "daemon_push",
     ])
 }

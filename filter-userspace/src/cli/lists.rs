@@ -225,7 +225,6 @@ fn run(pin: &PinDir, kind: ListKind, cmd: ListCommand) -> anyhow::Result<()> {
             };
             let feed = feed_id(&mut state, &a.source.source)?;
             let mut progress = progress_printer();
-            state.lists.check_fits(kind, &nets)?;
             if a.replace {
                 let items: Vec<Item> = nets
                     .iter()
