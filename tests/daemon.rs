@@ -336,6 +336,21 @@ fn a_bad_config_on_sighup_changes_nothing_and_a_good_one_applies() {
         "{after}"
     );
     assert!(after.contains("dry_run = true"), "{after}");
+    // Reads can be protected too; the new token rule applies from the reload on.
+    std::fs::write(
+        &d.config,
+        next.replacen("[daemon]\n", "[daemon]\nprotect_reads = true\n", 1),
+    )
+    .expect("writing");
+    d.wait_events("reloaded", 2, Duration::from_secs(10));
+    assert_eq!(d.call("GET", "/v1/stats", None, false).status, 401);
+    assert_eq!(d.call("GET", "/metrics", None, false).status, 401);
+    assert_eq!(d.call("GET", "/v1/stats", None, true).status, 200);
+    assert_eq!(
+        d.call("GET", "/healthz", None, false).status,
+        200,
+        "health stays open"
+    );
     // SIGTERM: clean exit, the filter stays.
     let status = d.stop(libc::SIGTERM);
     assert!(status.success(), "{status}: {}", d.log_text());

@@ -157,6 +157,18 @@ fn body_error(rejection: BytesRejection, sh: &Shared) -> Response {
     fail(rejection.status(), rejection.body_text(), None)
 }
 
+/// 400 naming every bad entry of a batch of `total`; nothing was `done`.
+fn bad_entries(bad: Vec<Value>, total: usize, done: &str) -> Response {
+    fail(
+        StatusCode::BAD_REQUEST,
+        format!(
+            "{} of {total} entries are invalid; nothing was {done}",
+            bad.len()
+        ),
+        Some(json!({ "bad_entries": bad })),
+    )
+}
+
 fn bad_json(e: &serde_json::Error) -> Response {
     fail(
         StatusCode::BAD_REQUEST,
@@ -297,15 +309,7 @@ async fn list_post(
         }
     }
     if !bad.is_empty() {
-        return fail(
-            StatusCode::BAD_REQUEST,
-            format!(
-                "{} of {} entries are invalid; nothing was applied",
-                bad.len(),
-                push.entries.len()
-            ),
-            Some(json!({ "bad_entries": bad })),
-        );
+        return bad_entries(bad, push.entries.len(), "applied");
     }
     let (source, replace) = (push.source, push.replace);
     let r = blocking(&sh, move |sh| {
@@ -395,15 +399,7 @@ async fn list_delete(
                 }
             }
             if !bad.is_empty() {
-                return fail(
-                    StatusCode::BAD_REQUEST,
-                    format!(
-                        "{} of {} entries are invalid; nothing was removed",
-                        bad.len(),
-                        entries.len()
-                    ),
-                    Some(json!({ "bad_entries": bad })),
-                );
+                return bad_entries(bad, entries.len(), "removed");
             }
             let r = blocking(&sh, move |sh| {
                 sh.write(|st| st.lists.remove_present(kind, &nets))

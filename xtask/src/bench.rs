@@ -7,25 +7,23 @@ pub struct Options {}
 
 pub fn run(_: Options) -> anyhow::Result<()> {
     crate::setup::run(crate::setup::Options::default())?;
-    crate::cargo(&[
-        "run",
-        "--release",
-        "--package",
-        "floodgate-tests",
-        "--example",
-        "testrun_cost",
-    ])?;
+    example("testrun_cost")?;
     // The daemon example starts the release binary it was built beside.
     crate::cargo(&["build", "--release", "--package", "floodgate"])?;
     let bin = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../target/release/floodgate");
     // SAFETY: single-threaded at this point; the child cargo reads it.
     unsafe { std::env::set_var("FLOODGATE_BIN", bin) };
+    example("daemon_push")
+}
+
+/// Run one of tests/examples, optimised.
+fn example(name: &str) -> anyhow::Result<()> {
     crate::cargo(&[
         "run",
         "--release",
         "--package",
         "floodgate-tests",
         "--example",
-        "daemon_push",
+        name,
     ])
 }

@@ -138,6 +138,123 @@ impl Demo {
     }
 }
 
+/// `floodgate run` in the victim namespace; SIGTERM (then SIGKILL) on drop.
+struct DaemonProcess(std::process::Child);
+
+impl Drop for DaemonProcess {
+    fn drop(&mut self) {
+        // SAFETY: kill(2) on our own child.
+        unsafe { libc::kill(self.0.id() as i32, libc::SIGTERM) };
+        for _ in 0..50 {
+            if let Ok(Some(_)) = self.0.try_wait() {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+const DEMO_TOKEN: &str = "demo-token-not-for-production";
+
+fn daemon_act(d: &Demo) -> anyhow::Result<()> {
+    let dir = std::path::PathBuf::from("/run/floodgate-demo");
+    std::fs::create_dir_all(&dir).context("creating /run/floodgate-demo")?;
+    std::fs::write(dir.join("token"), DEMO_TOKEN)?;
+    let config = format!(
+        "[daemon]\ninterfaces = [\"{VICTIM_IF}\"]\ntoken_file = \"{}\"\nsnapshot = \"{}\"\n",
+        dir.join("token").display(),
+        dir.join("snapshot.json").display()
+    );
+    std::fs::write(dir.join("floodgate.toml"), &config)?;
+    println!("  /run/floodgate-demo/floodgate.toml:");
+    for l in config.lines() {
+        println!("    {l}");
+    }
+    println!("\x1b[36m$ floodgate run --config /run/floodgate-demo/floodgate.toml &\x1b[0m");
+    let log = std::fs::File::create(dir.join("daemon.log"))?;
+    let _daemon = DaemonProcess(
+        d.lab
+            .victim
+            .command(d.bin.to_str().context("non-UTF-8 path")?)
+            .arg("--pin-dir")
+            .arg(&d.lab.pin_dir)
+            .args(["run", "--config"])
+            .arg(dir.join("floodgate.toml"))
+            .stderr(log)
+            .spawn()
+            .context("starting floodgate run")?,
+    );
+    let curl = |args: &[&str]| -> anyhow::Result<String> {
+        stopped()?;
+        println!("\x1b[36m$ curl {}\x1b[0m", args.join(" "));
+        let out = d
+            .lab
+            .victim
+            .command("curl")
+            .args([
+                "-sS",
+                "--retry",
+                "20",
+                "--retry-connrefused",
+                "--retry-delay",
+                "1",
+            ])
+            .args(args)
+            .output()
+            .context("running curl")?;
+        let text = String::from_utf8_lossy(&out.stdout).into_owned();
+        println!("  {}", text.trim());
+        Ok(text)
+    };
+    curl(&["http://127.0.0.1:9477/healthz"])?;
+    let auth = format!("Authorization: Bearer {DEMO_TOKEN}");
+    curl(&[
+        "-H",
+        &auth,
+        "http://127.0.0.1:9477/v1/blocklist",
+        "-d",
+        r#"{"source": "threat-feed", "entries": ["198.18.128.0/17", {"cidr": "2001:db8:beef::/48", "ttl": "1h"}]}"#,
+    ])?;
+    curl(&[
+        "-H",
+        &auth,
+        "http://127.0.0.1:9477/v1/blocklist",
+        "-d",
+        r#"{"source": "threat-feed", "entries": ["198.18.300.1", "not-an-address"]}"#,
+    ])?;
+    println!("  (a bad batch is refused whole, each bad entry named)");
+    let secs = d.spray(20_000, |r| (1024 + (r >> 24) as u16 % 60000, 9999))?;
+    println!("  20000 frames from random 198.18.128.0/17 sources in {secs:.2} s");
+    pause(Duration::from_millis(300))?;
+    curl(&["http://127.0.0.1:9477/v1/sources"])?;
+    println!("\x1b[36m$ curl -s http://127.0.0.1:9477/metrics | grep ...\x1b[0m");
+    let out = d
+        .lab
+        .victim
+        .command("curl")
+        .args(["-sS", "http://127.0.0.1:9477/metrics"])
+        .output()
+        .context("running curl")?;
+    let metrics = String::from_utf8_lossy(&out.stdout).into_owned();
+    for line in metrics.lines().filter(|l| {
+        l.starts_with("floodgate_source_drops_total")
+            || l.starts_with("floodgate_blocklist_entries")
+            || l.starts_with("floodgate_packets_total{action=\"drop\",reason=\"blocklist\"}")
+    }) {
+        println!("    {line}");
+    }
+    println!("  the daemon's log (JSON with --log-format json):");
+    for l in std::fs::read_to_string(dir.join("daemon.log"))?.lines() {
+        println!("    {l}");
+    }
+    drop(_daemon);
+    let _ = std::fs::remove_dir_all(&dir);
+    println!("  daemon stopped with SIGTERM: the filter and the feed's entries stay");
+    Ok(())
+}
+
 /// xorshift: enough randomness for spoofed source addresses, no dependency.
 fn next(state: &mut u64) -> u64 {
     *state ^= *state << 13;
@@ -387,14 +504,20 @@ fn script(d: &Demo, opts: &Options) -> anyhow::Result<()> {
     );
     d.fg(&["limit", "del", "udp"])?;
 
-    heading(9, "What an engineer looks at afterwards");
+    heading(
+        9,
+        "The daemon: a threat feed pushes over the HTTP API, drops are counted per feed",
+    );
+    daemon_act(d)?;
+
+    heading(10, "What an engineer looks at afterwards");
     d.fg(&["block", "list"])?;
     d.fg(&["allow", "list"])?;
     d.fg(&["stats"])?;
     d.fg(&["show-config", "--no-lists"])?;
     d.fg(&["status"])?;
 
-    heading(10, "Detach (the lists stay pinned until --purge)");
+    heading(11, "Detach (the lists stay pinned until --purge)");
     d.fg(&["detach", "--all", "--purge"])?;
     Ok(())
 }

@@ -19,7 +19,8 @@ pub struct Options {
 /// Debian packages the tests and demo use: ip, ping, nsenter (util-linux is always there).
 /// prometheus: the daemon tests scrape it with a real Prometheus server and check it with promtool;
 /// systemd: `systemd-analyze verify` checks the shipped unit.
-const DEBIAN_PACKAGES: &[&str] = &["iproute2", "iputils-ping", "prometheus", "systemd"];
+/// curl: the demo talks to the daemon's API with it.
+const DEBIAN_PACKAGES: &[&str] = &["iproute2", "iputils-ping", "prometheus", "systemd", "curl"];
 
 pub fn run(opts: Options) -> anyhow::Result<()> {
     let t = Instant::now();
