@@ -188,7 +188,17 @@ fn daemon_act(d: &Demo) -> anyhow::Result<()> {
     );
     let curl = |args: &[&str]| -> anyhow::Result<String> {
         stopped()?;
-        println!("\x1b[36m$ curl {}\x1b[0m", args.join(" "));
+        let shown: Vec<String> = args
+            .iter()
+            .map(|a| {
+                if a.contains([' ', '"']) {
+                    format!("'{a}'")
+                } else {
+                    a.to_string()
+                }
+            })
+            .collect();
+        println!("\x1b[36m$ curl {}\x1b[0m", shown.join(" "));
         let out = d
             .lab
             .victim
