@@ -650,5 +650,6 @@ fn blocklist_drops_are_counted_per_source() {
     let entries = h.state.lists.entries(ListKind::Block).expect("entries");
     let e = entries.iter().find(|e| e.net == nets[0]).expect("listed");
     assert_eq!(e.feed, feed);
-    assert_eq!(h.state.lists.feeds.name(e.feed), "threat-intel");
+    let names = h.state.lists.feeds.names().expect("names");
+    assert_eq!(names.get(e.feed), "threat-intel");
 }

@@ -213,6 +213,11 @@ async fn blocking<T: Send + 'static>(
         })
 }
 
+/// A handler's result as its response: the JSON value, or the error response it made.
+fn json_reply(r: Result<Value, Response>) -> Response {
+    r.map_or_else(|e| e, |v| axum::Json(v).into_response())
+}
+
 #[derive(Deserialize)]
 struct SourceQuery {
     source: Option<String>,
@@ -335,10 +340,7 @@ async fn list_post(
         .map_err(from_error)
     })
     .await;
-    match r {
-        Ok(v) => axum::Json(v).into_response(),
-        Err(resp) => resp,
-    }
+    json_reply(r)
 }
 
 #[derive(Deserialize, Default)]
@@ -385,7 +387,7 @@ async fn list_delete(
                 .map_err(from_error)
             })
             .await;
-            r.map_or_else(|e| e, |v| axum::Json(v).into_response())
+            json_reply(r)
         }
         (None, Some(entries)) => {
             let mut nets = Vec::new();
@@ -418,7 +420,7 @@ async fn list_delete(
                     .map_err(from_error)
             })
             .await;
-            r.map_or_else(|e| e, |v| axum::Json(v).into_response())
+            json_reply(r)
         }
         _ => fail(
             StatusCode::BAD_REQUEST,
@@ -436,11 +438,12 @@ async fn list_get(AxState(sh): Sh, kind: ListKind, Query(q): Query<SourceQuery>)
             let id = st.lists.feeds.id(name).map_err(from_error)?;
             entries.retain(|e| Some(e.feed) == id);
         }
-        let rows = json_entries(&st.lists.feeds, &entries);
+        let names = st.lists.feeds.names().map_err(from_error)?;
+        let rows = json_entries(&names, &entries);
         Ok(json!({ "count": rows.len(), "entries": rows }))
     })
     .await;
-    r.map_or_else(|e| e, |v| axum::Json(v).into_response())
+    json_reply(r)
 }
 
 async fn stats(AxState(sh): Sh) -> Response {
@@ -449,7 +452,7 @@ async fn stats(AxState(sh): Sh) -> Response {
         Ok(serde_json::to_value(crate::stats::json(&snap, None)).expect("serialisable"))
     })
     .await;
-    r.map_or_else(|e| e, |v| axum::Json(v).into_response())
+    json_reply(r)
 }
 
 /// Every source: its entries on each list and its blocklist drops.
@@ -457,15 +460,18 @@ async fn sources(AxState(sh): Sh) -> Response {
     let r = blocking(&sh, |sh| {
         let st = sh.state();
         let feeds = st.lists.feeds.all().map_err(from_error)?;
-        let block = st.lists.entries(ListKind::Block).map_err(from_error)?;
-        let allow = st.lists.entries(ListKind::Allow).map_err(from_error)?;
+        let block = st.lists.feed_counts(ListKind::Block).map_err(from_error)?;
+        let allow = st.lists.feed_counts(ListKind::Allow).map_err(from_error)?;
+        let count = |c: &std::collections::BTreeMap<u32, [usize; 2]>, id| {
+            c.get(&id).map_or(0, |[v4, v6]| v4 + v6)
+        };
         let mut out = Vec::new();
         for (id, name) in feeds {
             let drops = st.lists.feeds.drops(id).map_err(from_error)?;
             out.push(json!({
                 "source": name,
-                "blocklist_entries": block.iter().filter(|e| e.feed == id).count(),
-                "allowlist_entries": allow.iter().filter(|e| e.feed == id).count(),
+                "blocklist_entries": count(&block, id),
+                "allowlist_entries": count(&allow, id),
                 "drops": { "packets": drops.packets, "bytes": drops.bytes },
                 "fixed": id == FEED_AUTO || id == FEED_CONFIG || id == filter_common::FEED_CLI,
             }));
@@ -473,7 +479,7 @@ async fn sources(AxState(sh): Sh) -> Response {
         Ok(json!({ "sources": out }))
     })
     .await;
-    r.map_or_else(|e| e, |v| axum::Json(v).into_response())
+    json_reply(r)
 }
 
 async fn healthz(AxState(sh): Sh) -> Response {
@@ -488,14 +494,11 @@ async fn healthz(AxState(sh): Sh) -> Response {
         }))
     })
     .await;
-    match r {
-        Ok(v) => axum::Json(v).into_response(),
-        Err(resp) => {
-            let (parts, body) = resp.into_parts();
-            let _ = parts;
-            (StatusCode::SERVICE_UNAVAILABLE, body).into_response()
-        }
+    let mut resp = json_reply(r);
+    if !resp.status().is_success() {
+        *resp.status_mut() = StatusCode::SERVICE_UNAVAILABLE;
     }
+    resp
 }
 
 async fn metrics(AxState(sh): Sh) -> Response {

@@ -434,10 +434,7 @@ impl Defences {
                 let mut spec = from_rule(r);
                 spec.comment = comments(r.id);
                 let hits = match self.rule_stats.get(&r.id, 0) {
-                    Ok(per_cpu) => per_cpu.iter().fold(Counter::default(), |a, c| Counter {
-                        packets: a.packets + c.packets,
-                        bytes: a.bytes + c.bytes,
-                    }),
+                    Ok(per_cpu) => crate::stats::sum_cpus(&per_cpu),
                     Err(e) if not_found(&e) => Counter::default(),
                     Err(e) => return Err(e).map_context(|| format!("reading rule {} hits", r.id)),
                 };

@@ -80,15 +80,10 @@ impl Feeds {
         Ok(out)
     }
 
-    /// The name of feed `id` (`feed-N` for an id with no name, which only a damaged map has).
-    pub fn name(&self, id: u32) -> String {
-        if let Some((_, n)) = FIXED.iter().find(|(i, _)| *i == id) {
-            return n.to_string();
-        }
-        match self.names.get(&id, 0) {
-            Ok(v) if v.len > 0 => decode(&v),
-            _ => format!("feed-{id}"),
-        }
+    /// Every feed's name, read once: callers naming many entries look them up here rather
+    /// than reading the map once per entry.
+    pub fn names(&self) -> Result<FeedNames> {
+        Ok(FeedNames(self.all()?.into_iter().collect()))
     }
 
     /// The id of feed `name`, if it has one.
@@ -129,10 +124,20 @@ impl Feeds {
             .drops
             .get(&id, 0)
             .map_context(|| format!("reading drops of feed {id}"))?;
-        Ok(per_cpu.iter().fold(Counter::default(), |a, c| Counter {
-            packets: a.packets + c.packets,
-            bytes: a.bytes + c.bytes,
-        }))
+        Ok(crate::stats::sum_cpus(&per_cpu))
+    }
+}
+
+/// Feed names by id ([`Feeds::names`]).
+pub struct FeedNames(std::collections::HashMap<u32, String>);
+
+impl FeedNames {
+    /// The name of feed `id` (`feed-N` for an id with no name, which only a damaged map has).
+    pub fn get(&self, id: u32) -> String {
+        self.0
+            .get(&id)
+            .cloned()
+            .unwrap_or_else(|| format!("feed-{id}"))
     }
 }
 

@@ -5,7 +5,7 @@
 //! Every change is all-or-nothing: a batch that fails part-way (a full map) is rolled back.
 
 use std::{
-    collections::HashSet,
+    collections::{BTreeMap, HashSet},
     net::{IpAddr, Ipv4Addr, Ipv6Addr},
     time::{Duration, SystemTime, UNIX_EPOCH},
 };
@@ -24,7 +24,7 @@ use ipnet::IpNet;
 
 use crate::{
     error::{Error, MapContext, Result},
-    feeds::Feeds,
+    feeds::{FeedNames, Feeds},
     loader::PinDir,
     prefix::is_host,
     sys::monotonic_now,
@@ -589,6 +589,19 @@ impl Lists {
         Ok(expired.len())
     }
 
+    /// Live entries per feed, as [IPv4, IPv6] counts. One pass over the maps, without the
+    /// per-entry comment lookups [`Lists::entries`] makes.
+    pub fn feed_counts(&self, kind: ListKind) -> Result<BTreeMap<u32, [usize; 2]>> {
+        let now = monotonic_now().as_nanos() as u64;
+        let mut out: BTreeMap<u32, [usize; 2]> = BTreeMap::new();
+        for (net, v) in self.list(kind).entries()? {
+            if entry_live(v.expires_at_ns, now) {
+                out.entry(v.feed).or_default()[usize::from(net.addr().is_ipv6())] += 1;
+            }
+        }
+        Ok(out)
+    }
+
     /// Live entries, sorted by family, address, prefix length.
     pub fn entries(&self, kind: ListKind) -> Result<Vec<Entry>> {
         let now = monotonic_now().as_nanos() as u64;
@@ -632,7 +645,7 @@ pub struct JsonEntry {
 }
 
 /// Entries as JSON rows, sources named.
-pub fn json_entries(feeds: &Feeds, entries: &[Entry]) -> Vec<JsonEntry> {
+pub fn json_entries(names: &FeedNames, entries: &[Entry]) -> Vec<JsonEntry> {
     entries
         .iter()
         .map(|e| JsonEntry {
@@ -642,7 +655,7 @@ pub fn json_entries(feeds: &Feeds, entries: &[Entry]) -> Vec<JsonEntry> {
                 .map(|d| d.as_secs() + u64::from(d.subsec_nanos() > 0)),
             hits: e.hits,
             comment: e.comment.clone(),
-            source: feeds.name(e.feed),
+            source: names.get(e.feed),
             origin: if e.auto { "auto" } else { "manual" },
         })
         .collect()

@@ -141,15 +141,15 @@ pub fn render(state: &State, daemon: &DaemonMetrics) -> Result<String> {
         "Entries in a list map over its capacity (1 = full: further adds are refused).",
         &["map"],
     );
+    let names = state.lists.feeds.names()?;
     for (kind, g) in &entries {
-        for e in state.lists.entries(*kind)? {
-            let family = if e.net.addr().is_ipv4() {
-                "ipv4"
-            } else {
-                "ipv6"
-            };
-            let name = state.lists.feeds.name(e.feed);
-            g.with_label_values(&[family, name.as_str()]).inc();
+        for (feed, by_family) in state.lists.feed_counts(*kind)? {
+            let name = names.get(feed);
+            for (family, n) in ["ipv4", "ipv6"].into_iter().zip(by_family) {
+                if n > 0 {
+                    g.with_label_values(&[family, name.as_str()]).set(n as f64);
+                }
+            }
         }
         let list = state.lists.list(*kind);
         for ((count, cap), label) in list

@@ -8,7 +8,7 @@ use std::collections::BTreeMap;
 
 use filter_common::{Action, Counter, REASON_COUNT, REASONS, Reason, map_names, stats_slot};
 
-use crate::error::{Error, MapContext, Result};
+use crate::error::{MapContext, Result};
 
 pub struct Stats {
     map: PerCpuArray<MapData, Counter>,
@@ -16,14 +16,8 @@ pub struct Stats {
 
 impl Stats {
     pub fn take(ebpf: &mut Ebpf) -> Result<Stats> {
-        let map = ebpf
-            .take_map(map_names::STATS)
-            .ok_or_else(|| Error::MissingInObject {
-                what: "map",
-                name: map_names::STATS.into(),
-            })?;
         Ok(Stats {
-            map: PerCpuArray::try_from(map).map_context(|| "opening STATS".into())?,
+            map: crate::lists::take_map(ebpf, map_names::STATS)?,
         })
     }
 
@@ -51,13 +45,18 @@ impl Stats {
                 .map
                 .get(&stats_slot(*reason, dry_run), 0)
                 .map_context(|| "reading STATS".into())?;
-            for c in per_cpu.iter() {
-                total.packets += c.packets;
-                total.bytes += c.bytes;
-            }
+            *total = sum_cpus(&per_cpu);
         }
         Ok(out)
     }
+}
+
+/// A per-CPU counter slot summed over CPUs (STATS, RULE_STATS, FEED_DROPS).
+pub fn sum_cpus(per_cpu: &aya::maps::PerCpuValues<Counter>) -> Counter {
+    per_cpu.iter().fold(Counter::default(), |a, c| Counter {
+        packets: a.packets + c.packets,
+        bytes: a.bytes + c.bytes,
+    })
 }
 
 /// Enforced row then dry-run row ([`Stats::snapshot`]).

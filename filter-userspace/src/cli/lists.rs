@@ -8,6 +8,7 @@ use std::{
 use anyhow::Context as _;
 use clap::{Args, Subcommand};
 use floodgate::{
+    feeds::FeedNames,
     listfile::parse_feed,
     lists::{Entry, Item, ListKind},
     loader::PinDir,
@@ -213,7 +214,7 @@ fn run(pin: &PinDir, kind: ListKind, cmd: ListCommand) -> anyhow::Result<()> {
                 let id = state.lists.feeds.id(name)?;
                 entries.retain(|e| Some(e.feed) == id);
             }
-            print_entries(&state, &entries, a.json)?
+            print_entries(&state.lists.feeds.names()?, &entries, a.json)?
         }
         ListCommand::Load(a) => {
             let nets = if a.file == "-" {
@@ -272,9 +273,9 @@ fn feed_id(state: &mut State, name: &str) -> anyhow::Result<u32> {
     Ok(state.lists.feeds.id_or_register(name)?)
 }
 
-fn print_entries(state: &State, entries: &[Entry], json: bool) -> anyhow::Result<()> {
+fn print_entries(names: &FeedNames, entries: &[Entry], json: bool) -> anyhow::Result<()> {
     if json {
-        let out = floodgate::lists::json_entries(&state.lists.feeds, entries);
+        let out = floodgate::lists::json_entries(names, entries);
         println!("{}", serde_json::to_string_pretty(&out)?);
         return Ok(());
     }
@@ -296,7 +297,7 @@ fn print_entries(state: &State, entries: &[Entry], json: bool) -> anyhow::Result
             display(&e.net),
             expires,
             e.hits,
-            state.lists.feeds.name(e.feed),
+            names.get(e.feed),
             e.comment.as_deref().unwrap_or("")
         );
     }
