@@ -49,21 +49,26 @@ struct Demo {
     bin: std::path::PathBuf,
 }
 
+/// Arguments as a shell line: those with spaces or quotes in single quotes.
+fn shell_words(args: &[&str]) -> String {
+    let shown: Vec<String> = args
+        .iter()
+        .map(|a| {
+            if a.contains([' ', '"']) {
+                format!("'{a}'")
+            } else {
+                a.to_string()
+            }
+        })
+        .collect();
+    shown.join(" ")
+}
+
 impl Demo {
     /// Run floodgate in the victim namespace, echoing the command line and its output.
     fn fg(&self, args: &[&str]) -> anyhow::Result<String> {
         stopped()?;
-        let shown: Vec<String> = args
-            .iter()
-            .map(|a| {
-                if a.contains(' ') {
-                    format!("'{a}'")
-                } else {
-                    a.to_string()
-                }
-            })
-            .collect();
-        println!("\x1b[36m$ floodgate {}\x1b[0m", shown.join(" "));
+        println!("\x1b[36m$ floodgate {}\x1b[0m", shell_words(args));
         let out = self.fg_quiet(args)?;
         print!("{out}");
         Ok(out)
@@ -186,19 +191,13 @@ fn daemon_act(d: &Demo) -> anyhow::Result<()> {
             .spawn()
             .context("starting floodgate run")?,
     );
-    let curl = |args: &[&str]| -> anyhow::Result<String> {
+    // Run curl in the victim namespace (retrying until the daemon listens); echo the
+    // command line and the answer unless `quiet`.
+    let curl = |args: &[&str], quiet: bool| -> anyhow::Result<String> {
         stopped()?;
-        let shown: Vec<String> = args
-            .iter()
-            .map(|a| {
-                if a.contains([' ', '"']) {
-                    format!("'{a}'")
-                } else {
-                    a.to_string()
-                }
-            })
-            .collect();
-        println!("\x1b[36m$ curl {}\x1b[0m", shown.join(" "));
+        if !quiet {
+            println!("\x1b[36m$ curl {}\x1b[0m", shell_words(args));
+        }
         let out = d
             .lab
             .victim
@@ -215,39 +214,40 @@ fn daemon_act(d: &Demo) -> anyhow::Result<()> {
             .output()
             .context("running curl")?;
         let text = String::from_utf8_lossy(&out.stdout).into_owned();
-        println!("  {}", text.trim());
+        if !quiet {
+            println!("  {}", text.trim());
+        }
         Ok(text)
     };
-    curl(&["http://127.0.0.1:9477/healthz"])?;
+    curl(&["http://127.0.0.1:9477/healthz"], false)?;
     let auth = format!("Authorization: Bearer {DEMO_TOKEN}");
-    curl(&[
-        "-H",
-        &auth,
-        "http://127.0.0.1:9477/v1/blocklist",
-        "-d",
-        r#"{"source": "threat-feed", "entries": ["198.18.128.0/17", {"cidr": "2001:db8:beef::/48", "ttl": "1h"}]}"#,
-    ])?;
-    curl(&[
-        "-H",
-        &auth,
-        "http://127.0.0.1:9477/v1/blocklist",
-        "-d",
-        r#"{"source": "threat-feed", "entries": ["198.18.300.1", "not-an-address"]}"#,
-    ])?;
+    curl(
+        &[
+            "-H",
+            &auth,
+            "http://127.0.0.1:9477/v1/blocklist",
+            "-d",
+            r#"{"source": "threat-feed", "entries": ["198.18.128.0/17", {"cidr": "2001:db8:beef::/48", "ttl": "1h"}]}"#,
+        ],
+        false,
+    )?;
+    curl(
+        &[
+            "-H",
+            &auth,
+            "http://127.0.0.1:9477/v1/blocklist",
+            "-d",
+            r#"{"source": "threat-feed", "entries": ["198.18.300.1", "not-an-address"]}"#,
+        ],
+        false,
+    )?;
     println!("  (a bad batch is refused whole, each bad entry named)");
     let secs = d.spray(20_000, |r| (1024 + (r >> 24) as u16 % 60000, 9999))?;
     println!("  20000 frames from random 198.18.128.0/17 sources in {secs:.2} s");
     pause(Duration::from_millis(300))?;
-    curl(&["http://127.0.0.1:9477/v1/sources"])?;
+    curl(&["http://127.0.0.1:9477/v1/sources"], false)?;
     println!("\x1b[36m$ curl -s http://127.0.0.1:9477/metrics | grep ...\x1b[0m");
-    let out = d
-        .lab
-        .victim
-        .command("curl")
-        .args(["-sS", "http://127.0.0.1:9477/metrics"])
-        .output()
-        .context("running curl")?;
-    let metrics = String::from_utf8_lossy(&out.stdout).into_owned();
+    let metrics = curl(&["http://127.0.0.1:9477/metrics"], true)?;
     for line in metrics.lines().filter(|l| {
         l.starts_with("floodgate_source_drops_total")
             || l.starts_with("floodgate_blocklist_entries")
