@@ -245,6 +245,7 @@ pub mod map_names {
     pub const SOURCE_STATE: &str = "SOURCE_STATE";
     pub const AGGREGATE_V4: &str = "AGGREGATE_V4";
     pub const AGGREGATE_V6: &str = "AGGREGATE_V6";
+    pub const FRONT: &str = "FRONT";
 }
 
 /// Capacities. Hash maps are created with BPF_F_NO_PREALLOC, so an unused slot costs only its
@@ -254,6 +255,74 @@ pub const BLOCK_PREFIX_MAX: u32 = 1 << 20;
 pub const ALLOW_EXACT_MAX: u32 = 1 << 16;
 pub const ALLOW_PREFIX_MAX: u32 = 1 << 16;
 pub const LIST_META_MAX: u32 = 1 << 20;
+
+/// The lists' front: bitmaps the data plane reads before any list map, so a source that no
+/// entry can match (most of a random-source flood) costs one read of a bitmap instead of hash
+/// and trie lookups in maps of a million entries. One bit per slot and list: set when an entry
+/// of that list may match addresses of the slot. A slot is an IPv4 /24 ([`front_slot_v4`]) or
+/// a hashed IPv6 /48 ([`front_slot_v6`]). Bits are set as entries are added and cleared only
+/// by a rebuild from the lists (userspace), so a set bit may be stale, never missing.
+///
+/// Layout of the `FRONT` array (u64 words): four regions of [`FRONT_WORDS`] (see
+/// [`front_pos`]), then the control words at [`FRONT_CTL`]. A list with no entries of a family
+/// has its [`FRONT_NONEMPTY`] bit clear and its bitmap is not read at all.
+pub const FRONT_SLOT_BITS: u32 = 24;
+/// Words per region: 64 slots per word.
+pub const FRONT_WORDS: u32 = 1 << (FRONT_SLOT_BITS - 6);
+/// Which list, in [`front_pos`] and the control words' bit pairs.
+pub const FRONT_ALLOW: u64 = 1;
+pub const FRONT_BLOCK: u64 = 2;
+/// First control word.
+pub const FRONT_CTL: u32 = 4 * FRONT_WORDS;
+/// `FRONT_CTL + FRONT_NONEMPTY`: bit pairs (allow, block) for IPv4 (bits 0-1) and IPv6
+/// (bits 2-3): the list may hold entries of that family.
+pub const FRONT_NONEMPTY: u32 = 0;
+/// `FRONT_CTL + FRONT_V6_SHORT`: [`FRONT_ALLOW`]/[`FRONT_BLOCK`] of lists holding an IPv6
+/// prefix shorter than /48 (which spans many slots): every IPv6 source is looked up there.
+pub const FRONT_V6_SHORT: u32 = 1;
+/// `FRONT_CTL + FRONT_AUTO_V4/V6`: non-zero once the data plane has auto-banned a source of
+/// that family and no rebuild has marked it yet: every source of the family is then looked
+/// up in the blocklist. (The data plane can only store whole words, never OR a bit in.)
+pub const FRONT_AUTO_V4: u32 = 2;
+pub const FRONT_AUTO_V6: u32 = 3;
+/// `FRONT_CTL + FRONT_PENDING_ALLOW/BLOCK`: entries removed since the last rebuild.
+pub const FRONT_PENDING_ALLOW: u32 = 4;
+pub const FRONT_PENDING_BLOCK: u32 = 5;
+/// `FRONT_CTL + FRONT_READY` holds [`FRONT_MAGIC`] once the front was built from the lists
+/// (maps pinned by an older floodgate have lists but no front yet).
+pub const FRONT_READY: u32 = 6;
+pub const FRONT_MAGIC: u64 = 0x666c_6f6f_6466_7232;
+pub const FRONT_CTL_WORDS: u32 = 8;
+/// Entries of the `FRONT` array.
+pub const FRONT_LEN: u32 = FRONT_CTL + FRONT_CTL_WORDS;
+/// IPv6 prefixes this long or longer fall in one slot.
+pub const FRONT_V6_PREFIX: u8 = 48;
+
+/// The front slot of an IPv4 address (network byte order): its /24.
+#[inline(always)]
+pub fn front_slot_v4(addr: [u8; 4]) -> u32 {
+    u32::from_be_bytes(addr) >> 8
+}
+
+/// The front slot of an IPv6 address: a multiplicative hash of its /48, 24 bits.
+#[inline(always)]
+pub fn front_slot_v6(addr: &[u8; 16]) -> u32 {
+    let top = u64::from_be_bytes([0, 0, addr[0], addr[1], addr[2], addr[3], addr[4], addr[5]]);
+    (top.wrapping_mul(0x9e37_79b9_7f4a_7c15) >> (64 - FRONT_SLOT_BITS)) as u32
+}
+
+/// (word index, bit) of a slot in the bitmap of `list` ([`FRONT_ALLOW`] or [`FRONT_BLOCK`]).
+#[inline(always)]
+pub fn front_pos(slot: u32, v6: bool, list: u64) -> (u32, u32) {
+    let region = (v6 as u32) * 2 + (list == FRONT_BLOCK) as u32;
+    (region * FRONT_WORDS + (slot >> 6), slot & 63)
+}
+
+/// The [`FRONT_NONEMPTY`] bit of a list and family.
+#[inline(always)]
+pub const fn front_nonempty_bit(v6: bool, list: u64) -> u64 {
+    list << if v6 { 2 } else { 0 }
+}
 
 /// Most VLAN tags parsed (802.1Q and 802.1ad). A frame with more cannot be inspected and is
 /// dropped as malformed, so extra tags cannot smuggle a blocked source past the filter.

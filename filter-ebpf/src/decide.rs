@@ -9,7 +9,11 @@ use aya_ebpf::{
     maps::{HashMap, LpmTrie, lpm_trie::Key},
     programs::XdpContext,
 };
-use filter_common::{Config, ListEntry, Reason, entry_live, port_bits};
+use filter_common::{
+    Config, FRONT_ALLOW, FRONT_AUTO_V4, FRONT_AUTO_V6, FRONT_BLOCK, FRONT_CTL, FRONT_NONEMPTY,
+    FRONT_V6_SHORT, ListEntry, Reason, entry_live, front_nonempty_bit, front_pos, front_slot_v4,
+    front_slot_v6, port_bits,
+};
 
 use crate::{
     limits, maps,
@@ -90,21 +94,33 @@ pub fn classify(ctx: &XdpContext) -> Verdict {
     let mut clock = Clock::new();
     match ip.addrs {
         Addrs::V4 { src, .. } => {
-            if listed(&maps::ALLOW_V4_EXACT, &maps::ALLOW_V4, src, 32, &mut clock).is_some() {
+            let front = front_bits(front_slot_v4(src), false);
+            if front & FRONT_ALLOW != 0
+                && listed(&maps::ALLOW_V4_EXACT, &maps::ALLOW_V4, src, 32, &mut clock).is_some()
+            {
                 return pass(Reason::Allowlist);
             }
-            if let Some(feed) = listed(&maps::BLOCK_V4_EXACT, &maps::BLOCK_V4, src, 32, &mut clock)
-            {
-                return blocked(ctx, feed, dry);
+            if front & FRONT_BLOCK != 0 {
+                if let Some(feed) =
+                    listed(&maps::BLOCK_V4_EXACT, &maps::BLOCK_V4, src, 32, &mut clock)
+                {
+                    return blocked(ctx, feed, dry);
+                }
             }
         }
         Addrs::V6 { src, .. } => {
-            if listed(&maps::ALLOW_V6_EXACT, &maps::ALLOW_V6, src, 128, &mut clock).is_some() {
+            let front = front_bits(front_slot_v6(&src), true);
+            if front & FRONT_ALLOW != 0
+                && listed(&maps::ALLOW_V6_EXACT, &maps::ALLOW_V6, src, 128, &mut clock).is_some()
+            {
                 return pass(Reason::Allowlist);
             }
-            if let Some(feed) = listed(&maps::BLOCK_V6_EXACT, &maps::BLOCK_V6, src, 128, &mut clock)
-            {
-                return blocked(ctx, feed, dry);
+            if front & FRONT_BLOCK != 0 {
+                if let Some(feed) =
+                    listed(&maps::BLOCK_V6_EXACT, &maps::BLOCK_V6, src, 128, &mut clock)
+                {
+                    return blocked(ctx, feed, dry);
+                }
             }
         }
     }
@@ -234,6 +250,36 @@ fn reflection(pkt: &Facts) -> bool {
         maps::REFLECT_EXEMPT_V6.get(Key::new(128, *d)).is_some()
     };
     !exempt
+}
+
+/// Which lists may hold an entry for this front slot ([`FRONT_ALLOW`] | [`FRONT_BLOCK`]).
+/// A list without entries of the family costs no bitmap read. An auto-ban the front does not
+/// show yet (auto control word set) means: check the blocklist. A failed read: check both.
+#[inline(always)]
+fn front_bits(slot: u32, v6: bool) -> u64 {
+    const BOTH: u64 = FRONT_ALLOW | FRONT_BLOCK;
+    let ctl = |w: u32| maps::FRONT.get(FRONT_CTL + w).copied();
+    let Some(nonempty) = ctl(FRONT_NONEMPTY) else {
+        return BOTH;
+    };
+    let mut out = 0;
+    for list in [FRONT_ALLOW, FRONT_BLOCK] {
+        if nonempty & front_nonempty_bit(v6, list) != 0 {
+            let (word, bit) = front_pos(slot, v6, list);
+            match maps::FRONT.get(word) {
+                Some(w) if (*w >> bit) & 1 == 0 => {}
+                _ => out |= list,
+            }
+        }
+    }
+    let auto = ctl(if v6 { FRONT_AUTO_V6 } else { FRONT_AUTO_V4 });
+    if auto != Some(0) {
+        out |= FRONT_BLOCK;
+    }
+    if v6 {
+        out |= ctl(FRONT_V6_SHORT).unwrap_or(BOTH);
+    }
+    out
 }
 
 /// Is `addr` on a list made of an exact-host hash and a prefix trie? Counts the hit.

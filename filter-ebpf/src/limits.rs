@@ -5,15 +5,15 @@
 
 use aya_ebpf::{bindings::BPF_NOEXIST, maps::lpm_trie::Key};
 use filter_common::{
-    Class, ClassLimit, Config, FEED_AUTO, ListEntry, OVER_LIMIT_GAP_NS, Reason, SourceKey,
-    SourceState,
+    Class, ClassLimit, Config, FEED_AUTO, FRONT_AUTO_V4, FRONT_AUTO_V6, FRONT_CTL, ListEntry,
+    OVER_LIMIT_GAP_NS, Reason, SourceKey, SourceState,
     sanity::{TCP_ACK, TCP_SYN},
 };
 
 use crate::{
     bucket,
     decide::{Clock, Facts},
-    maps::{AGGREGATE_V4, AGGREGATE_V6, BLOCK_V4, BLOCK_V4_EXACT, BLOCK_V6, SOURCE_STATE},
+    maps::{AGGREGATE_V4, AGGREGATE_V6, BLOCK_V4, BLOCK_V4_EXACT, BLOCK_V6, FRONT, SOURCE_STATE},
     parse::{IPPROTO_ICMP, IPPROTO_ICMPV6, IPPROTO_TCP, IPPROTO_UDP},
 };
 
@@ -149,6 +149,19 @@ fn ban(key: &SourceKey, prefix: u32, expires_at_ns: u64) {
     } else {
         // Per-source IPv6 state is at most /127 in practice (default /64): the trie.
         let _ = BLOCK_V6.insert(&Key::new(prefix, a), &entry, flags);
+    }
+    // The front does not show this entry until userspace rebuilds it: until then every source
+    // of the family is looked up. Stored after the insert, so a rebuild that clears the word
+    // and then reads the lists either sees the entry or sees the word set again. (A whole-word
+    // store: the data plane cannot OR one bit into a word atomically.)
+    let auto = FRONT_CTL
+        + if key.family == 4 {
+            FRONT_AUTO_V4
+        } else {
+            FRONT_AUTO_V6
+        };
+    if let Some(w) = FRONT.get_ptr_mut(auto) {
+        unsafe { core::ptr::write_volatile(w, 1) };
     }
 }
 

@@ -2,13 +2,13 @@
 //! counters and the attached program outlive any floodgate process.
 
 use aya_ebpf::{
-    bindings::BPF_F_NO_PREALLOC,
+    bindings::{BPF_F_MMAPABLE, BPF_F_NO_PREALLOC},
     macros::map,
     maps::{Array, HashMap, LpmTrie, LruHashMap, PerCpuArray, PerCpuHashMap},
 };
 use filter_common::{
     AGGREGATE_MAX, ALLOW_EXACT_MAX, ALLOW_PREFIX_MAX, Aggregate, BLOCK_EXACT_MAX, BLOCK_PREFIX_MAX,
-    Config, Counter, EntryMeta, FEEDS_MAX, FeedName, LIST_META_MAX, ListEntry, MetaKey,
+    Config, Counter, EntryMeta, FEEDS_MAX, FRONT_LEN, FeedName, LIST_META_MAX, ListEntry, MetaKey,
     REFLECT_EXEMPT_MAX, RULES_MAX, Rule, SOURCE_STATE_DEFAULT, STATS_SLOTS, SourceKey, SourceState,
 };
 
@@ -16,6 +16,11 @@ use filter_common::{
 /// single exit, summed by the CLI.
 #[map(name = "STATS")]
 pub static STATS: PerCpuArray<Counter> = PerCpuArray::pinned(STATS_SLOTS as u32, 0);
+
+/// The lists' front bitmap (see `filter_common::FRONT_SLOT_BITS`): read first for every
+/// source; written by the CLI and the daemon through mmap, its auto-ban words by the data plane.
+#[map(name = "FRONT")]
+pub static FRONT: Array<u64> = Array::pinned(FRONT_LEN, BPF_F_MMAPABLE);
 
 /// Allowlisted IPv4 source hosts (/32); written by the CLI.
 #[map(name = "ALLOW_V4_EXACT")]

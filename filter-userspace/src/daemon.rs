@@ -437,6 +437,9 @@ async fn sweeper(sh: Arc<Shared>) {
             s.write(|st| {
                 let b = st.lists.sweep_expired(crate::lists::ListKind::Block)?;
                 let a = st.lists.sweep_expired(crate::lists::ListKind::Allow)?;
+                // Auto-bans since the last sweep: mark them in the front, so the data plane
+                // goes back to skipping the blocklist for sources nobody listed.
+                st.lists.refresh_front()?;
                 Ok(a + b)
             })
         })

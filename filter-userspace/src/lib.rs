@@ -7,11 +7,13 @@
 
 pub mod api;
 pub mod attack;
+pub mod batch;
 pub mod config;
 pub mod daemon;
 pub mod defences;
 pub mod error;
 pub mod feeds;
+pub mod front;
 pub mod listfile;
 pub mod lists;
 pub mod loader;

@@ -25,6 +25,7 @@ use ipnet::IpNet;
 use crate::{
     error::{Error, MapContext, Result},
     feeds::{FeedNames, Feeds},
+    front::Front,
     loader::PinDir,
     prefix::is_host,
     sys::monotonic_now,
@@ -86,6 +87,10 @@ fn slot(net: &IpNet) -> usize {
         (IpNet::V6(_), false) => 3,
     }
 }
+
+/// Entries per BPF_MAP_UPDATE_BATCH call, and the fewest worth a batch.
+const BATCH: usize = 8192;
+const BATCH_MIN: usize = 16;
 
 /// A list entry to add: prefix, TTL (None = never expires), comment.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -235,6 +240,63 @@ impl ListMaps {
         }
     }
 
+    /// Is map `slot` ([`slot`]) empty? One get_next_key.
+    fn is_empty(&self, slot: usize) -> bool {
+        match slot {
+            0 => self.v4_exact.keys().next().is_none(),
+            1 => self.v4.keys().next().is_none(),
+            2 => self.v6_exact.keys().next().is_none(),
+            _ => self.v6.keys().next().is_none(),
+        }
+    }
+
+    /// Write entries, all of one map ([`slot`]), with one BPF_MAP_UPDATE_BATCH (entries that
+    /// exist are overwritten). Returns how many were written and why it stopped early, if it
+    /// did (E2BIG: full; EINVAL: no batch support here).
+    fn insert_batch(
+        &self,
+        nets: &[IpNet],
+        values: &[ListEntry],
+    ) -> (usize, Option<std::io::Error>) {
+        use aya::maps::IterableMap;
+        use std::os::fd::AsFd;
+        let flags = 0;
+        let trie4 = |n: &IpNet| crate::batch::TrieKey {
+            prefix_len: n.prefix_len() as u32,
+            addr: v4(n),
+        };
+        let trie6 = |n: &IpNet| crate::batch::TrieKey {
+            prefix_len: n.prefix_len() as u32,
+            addr: v6(n),
+        };
+        match slot(&nets[0]) {
+            0 => {
+                let keys: Vec<[u8; 4]> = nets.iter().map(v4).collect();
+                crate::batch::update(self.v4_exact.map().fd().as_fd(), &keys, values, flags)
+            }
+            1 => {
+                let keys: Vec<_> = nets.iter().map(trie4).collect();
+                crate::batch::update(self.v4.map().fd().as_fd(), &keys, values, flags)
+            }
+            2 => {
+                let keys: Vec<[u8; 16]> = nets.iter().map(v6).collect();
+                crate::batch::update(self.v6_exact.map().fd().as_fd(), &keys, values, flags)
+            }
+            _ => {
+                let keys: Vec<_> = nets.iter().map(trie6).collect();
+                crate::batch::update(self.v6.map().fd().as_fd(), &keys, values, flags)
+            }
+        }
+    }
+
+    fn full(&self, net: &IpNet) -> Error {
+        Error::ListFull {
+            list: self.kind.name(),
+            map: MAP_LABELS[slot(net)],
+            capacity: self.capacities[slot(net)],
+        }
+    }
+
     fn remove(&mut self, net: &IpNet) -> Result<bool> {
         let r = match (net, is_host(net)) {
             (IpNet::V4(_), true) => self.v4_exact.remove(&v4(net)),
@@ -332,6 +394,8 @@ pub struct Lists {
     pub block: ListMaps,
     pub feeds: Feeds,
     meta: HashMap<MapData, MetaKey, EntryMeta>,
+    /// The bitmap the data plane reads before the list maps.
+    pub front: Front,
 }
 
 /// One undo step of a batch.
@@ -342,12 +406,57 @@ struct Undo {
 
 impl Lists {
     pub fn take(ebpf: &mut Ebpf, pin: &PinDir) -> Result<Lists> {
-        Ok(Lists {
+        let lists = Lists {
             allow: ListMaps::take(ebpf, pin, ListKind::Allow)?,
             block: ListMaps::take(ebpf, pin, ListKind::Block)?,
             feeds: Feeds::take(ebpf)?,
             meta: take_map(ebpf, names::LIST_META)?,
+            front: Front::take(ebpf)?,
+        };
+        if !lists.front.ready() {
+            // Maps from a floodgate without a front (or just created): build it once.
+            for kind in [ListKind::Allow, ListKind::Block] {
+                lists.rebuild_front(kind)?;
+            }
+            lists.front.set_ready();
+        }
+        Ok(lists)
+    }
+
+    /// Make the front show exactly `kind`'s entries.
+    pub fn rebuild_front(&self, kind: ListKind) -> Result<()> {
+        self.front.rebuild(kind, || {
+            Ok(self
+                .list(kind)
+                .entries()?
+                .into_iter()
+                .map(|(n, _)| n)
+                .collect())
         })
+    }
+
+    /// After `n` removals from `kind`: rebuild the front once enough slots may be stale.
+    fn removed(&self, kind: ListKind, n: usize) -> Result<()> {
+        if n > 0 && self.front.removed(kind, n) {
+            self.rebuild_front(kind)?;
+        }
+        Ok(())
+    }
+
+    /// Rebuild what is due: a list with many removals, and the blocklist when the data
+    /// plane has auto-banned sources since the last rebuild (until then it looks every source
+    /// of that family up in the blocklist). Returns whether anything was rebuilt.
+    pub fn refresh_front(&self) -> Result<bool> {
+        let mut did = false;
+        if self.front.auto_pending() || self.front.removed(ListKind::Block, 0) {
+            self.rebuild_front(ListKind::Block)?;
+            did = true;
+        }
+        if self.front.removed(ListKind::Allow, 0) {
+            self.rebuild_front(ListKind::Allow)?;
+            did = true;
+        }
+        Ok(did)
     }
 
     pub fn list(&self, kind: ListKind) -> &ListMaps {
@@ -403,16 +512,75 @@ impl Lists {
         let mut undo: Vec<Undo> = Vec::with_capacity(items.len());
         let total = items.len();
         let mut added = Added::default();
-        for (i, item) in items.iter().enumerate() {
-            let net = &item.net;
-            let old = self.list(kind).get(net)?;
-            let value = ListEntry {
-                expires_at_ns: item.ttl.map_or(0, |t| (now + t).as_nanos() as u64),
-                hits: old.map_or(0, |o| o.hits),
-                prefix_len: net.prefix_len() as u32,
-                feed,
-            };
-            if let Err(e) = self.list_mut(kind).insert(net, value) {
+        let value_of = |item: &Item, hits: u64| ListEntry {
+            expires_at_ns: item.ttl.map_or(0, |t| (now + t).as_nanos() as u64),
+            hits,
+            prefix_len: item.net.prefix_len() as u32,
+            feed,
+        };
+        // Front first: the data plane may match an entry as soon as it is in its map.
+        for item in items {
+            self.front.mark(kind, &item.net);
+        }
+        // Entries grouped by map (stable: a repeated entry keeps its order). A map that is
+        // empty when its turn comes (a first load) takes its entries with one
+        // BPF_MAP_UPDATE_BATCH per few thousand: none can have a hit count to keep. Otherwise
+        // each entry is looked up and written on its own, as an update keeps its hit count.
+        let mut order: Vec<usize> = (0..items.len()).collect();
+        order.sort_by_key(|&i| slot(&items[i].net));
+        let mut batch_ok = true;
+        let mut empty: [Option<bool>; 4] = [None; 4];
+        let mut seen: HashSet<IpNet> = HashSet::new();
+        let mut i = 0;
+        while i < order.len() {
+            let s0 = slot(&items[order[i]].net);
+            let run_end = (i..order.len().min(i + BATCH))
+                .find(|&j| slot(&items[order[j]].net) != s0)
+                .unwrap_or(order.len().min(i + BATCH));
+            if batch_ok
+                && run_end - i >= BATCH_MIN
+                && *empty[s0].get_or_insert_with(|| self.list(kind).is_empty(s0))
+            {
+                let nets: Vec<IpNet> = order[i..run_end].iter().map(|&j| items[j].net).collect();
+                let values: Vec<ListEntry> = order[i..run_end]
+                    .iter()
+                    .map(|&j| value_of(&items[j], 0))
+                    .collect();
+                let (done, err) = self.list(kind).insert_batch(&nets, &values);
+                // The map was empty: undoing is removing (a repeat is removed twice, harmlessly).
+                for net in &nets[..done] {
+                    undo.push(Undo {
+                        net: *net,
+                        old: None,
+                    });
+                    if seen.insert(*net) {
+                        added.added += 1;
+                    } else {
+                        added.updated += 1;
+                    }
+                }
+                i += done;
+                match err.and_then(|e| e.raw_os_error()) {
+                    None => {
+                        progress(i, total);
+                        continue;
+                    }
+                    Some(libc::E2BIG) | Some(libc::ENOSPC) | Some(libc::ENOMEM) => {
+                        let e = self.list(kind).full(&nets[done.min(nets.len() - 1)]);
+                        self.rollback(kind, undo);
+                        return Err(e);
+                    }
+                    // No batch support here: one at a time from now on.
+                    Some(_) => batch_ok = false,
+                }
+                if i >= order.len() {
+                    break;
+                }
+            }
+            let item = &items[order[i]];
+            let old = self.list(kind).get(&item.net)?;
+            let value = value_of(item, old.map_or(0, |o| o.hits));
+            if let Err(e) = self.list_mut(kind).insert(&item.net, value) {
                 self.rollback(kind, undo);
                 return Err(e);
             }
@@ -420,9 +588,10 @@ impl Lists {
                 Some(_) => added.updated += 1,
                 None => added.added += 1,
             }
-            undo.push(Undo { net: *net, old });
-            if i % 4096 == 4095 {
-                progress(i + 1, total);
+            undo.push(Undo { net: item.net, old });
+            i += 1;
+            if i % 4096 == 0 {
+                progress(i, total);
             }
         }
         progress(total, total);
@@ -438,6 +607,8 @@ impl Lists {
     }
 
     fn rollback(&mut self, kind: ListKind, undo: Vec<Undo>) {
+        // Entries taken out again leave stale front bits, like any removal.
+        self.front.removed(kind, undo.len());
         for u in undo.into_iter().rev() {
             // Best effort: the map had room for these a moment ago.
             let _ = match u.old {
@@ -467,7 +638,7 @@ impl Lists {
             self.list_mut(kind).remove(net)?;
             self.remove_meta(kind, net);
         }
-        Ok(())
+        self.removed(kind, nets.len())
     }
 
     fn remove_meta(&mut self, kind: ListKind, net: &IpNet) {
@@ -490,6 +661,7 @@ impl Lists {
                 absent.push(*net);
             }
         }
+        self.removed(kind, removed.len())?;
         Ok((removed, absent))
     }
 
@@ -506,6 +678,7 @@ impl Lists {
             self.list_mut(kind).remove(net)?;
             self.remove_meta(kind, net);
         }
+        self.removed(kind, entries.len())?;
         Ok(entries.len())
     }
 
@@ -515,6 +688,11 @@ impl Lists {
         for (net, _) in &entries {
             self.list_mut(kind).remove(net)?;
             self.remove_meta(kind, net);
+        }
+        // Empty now: clearing the front costs nothing.
+        if !entries.is_empty() {
+            self.front.removed(kind, entries.len());
+            self.rebuild_front(kind)?;
         }
         Ok(entries.len())
     }
@@ -542,6 +720,7 @@ impl Lists {
             self.list_mut(kind).remove(net)?;
             self.remove_meta(kind, net);
         }
+        self.removed(kind, stale.len())?;
         Ok((added, stale.len()))
     }
 
@@ -586,6 +765,7 @@ impl Lists {
             self.list_mut(kind).remove(net)?;
             self.remove_meta(kind, net);
         }
+        self.removed(kind, expired.len())?;
         Ok(expired.len())
     }
 

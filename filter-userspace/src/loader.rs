@@ -394,3 +394,6 @@ pub fn program_id(pin: &PinDir) -> Option<u32> {
 
 /// The empty XDP_DROP program (`filter-ebpf/src/floor.rs`), for benchmarks only.
 pub static FLOOR_OBJECT: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/floor"));
+
+/// The benchmarks' flood generator (see filter-ebpf/src/flood.rs); not used by floodgate.
+pub static FLOOD_OBJECT: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/flood"));

@@ -1,6 +1,7 @@
 //! Shared pieces of the privileged tests: a packet builder for fixtures, a BPF_PROG_TEST_RUN
 //! harness with its own pin directory, and a runner for the real `floodgate` binary.
 
+pub mod bench;
 pub mod daemon;
 pub mod packet;
 

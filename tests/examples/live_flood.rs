@@ -1,0 +1,245 @@
+//! The program's own cost under a live random-source flood, with blocklists of 0, 10k, 100k
+//! and 1M mixed prefixes, beside an empty XDP_DROP program and xdp-filter (at its 10k limit).
+//!
+//! The flood comes from the live-frames generator (filter-ebpf/src/flood.rs) on the attacker's
+//! veth: every frame has a new random source, so lookups miss the caches as a real spoofed
+//! flood does (BPF_PROG_TEST_RUN's repeat mode reuses one packet and keeps them hot). The
+//! figure is the kernel's own `run_time_ns / run_cnt` for the victim's program, with stats on
+//! (BPF_ENABLE_STATS, which adds its own two clock reads per run: hence the empty program is
+//! measured the same way, in the same round, and the ratios are what to read).
+//!
+//! Prints a Markdown section; `cargo xtask bench` collects it into BENCHMARKS.md.
+
+use std::{os::fd::AsFd, time::Instant};
+
+use aya::{
+    Ebpf,
+    maps::{HashMap, MapData},
+    programs::{ProgramFd, ProgramInfo, Xdp},
+};
+use filter_common::FEED_CLI;
+use floodgate::{
+    lists::ListKind,
+    loader::{self, PinDir},
+    netlink,
+    settings::Settings,
+    state::{Access, State},
+};
+use floodgate_lab::{Lab, VICTIM_IF};
+use floodgate_tests::bench::*;
+use ipnet::IpNet;
+
+const SIZES: [usize; 4] = [0, 10_000, 100_000, 1_000_000];
+const ROUNDS: usize = 5;
+const FRAMES: u32 = 1_000_000;
+const XDP_FILTER_PINS: &str = "/sys/fs/bpf/xdp-filter";
+
+/// A program that can be put on the victim's veth for a measurement.
+struct Candidate {
+    name: String,
+    fd: ProgramFd,
+    id: u32,
+}
+
+fn on_victim<T>(lab: &Lab, c: &Candidate, f: impl FnOnce() -> T) -> T {
+    let ifindex = lab
+        .victim
+        .run(|| floodgate::sys::if_index(VICTIM_IF).expect("victim veth"))
+        .expect("victim namespace");
+    lab.victim
+        .run(|| netlink::attach(ifindex, c.fd.as_fd(), netlink::XDP_FLAGS_DRV_MODE))
+        .expect("victim namespace")
+        .unwrap_or_else(|e| panic!("attaching {}: {e}", c.name));
+    let out = f();
+    lab.victim
+        .run(|| netlink::detach(ifindex, c.fd.as_fd(), netlink::XDP_FLAGS_DRV_MODE))
+        .expect("victim namespace")
+        .unwrap_or_else(|e| panic!("detaching {}: {e}", c.name));
+    out
+}
+
+fn candidate(name: &str, prog: &Xdp) -> Candidate {
+    let info = prog.info().expect("program info");
+    Candidate {
+        name: name.into(),
+        fd: info.fd().expect("program fd"),
+        id: info.id(),
+    }
+}
+
+/// xdp-filter (Debian xdp-tools) loaded on the victim, taken off again at once: we keep its
+/// program by fd and attach it ourselves each round, as the others are. Its IPv4 and IPv6
+/// deny maps get the first 10k hosts of each family from `list`.
+fn xdp_filter(lab: &Lab, list: &[IpNet]) -> Candidate {
+    let _ = std::fs::remove_dir_all(XDP_FILTER_PINS);
+    let out = lab
+        .victim
+        .command("xdp-filter")
+        .args([
+            "load",
+            "--mode",
+            "native",
+            "--features",
+            "ipv4,ipv6",
+            VICTIM_IF,
+        ])
+        .env("LIBXDP_SKIP_DISPATCHER", "1")
+        .output()
+        .expect("running xdp-filter");
+    assert!(
+        out.status.success(),
+        "xdp-filter load: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let attached = lab
+        .victim
+        .run(netlink::xdp_interfaces)
+        .expect("victim namespace")
+        .expect("netlink");
+    let id = attached
+        .iter()
+        .find(|x| x.ifname == VICTIM_IF)
+        .expect("xdp-filter attached")
+        .prog_id;
+    let info: ProgramInfo = aya::programs::loaded_programs()
+        .filter_map(Result::ok)
+        .find(|p| p.id() == id)
+        .expect("xdp-filter program");
+    let c = Candidate {
+        name: "xdp-filter".into(),
+        fd: info.fd().expect("xdp-filter fd"),
+        id,
+    };
+    let ifindex = lab
+        .victim
+        .run(|| floodgate::sys::if_index(VICTIM_IF).expect("victim veth"))
+        .expect("victim namespace");
+    lab.victim
+        .run(|| netlink::detach(ifindex, c.fd.as_fd(), netlink::XDP_FLAGS_DRV_MODE))
+        .expect("victim namespace")
+        .expect("taking xdp-filter off");
+    // xdp-filter's value: flag bits, MAP_FLAG_SRC = 1 (its counter lives above bit 6).
+    const MAP_FLAG_SRC: u64 = 1;
+    let mut v4: HashMap<MapData, [u8; 4], u64> = HashMap::try_from(aya::maps::Map::HashMap(
+        MapData::from_pin(format!("{XDP_FILTER_PINS}/filter_ipv4")).expect("filter_ipv4 pin"),
+    ))
+    .expect("filter_ipv4");
+    let mut v6: HashMap<MapData, [u8; 16], u64> = HashMap::try_from(aya::maps::Map::HashMap(
+        MapData::from_pin(format!("{XDP_FILTER_PINS}/filter_ipv6")).expect("filter_ipv6 pin"),
+    ))
+    .expect("filter_ipv6");
+    let (mut n4, mut n6) = (0, 0);
+    for net in list {
+        match net {
+            IpNet::V4(n) if n.prefix_len() == 32 && n4 < 10_000 => {
+                v4.insert(n.addr().octets(), MAP_FLAG_SRC, 0)
+                    .expect("filter_ipv4 insert");
+                n4 += 1;
+            }
+            IpNet::V6(n) if n.prefix_len() == 128 && n6 < 10_000 => {
+                v6.insert(n.addr().octets(), MAP_FLAG_SRC, 0)
+                    .expect("filter_ipv6 insert");
+                n6 += 1;
+            }
+            _ => {}
+        }
+    }
+    c
+}
+
+fn main() {
+    let lab = Lab::new("lf").expect("creating the lab");
+    let _stats = RunTimeStats::enable();
+    let flood = Flood::anywhere();
+    let frames = [
+        ("IPv4", flood_frame(&lab, false, false)),
+        ("IPv6", flood_frame(&lab, true, false)),
+    ];
+
+    let mut floor_obj = Ebpf::load(loader::FLOOR_OBJECT).expect("loading the floor object");
+    let floor: &mut Xdp = floor_obj
+        .program_mut("floor")
+        .expect("floor")
+        .try_into()
+        .expect("xdp");
+    floor.load().expect("verifying floor");
+    let floor = candidate("empty XDP_DROP", floor);
+
+    let pin = PinDir::new(&lab.pin_dir);
+    let mut state = State::open(&pin, Access::Write).expect("opening floodgate's maps");
+    state
+        .write_settings(&Settings::default())
+        .expect("settings");
+    let fg = candidate(
+        "floodgate",
+        loader::program(&mut state.ebpf).expect("floodgate program"),
+    );
+
+    let list = mixed_list(*SIZES.last().expect("sizes"), 0x5eed);
+    println!("## Program cost under a live random-source flood\n");
+    println!(
+        "`run_time_ns / run_cnt` of the victim's program (BPF_ENABLE_STATS on), {FRAMES} frames \
+         per measurement, random sources (IPv4: anywhere; IPv6: in 2000::/3), {ROUNDS} \
+         rounds; median (min..max) in ns per packet. Lists: 70% IPv4 (90% /32, 9.5% /24, \
+         0.5% /16), 30% IPv6 (60% /128, 30% /64, 10% /48). Defences at their defaults.\n"
+    );
+    println!(
+        "| blocklist | family | empty XDP_DROP | floodgate | floodgate / empty | xdp-filter (10k hosts) | xdp-filter / empty |"
+    );
+    println!("|---|---|---|---|---|---|---|");
+    let mut loaded = 0;
+    for size in SIZES {
+        let t = Instant::now();
+        state
+            .lists
+            .add(
+                ListKind::Block,
+                FEED_CLI,
+                &list[loaded..size],
+                None,
+                None,
+                &mut |_, _| {},
+            )
+            .expect("filling the blocklist");
+        eprintln!(
+            "live_flood: blocklist {loaded} -> {size} entries in {:.2} s",
+            t.elapsed().as_secs_f64()
+        );
+        loaded = size;
+        let peer = (size == 10_000).then(|| xdp_filter(&lab, &list));
+        let mut cands = vec![&floor, &fg];
+        if let Some(p) = &peer {
+            cands.push(p);
+        }
+        for (family, frame) in &frames {
+            let mut ns: Vec<Vec<f64>> = vec![Vec::new(); cands.len()];
+            for _ in 0..ROUNDS {
+                for (i, c) in cands.iter().enumerate() {
+                    ns[i].push(on_victim(&lab, c, || {
+                        flood.send(&lab, frame, FRAMES / 10);
+                        mean_run_ns(c.id, || {
+                            flood.send(&lab, frame, FRAMES);
+                        })
+                    }));
+                }
+            }
+            let ratio =
+                |i: usize| -> Vec<f64> { ns[i].iter().zip(&ns[0]).map(|(a, b)| a / b).collect() };
+            let (peer_ns, peer_ratio) = if cands.len() > 2 {
+                (fmt_spread(&ns[2], 1), fmt_spread(&ratio(2), 2))
+            } else {
+                ("".into(), "".into())
+            };
+            println!(
+                "| {size} | {family} | {} | {} | {} | {peer_ns} | {peer_ratio} |",
+                fmt_spread(&ns[0], 1),
+                fmt_spread(&ns[1], 1),
+                fmt_spread(&ratio(1), 2),
+            );
+        }
+        if peer.is_some() {
+            let _ = std::fs::remove_dir_all(XDP_FILTER_PINS);
+        }
+    }
+    println!();
+}

@@ -1,0 +1,221 @@
+//! Pieces the benchmarks (tests/examples, run by `cargo xtask bench`) share: the live-frames
+//! flood generator, the kernel's own per-program run-time counters, a mixed list of prefixes,
+//! and median/min/max over rounds.
+
+use std::{
+    net::{Ipv4Addr, Ipv6Addr},
+    os::fd::AsRawFd,
+    time::{Duration, Instant},
+};
+
+use anyhow::Context as _;
+use aya::{
+    Ebpf, EbpfLoader,
+    programs::{ProgramInfo, TestRun, TestRunAttrs, TestRunOptions, Xdp, loaded_programs},
+};
+use floodgate::loader;
+use floodgate_lab::{ATTACKER_IF, Lab, VICTIM_V4, VICTIM_V6, traffic};
+use ipnet::{IpNet, Ipv4Net, Ipv6Net};
+
+/// Frames per live-frames batch (the kernel's default is 64).
+const BATCH: u32 = 64;
+
+/// The flood generator (filter-ebpf/src/flood.rs) loaded for one source range.
+pub struct Flood {
+    ebpf: Ebpf,
+}
+
+impl Flood {
+    /// IPv4 sources `(base & !mask) | (random & mask)`; IPv6 sources get 96 random bits.
+    pub fn new(base: Ipv4Addr, mask: u32) -> Flood {
+        let base = u32::from(base);
+        let mut ebpf = EbpfLoader::new()
+            .override_global("SRC4_BASE", &base, true)
+            .override_global("SRC4_MASK", &mask, true)
+            .load(loader::FLOOD_OBJECT)
+            .expect("loading the flood generator");
+        let prog: &mut Xdp = ebpf
+            .program_mut("flood")
+            .expect("flood program")
+            .try_into()
+            .expect("xdp");
+        prog.load().expect("verifying the flood generator");
+        Flood { ebpf }
+    }
+
+    /// Random sources anywhere in IPv4 (and in 2000::/3 for IPv6 frames).
+    pub fn anywhere() -> Flood {
+        Flood::new(Ipv4Addr::UNSPECIFIED, u32::MAX)
+    }
+
+    /// Send `n` copies of `frame` (sources rewritten) out of the attacker's veth; the victim's
+    /// XDP program receives them as xdp_frames. Returns the wall time of the run, which also
+    /// covers the victim's receive work: veth's NAPI poll runs in the softirq raised when each
+    /// batch is flushed, on this CPU, before the syscall returns.
+    pub fn send(&self, lab: &Lab, frame: &[u8], n: u32) -> Duration {
+        let prog: &Xdp = self
+            .ebpf
+            .program("flood")
+            .expect("flood program")
+            .try_into()
+            .expect("xdp");
+        lab.attacker
+            .run(|| {
+                let ifindex = floodgate::sys::if_index(ATTACKER_IF).expect("attacker veth");
+                // struct xdp_md: data, data_end, data_meta, ingress_ifindex, rx_queue_index,
+                // egress_ifindex.
+                let md: [u32; 6] = [0, frame.len() as u32, 0, ifindex, 0, 0];
+                let ctx: Vec<u8> = md.iter().flat_map(|w| w.to_ne_bytes()).collect();
+                let started = Instant::now();
+                prog.test_run(TestRunOptions {
+                    data_in: Some(frame),
+                    ctx_in: Some(&ctx),
+                    repeat: n,
+                    attrs: TestRunAttrs::new().xdp_live_frames(BATCH),
+                    ..TestRunOptions::default()
+                })
+                .expect("live-frames test_run");
+                started.elapsed()
+            })
+            .expect("running in the attacker namespace")
+    }
+}
+
+/// A 64-byte UDP frame to the victim. `to_victim_mac`: false sends it to a MAC nobody has, so
+/// frames the victim's program passes are dropped cheaply by the IP layer (PACKET_OTHERHOST)
+/// instead of costing a socket lookup and an ICMP error each.
+pub fn flood_frame(lab: &Lab, v6: bool, to_victim_mac: bool) -> Vec<u8> {
+    let src_mac = Lab::mac(&lab.attacker, ATTACKER_IF).expect("attacker MAC");
+    let dst_mac = if to_victim_mac {
+        Lab::mac(&lab.victim, floodgate_lab::VICTIM_IF).expect("victim MAC")
+    } else {
+        [0x02, 0, 0, 0, 0xfe, 0x01]
+    };
+    let (src, dst): (std::net::IpAddr, std::net::IpAddr) = if v6 {
+        (floodgate_lab::ATTACKER_V6.into(), VICTIM_V6.into())
+    } else {
+        (floodgate_lab::ATTACKER_V4.into(), VICTIM_V4.into())
+    };
+    let payload_len = if v6 { 2 } else { 22 };
+    traffic::udp_frame(src_mac, dst_mac, src, dst, 40000, 9, &vec![0; payload_len])
+}
+
+/// Turn on the kernel's per-program run-time counters (BPF_ENABLE_STATS) while this lives;
+/// they go off again when it is dropped, whatever kernel.bpf_stats_enabled says.
+pub struct RunTimeStats(#[expect(dead_code, reason = "held for its Drop")] std::os::fd::OwnedFd);
+
+impl RunTimeStats {
+    pub fn enable() -> RunTimeStats {
+        RunTimeStats(aya::sys::enable_stats(aya::sys::Stats::RunTime).expect("BPF_ENABLE_STATS"))
+    }
+}
+
+/// (run_time_ns, run_cnt) of the program with this id.
+pub fn run_stats(prog_id: u32) -> (u64, u64) {
+    let info: ProgramInfo = loaded_programs()
+        .filter_map(Result::ok)
+        .find(|p| p.id() == prog_id)
+        .unwrap_or_else(|| panic!("no loaded program with id {prog_id}"));
+    (info.run_time().as_nanos() as u64, info.run_count())
+}
+
+/// The program's mean run time per packet over `f`, in ns (needs [`RunTimeStats`]).
+pub fn mean_run_ns(prog_id: u32, f: impl FnOnce()) -> f64 {
+    let (t0, c0) = run_stats(prog_id);
+    f();
+    let (t1, c1) = run_stats(prog_id);
+    assert!(
+        c1 > c0,
+        "program {prog_id} never ran: is the flood reaching it?"
+    );
+    (t1 - t0) as f64 / (c1 - c0) as f64
+}
+
+/// Median, min and max.
+pub fn spread(v: &[f64]) -> (f64, f64, f64) {
+    let mut v = v.to_vec();
+    v.sort_by(|a, b| a.partial_cmp(b).expect("no NaN"));
+    (v[v.len() / 2], v[0], v[v.len() - 1])
+}
+
+/// "median (min..max)" with `digits` decimals.
+pub fn fmt_spread(v: &[f64], digits: usize) -> String {
+    let (m, lo, hi) = spread(v);
+    format!("{m:.digits$} ({lo:.digits$}..{hi:.digits$})")
+}
+
+/// A deterministic xorshift generator: the same lists on every run.
+pub struct Rng(u64);
+
+impl Rng {
+    pub fn new(seed: u64) -> Rng {
+        Rng(seed | 1)
+    }
+    pub fn next_u64(&mut self) -> u64 {
+        let mut x = self.0;
+        x ^= x << 13;
+        x ^= x >> 7;
+        x ^= x << 17;
+        self.0 = x;
+        x
+    }
+}
+
+/// `n` distinct prefixes shaped like a real feed: 70% IPv4 (90% /32, 9.5% /24, 0.5% /16) and
+/// 30% IPv6 in 2000::/3 (60% /128, 30% /64, 10% /48), spread over the address space as real
+/// feeds are. Entries avoid the lab's own ranges (198.18.0.0/15, 2001:db8::/32).
+pub fn mixed_list(n: usize, seed: u64) -> Vec<IpNet> {
+    let mut rng = Rng::new(seed);
+    let mut seen = std::collections::HashSet::with_capacity(n);
+    let mut out = Vec::with_capacity(n);
+    let lab = Ipv4Net::new(Ipv4Addr::new(198, 18, 0, 0), 15).expect("lab range");
+    while out.len() < n {
+        let r = rng.next_u64();
+        let pick = (r >> 40) % 1000;
+        let net: IpNet = if pick < 700 {
+            let len = match pick % 200 {
+                0 => 16,
+                1..=19 => 24,
+                _ => 32,
+            };
+            let addr = Ipv4Addr::from(r as u32);
+            let net = Ipv4Net::new(addr, len).expect("len").trunc();
+            if lab.contains(&net) || net.contains(&lab) {
+                continue;
+            }
+            net.into()
+        } else {
+            let len = match pick % 10 {
+                0..=5 => 128,
+                6..=8 => 64,
+                _ => 48,
+            };
+            let lo = rng.next_u64();
+            let top = 0x2000_0000 | (r as u32 & 0x1fff_ffff);
+            if top == 0x2001_0db8 {
+                continue;
+            }
+            let bits =
+                ((top as u128) << 96) | (((r >> 32) as u128 & 0xffff_ffff) << 64) | lo as u128;
+            Ipv6Net::new(Ipv6Addr::from(bits), len)
+                .expect("len")
+                .trunc()
+                .into()
+        };
+        if seen.insert(net) {
+            out.push(net);
+        }
+    }
+    out
+}
+
+/// Bytes of kernel memory charged to a map (its fdinfo `memlock`).
+pub fn map_memlock(fd: &impl AsRawFd) -> u64 {
+    let text = std::fs::read_to_string(format!("/proc/self/fdinfo/{}", fd.as_raw_fd()))
+        .expect("reading fdinfo");
+    text.lines()
+        .find_map(|l| l.strip_prefix("memlock:"))
+        .and_then(|v| v.trim().parse().ok())
+        .context("no memlock in fdinfo")
+        .expect("memlock")
+}
