@@ -653,3 +653,159 @@ fn blocklist_drops_are_counted_per_source() {
     let names = h.state.lists.feeds.names().expect("names");
     assert_eq!(names.get(e.feed), "threat-intel");
 }
+
+/// The front bitmap the data plane reads first: every entry shows there, removals leave stale
+/// bits that a rebuild clears (after REBUILD_AFTER removals), an IPv6 prefix shorter than /48
+/// switches the family's front to "look everything up", and a first load goes in by batch.
+#[test]
+fn the_front_shows_every_entry_and_rebuilds_after_removals() {
+    let mut h = Harness::new();
+    let drop_from = |h: &mut Harness, src: Ipv4Addr| h.run(&v4(src, UDP, &udp_payload()));
+    assert_eq!(h.state.lists.front.marked(ListKind::Block), [0, 0], "empty");
+    assert_eq!(drop_from(&mut h, BLOCKED4), (XDP_PASS, Reason::Pass));
+
+    // 5000 hosts in 5000 different /24s (10.0.0.0/8), in one first load: a batch.
+    let hosts: Vec<_> = (0..5000u32)
+        .map(|i| ipnet::IpNet::from(std::net::IpAddr::V4(Ipv4Addr::from(0x0a00_0001 + (i << 8)))))
+        .collect();
+    let added = h
+        .state
+        .lists
+        .add(
+            ListKind::Block,
+            FEED_CLI,
+            &hosts,
+            None,
+            None,
+            &mut |_, _| {},
+        )
+        .expect("first load");
+    assert_eq!(added.added, 5000);
+    assert_eq!(h.state.lists.front.marked(ListKind::Block), [5000, 0]);
+    for src in [Ipv4Addr::new(10, 0, 0, 1), Ipv4Addr::new(10, 19, 135, 1)] {
+        assert_eq!(
+            drop_from(&mut h, src),
+            (XDP_DROP, Reason::Blocklist),
+            "{src}"
+        );
+    }
+    // Same /24 as a listed host, not listed itself: the front says "maybe", the maps say no.
+    assert_eq!(
+        drop_from(&mut h, Ipv4Addr::new(10, 0, 0, 2)),
+        (XDP_PASS, Reason::Pass)
+    );
+
+    // Adding them again updates (a lookup each, hit counts kept), adds nothing.
+    let again = h
+        .state
+        .lists
+        .add(
+            ListKind::Block,
+            FEED_CLI,
+            &hosts,
+            None,
+            None,
+            &mut |_, _| {},
+        )
+        .expect("reload");
+    assert_eq!((again.added, again.updated), (0, 5000));
+    let hits = |h: &Harness| {
+        h.state
+            .lists
+            .entries(ListKind::Block)
+            .expect("entries")
+            .iter()
+            .find(|e| e.net == hosts[0])
+            .map(|e| e.hits)
+    };
+    assert_eq!(hits(&h), Some(1), "the hit survives an update");
+
+    // Removing 4000 leaves stale bits (still correct: those sources pass)...
+    h.state
+        .lists
+        .del(ListKind::Block, &hosts[..4000])
+        .expect("removing 4000");
+    assert_eq!(
+        h.state.lists.front.marked(ListKind::Block),
+        [5000, 0],
+        "stale"
+    );
+    assert_eq!(
+        drop_from(&mut h, Ipv4Addr::new(10, 0, 0, 1)),
+        (XDP_PASS, Reason::Pass)
+    );
+    // ... and the 4096th removal rebuilds: exactly the 999 left.
+    h.state
+        .lists
+        .del(ListKind::Block, &hosts[4000..4001])
+        .expect("removing one more");
+    assert_eq!(
+        h.state.lists.front.marked(ListKind::Block),
+        [5000, 0],
+        "4001 removals: not yet"
+    );
+    h.state
+        .lists
+        .del(ListKind::Block, &hosts[4001..4100])
+        .expect("removing 99 more");
+    assert_eq!(
+        h.state.lists.front.marked(ListKind::Block),
+        [900, 0],
+        "rebuilt"
+    );
+    assert_eq!(
+        drop_from(&mut h, Ipv4Addr::new(10, 19, 135, 1)),
+        (XDP_DROP, Reason::Blocklist)
+    );
+
+    // A /8 marks its 65536 /24s; flush clears everything at once.
+    let slash8 = parse_prefix("11.0.0.0/8").expect("prefix");
+    h.state
+        .lists
+        .add(
+            ListKind::Block,
+            FEED_CLI,
+            &[slash8],
+            None,
+            None,
+            &mut |_, _| {},
+        )
+        .expect("a /8");
+    assert_eq!(
+        h.state.lists.front.marked(ListKind::Block),
+        [900 + 65536, 0]
+    );
+    assert_eq!(
+        drop_from(&mut h, Ipv4Addr::new(11, 200, 3, 4)),
+        (XDP_DROP, Reason::Blocklist)
+    );
+    h.state.lists.flush(ListKind::Block).expect("flush");
+    assert_eq!(
+        h.state.lists.front.marked(ListKind::Block),
+        [0, 0],
+        "flushed"
+    );
+    assert_eq!(
+        drop_from(&mut h, Ipv4Addr::new(11, 200, 3, 4)),
+        (XDP_PASS, Reason::Pass)
+    );
+
+    // IPv6: a /32 spans 65536 /48 slots, so it sets the family's "short prefix" word instead.
+    let v6_32 = parse_prefix("2001:db8::/32").expect("prefix");
+    h.state
+        .lists
+        .add(
+            ListKind::Block,
+            FEED_CLI,
+            &[v6_32],
+            None,
+            None,
+            &mut |_, _| {},
+        )
+        .expect("a v6 /32");
+    assert_eq!(h.state.lists.front.marked(ListKind::Block), [0, 0]);
+    assert_eq!(
+        h.run(&v6(CLEAN6, UDP, &udp(1, 2, &[0; 8]))),
+        (XDP_DROP, Reason::Blocklist)
+    );
+}

@@ -242,4 +242,35 @@ fn main() {
         }
     }
     println!();
+    memory(&pin, loaded);
+}
+
+/// Kernel memory of the list maps (their fdinfo `memlock`, which 6.x reports as what the map
+/// uses) with `entries` on the blocklist.
+fn memory(pin: &PinDir, entries: usize) {
+    use filter_common::map_names as n;
+    println!(
+        "## Kernel memory with {entries} blocklist entries
+"
+    );
+    println!("| map | bytes |");
+    println!("|---|---|");
+    let mut total = 0;
+    for name in [
+        n::BLOCK_V4_EXACT,
+        n::BLOCK_V4,
+        n::BLOCK_V6_EXACT,
+        n::BLOCK_V6,
+        n::FRONT,
+        n::LIST_META,
+    ] {
+        let map = MapData::from_pin(pin.maps().join(name)).expect("pinned map");
+        let bytes = map_memlock(map.fd());
+        total += bytes;
+        println!("| {name} | {bytes} |");
+    }
+    println!(
+        "| **total** | **{total}** ({:.0} bytes per entry) |\n",
+        total as f64 / entries.max(1) as f64
+    );
 }

@@ -4,7 +4,7 @@
 
 use std::{
     net::{Ipv4Addr, Ipv6Addr},
-    os::fd::AsRawFd,
+    os::fd::AsRawFd as _,
     time::{Duration, Instant},
 };
 
@@ -210,7 +210,9 @@ pub fn mixed_list(n: usize, seed: u64) -> Vec<IpNet> {
 }
 
 /// Bytes of kernel memory charged to a map (its fdinfo `memlock`).
-pub fn map_memlock(fd: &impl AsRawFd) -> u64 {
+pub fn map_memlock(fd: &aya::maps::MapFd) -> u64 {
+    use std::os::fd::AsFd;
+    let fd = fd.as_fd();
     let text = std::fs::read_to_string(format!("/proc/self/fdinfo/{}", fd.as_raw_fd()))
         .expect("reading fdinfo");
     text.lines()

@@ -30,7 +30,7 @@ enum Command {
     Test(test::Options),
     /// A guided attack on a lab of network namespaces, with live counters.
     Demo(demo::Options),
-    /// Benchmarks: test_run ns/packet per verdict path beside an empty XDP_DROP program.
+    /// Benchmarks: writes BENCHMARKS.md (test_run cost, live flood, netfilter, bulk load, push).
     Bench(bench::Options),
 }
 

@@ -184,10 +184,19 @@ fn bpffs(opts: &Options) -> anyhow::Result<()> {
 }
 
 fn debian_packages(opts: &Options) -> anyhow::Result<()> {
+    packages(DEBIAN_PACKAGES, opts.verbose)
+}
+
+/// The peers `cargo xtask bench` compares floodgate with, and the tools to set them up:
+/// xdp-filter (xdp-tools), nftables, iptables + ipset, ethtool (GRO on veth for netfilter).
+pub const BENCH_PACKAGES: &[&str] = &["xdp-tools", "nftables", "iptables", "ipset", "ethtool"];
+
+/// Install whichever of `wanted` (Debian packages) are missing; quick when none are.
+pub fn packages(wanted: &[&str], verbose: bool) -> anyhow::Result<()> {
     let out = Command::new("dpkg-query")
         .arg("-W")
         .arg("-f=${Package} ${db:Status-Abbrev}\n")
-        .args(DEBIAN_PACKAGES)
+        .args(wanted)
         .output();
     let installed: Vec<String> = match out {
         Ok(o) => String::from_utf8_lossy(&o.stdout)
@@ -197,17 +206,14 @@ fn debian_packages(opts: &Options) -> anyhow::Result<()> {
             .collect(),
         Err(_) => Vec::new(),
     };
-    let missing: Vec<&str> = DEBIAN_PACKAGES
+    let missing: Vec<&str> = wanted
         .iter()
         .copied()
         .filter(|p| !installed.iter().any(|i| i == p))
         .collect();
     if missing.is_empty() {
-        if opts.verbose {
-            step(&format!(
-                "Debian packages: {} present",
-                DEBIAN_PACKAGES.join(", ")
-            ));
+        if verbose {
+            step(&format!("Debian packages: {} present", wanted.join(", ")));
         }
         return Ok(());
     }
