@@ -534,13 +534,16 @@ impl Lists {
         let mut i = 0;
         while i < order.len() {
             let s0 = slot(&items[order[i]].net);
-            let run_end = (i..order.len().min(i + BATCH))
-                .find(|&j| slot(&items[order[j]].net) != s0)
-                .unwrap_or(order.len().min(i + BATCH));
-            if batch_ok
-                && run_end - i >= BATCH_MIN
-                && *empty[s0].get_or_insert_with(|| self.list(kind).is_empty(s0))
-            {
+            // Only worth finding the run's end when its map can take a batch.
+            let run_end =
+                if batch_ok && *empty[s0].get_or_insert_with(|| self.list(kind).is_empty(s0)) {
+                    (i..order.len().min(i + BATCH))
+                        .find(|&j| slot(&items[order[j]].net) != s0)
+                        .unwrap_or(order.len().min(i + BATCH))
+                } else {
+                    i
+                };
+            if run_end - i >= BATCH_MIN {
                 let nets: Vec<IpNet> = order[i..run_end].iter().map(|&j| items[j].net).collect();
                 let values: Vec<ListEntry> = order[i..run_end]
                     .iter()
