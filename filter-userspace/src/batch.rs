@@ -64,11 +64,3 @@ pub fn update<K: Copy, V: Copy>(
     let done = attr.count as usize;
     (if done >= keys.len() { 0 } else { done }, Some(err))
 }
-
-/// The key layout of an LPM trie (`struct bpf_lpm_trie_key`): prefix length, then address.
-#[repr(C)]
-#[derive(Clone, Copy)]
-pub struct TrieKey<const N: usize> {
-    pub prefix_len: u32,
-    pub addr: [u8; N],
-}

@@ -94,20 +94,21 @@ fn mark_into(net: &IpNet, list: u64, set: &mut impl FnMut(u32, u64)) {
     }
 }
 
-/// The words `kind` owns: its two bitmaps, and its bits in the control words.
-fn owned(kind: ListKind) -> Vec<(u32, u64)> {
+/// The words `kind` owns, each with the mask of its bits there: its two bitmaps whole, and
+/// its bits in the control word.
+fn owned(kind: ListKind) -> impl Iterator<Item = (u32, u64)> {
     let b = bit(kind);
-    let mut out = Vec::with_capacity(2 * FRONT_WORDS as usize + 2);
-    for v6 in [false, true] {
+    let bitmap = |v6| {
         let (first, _) = front_pos(0, v6, b);
-        out.extend((first..first + FRONT_WORDS).map(|w| (w, u64::MAX)));
-    }
-    out.push((
-        FRONT_CTL + FRONT_NONEMPTY,
-        front_nonempty_bit(false, b) | front_nonempty_bit(true, b),
-    ));
-    out.push((FRONT_CTL + FRONT_V6_SHORT, b));
-    out
+        (first..first + FRONT_WORDS).map(|w| (w, u64::MAX))
+    };
+    bitmap(false).chain(bitmap(true)).chain([
+        (
+            FRONT_CTL + FRONT_NONEMPTY,
+            front_nonempty_bit(false, b) | front_nonempty_bit(true, b),
+        ),
+        (FRONT_CTL + FRONT_V6_SHORT, b),
+    ])
 }
 
 impl Front {
@@ -161,8 +162,14 @@ impl Front {
 
     /// Count `n` removals from `kind`; true once a rebuild is due.
     pub fn removed(&self, kind: ListKind, n: usize) -> bool {
-        let w = self.word(pending_word(kind));
-        w.fetch_add(n as u64, Ordering::Relaxed) + n as u64 >= REBUILD_AFTER
+        self.word(pending_word(kind))
+            .fetch_add(n as u64, Ordering::Relaxed);
+        self.rebuild_due(kind)
+    }
+
+    /// Have enough entries left `kind` since its last rebuild ([`REBUILD_AFTER`])?
+    pub fn rebuild_due(&self, kind: ListKind) -> bool {
+        self.word(pending_word(kind)).load(Ordering::Relaxed) >= REBUILD_AFTER
     }
 
     /// Has the data plane auto-banned sources the front does not show yet?
@@ -278,8 +285,7 @@ mod tests {
 
     #[test]
     fn each_list_owns_its_own_bits() {
-        let allow: std::collections::HashMap<u32, u64> =
-            owned(ListKind::Allow).into_iter().collect();
+        let allow: std::collections::HashMap<u32, u64> = owned(ListKind::Allow).collect();
         for (w, mask) in owned(ListKind::Block) {
             let other = allow.get(&w).copied().unwrap_or(0);
             assert_eq!(mask & other, 0, "word {w}: bits owned by both lists");

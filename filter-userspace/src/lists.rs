@@ -260,15 +260,10 @@ impl ListMaps {
     ) -> (usize, Option<std::io::Error>) {
         use aya::maps::IterableMap;
         use std::os::fd::AsFd;
+        // aya's trie key is the kernel's layout (prefix length, then address), packed.
+        let trie4 = |n: &IpNet| Key::new(n.prefix_len() as u32, v4(n));
+        let trie6 = |n: &IpNet| Key::new(n.prefix_len() as u32, v6(n));
         let flags = 0;
-        let trie4 = |n: &IpNet| crate::batch::TrieKey {
-            prefix_len: n.prefix_len() as u32,
-            addr: v4(n),
-        };
-        let trie6 = |n: &IpNet| crate::batch::TrieKey {
-            prefix_len: n.prefix_len() as u32,
-            addr: v6(n),
-        };
         match slot(&nets[0]) {
             0 => {
                 let keys: Vec<[u8; 4]> = nets.iter().map(v4).collect();
@@ -448,11 +443,11 @@ impl Lists {
     /// of that family up in the blocklist). Returns whether anything was rebuilt.
     pub fn refresh_front(&self) -> Result<bool> {
         let mut did = false;
-        if self.front.auto_pending() || self.front.removed(ListKind::Block, 0) {
+        if self.front.auto_pending() || self.front.rebuild_due(ListKind::Block) {
             self.rebuild_front(ListKind::Block)?;
             did = true;
         }
-        if self.front.removed(ListKind::Allow, 0) {
+        if self.front.rebuild_due(ListKind::Allow) {
             self.rebuild_front(ListKind::Allow)?;
             did = true;
         }
@@ -611,7 +606,8 @@ impl Lists {
 
     fn rollback(&mut self, kind: ListKind, undo: Vec<Undo>) {
         // Entries taken out again leave stale front bits, like any removal.
-        self.front.removed(kind, undo.len());
+        let taken_out = undo.iter().filter(|u| u.old.is_none()).count();
+        self.front.removed(kind, taken_out);
         for u in undo.into_iter().rev() {
             // Best effort: the map had room for these a moment ago.
             let _ = match u.old {
@@ -694,7 +690,6 @@ impl Lists {
         }
         // Empty now: clearing the front costs nothing.
         if !entries.is_empty() {
-            self.front.removed(kind, entries.len());
             self.rebuild_front(kind)?;
         }
         Ok(entries.len())
