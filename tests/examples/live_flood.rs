@@ -10,10 +10,9 @@
 //!
 //! Prints a Markdown section; `cargo xtask bench` collects it into BENCHMARKS.md.
 
-use std::{os::fd::AsFd, time::Instant};
+use std::time::Instant;
 
 use aya::{
-    Ebpf,
     maps::{HashMap, MapData},
     programs::{ProgramFd, ProgramInfo, Xdp},
 };
@@ -36,32 +35,20 @@ const XDP_FILTER_PINS: &str = "/sys/fs/bpf/xdp-filter";
 
 /// A program that can be put on the victim's veth for a measurement.
 struct Candidate {
-    name: String,
     fd: ProgramFd,
     id: u32,
 }
 
 fn on_victim<T>(lab: &Lab, c: &Candidate, f: impl FnOnce() -> T) -> T {
-    let ifindex = lab
-        .victim
-        .run(|| floodgate::sys::if_index(VICTIM_IF).expect("victim veth"))
-        .expect("victim namespace");
-    lab.victim
-        .run(|| netlink::attach(ifindex, c.fd.as_fd(), netlink::XDP_FLAGS_DRV_MODE))
-        .expect("victim namespace")
-        .unwrap_or_else(|e| panic!("attaching {}: {e}", c.name));
+    victim_xdp(lab, &c.fd, true);
     let out = f();
-    lab.victim
-        .run(|| netlink::detach(ifindex, c.fd.as_fd(), netlink::XDP_FLAGS_DRV_MODE))
-        .expect("victim namespace")
-        .unwrap_or_else(|e| panic!("detaching {}: {e}", c.name));
+    victim_xdp(lab, &c.fd, false);
     out
 }
 
-fn candidate(name: &str, prog: &Xdp) -> Candidate {
+fn candidate(prog: &Xdp) -> Candidate {
     let info = prog.info().expect("program info");
     Candidate {
-        name: name.into(),
         fd: info.fd().expect("program fd"),
         id: info.id(),
     }
@@ -106,18 +93,10 @@ fn xdp_filter(lab: &Lab, list: &[IpNet]) -> Candidate {
         .find(|p| p.id() == id)
         .expect("xdp-filter program");
     let c = Candidate {
-        name: "xdp-filter".into(),
         fd: info.fd().expect("xdp-filter fd"),
         id,
     };
-    let ifindex = lab
-        .victim
-        .run(|| floodgate::sys::if_index(VICTIM_IF).expect("victim veth"))
-        .expect("victim namespace");
-    lab.victim
-        .run(|| netlink::detach(ifindex, c.fd.as_fd(), netlink::XDP_FLAGS_DRV_MODE))
-        .expect("victim namespace")
-        .expect("taking xdp-filter off");
+    victim_xdp(lab, &c.fd, false);
     // xdp-filter's value: flag bits, MAP_FLAG_SRC = 1 (its counter lives above bit 6).
     const MAP_FLAG_SRC: u64 = 1;
     let mut v4: HashMap<MapData, [u8; 4], u64> = HashMap::try_from(aya::maps::Map::HashMap(
@@ -156,24 +135,15 @@ fn main() {
         ("IPv6", flood_frame(&lab, true, false)),
     ];
 
-    let mut floor_obj = Ebpf::load(loader::FLOOR_OBJECT).expect("loading the floor object");
-    let floor: &mut Xdp = floor_obj
-        .program_mut("floor")
-        .expect("floor")
-        .try_into()
-        .expect("xdp");
-    floor.load().expect("verifying floor");
-    let floor = candidate("empty XDP_DROP", floor);
+    let (fd, id) = floor();
+    let floor = Candidate { fd, id };
 
     let pin = PinDir::new(&lab.pin_dir);
     let mut state = State::open(&pin, Access::Write).expect("opening floodgate's maps");
     state
         .write_settings(&Settings::default())
         .expect("settings");
-    let fg = candidate(
-        "floodgate",
-        loader::program(&mut state.ebpf).expect("floodgate program"),
-    );
+    let fg = candidate(loader::program(&mut state.ebpf).expect("floodgate program"));
 
     let list = mixed_list(*SIZES.last().expect("sizes"), 0x5eed);
     println!("## Program cost under a live random-source flood\n");

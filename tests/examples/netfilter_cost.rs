@@ -14,15 +14,10 @@
 use std::{
     fmt::Write as _,
     net::Ipv4Addr,
-    os::fd::AsFd,
     time::{Duration, Instant},
 };
 
-use aya::{
-    Ebpf,
-    programs::{ProgramFd, Xdp},
-};
-use floodgate::{loader, netlink};
+use floodgate::loader;
 use floodgate_lab::{Lab, VICTIM_IF};
 use floodgate_tests::{bench::*, floodgate_bin};
 use ipnet::IpNet;
@@ -48,23 +43,6 @@ fn run_in(lab: &Lab, program: &str, args: &[&str]) -> Duration {
         String::from_utf8_lossy(&out.stderr)
     );
     t.elapsed()
-}
-
-fn xdp(lab: &Lab, fd: &ProgramFd, on: bool) {
-    let ifindex = lab
-        .victim
-        .run(|| floodgate::sys::if_index(VICTIM_IF).expect("victim veth"))
-        .expect("victim namespace");
-    lab.victim
-        .run(|| {
-            if on {
-                netlink::attach(ifindex, fd.as_fd(), netlink::XDP_FLAGS_DRV_MODE)
-            } else {
-                netlink::detach(ifindex, fd.as_fd(), netlink::XDP_FLAGS_DRV_MODE)
-            }
-        })
-        .expect("victim namespace")
-        .expect("XDP attach/detach");
 }
 
 fn main() {
@@ -153,20 +131,11 @@ fn main() {
         .expect("info")
         .fd()
         .expect("fd");
-    let mut floor_obj = Ebpf::load(loader::FLOOR_OBJECT).expect("floor object");
-    let floor: &mut Xdp = floor_obj
-        .program_mut("floor")
-        .expect("floor")
-        .try_into()
-        .expect("xdp");
-    floor.load().expect("verifying floor");
-    let floor_fd = floor.info().expect("info").fd().expect("fd");
+    let (floor_fd, _) = floor();
 
     // iptables stays on throughout: nft's ingress hook and XDP both drop before it runs.
-    run_in(
-        &lab,
-        "iptables-legacy",
-        &[
+    for (tool, set) in [("iptables-legacy", "fg4"), ("ip6tables-legacy", "fg6")] {
+        let rule = [
             "-t",
             "raw",
             "-A",
@@ -174,29 +143,11 @@ fn main() {
             "-m",
             "set",
             "--match-set",
-            "fg4",
+            set,
             "src",
-            "-j",
-            "DROP",
-        ],
-    );
-    run_in(
-        &lab,
-        "ip6tables-legacy",
-        &[
-            "-t",
-            "raw",
-            "-A",
-            "PREROUTING",
-            "-m",
-            "set",
-            "--match-set",
-            "fg6",
-            "src",
-            "-j",
-            "DROP",
-        ],
-    );
+        ];
+        run_in(&lab, tool, &[&rule[..], &["-j", "DROP"]].concat());
+    }
     let chain_on = format!(
         "add chain netdev fgbench ingress {{ type filter hook ingress device {VICTIM_IF} priority -500; }}\n\
          add rule netdev fgbench ingress ip saddr @block4 drop\n\
@@ -241,12 +192,12 @@ fn main() {
         flood.send(&lab, &frame, FRAMES).as_nanos() as f64 / FRAMES as f64
     };
     for _ in 0..ROUNDS {
-        xdp(&lab, &floor_fd, true);
+        victim_xdp(&lab, &floor_fd, true);
         ns[0].push(measure());
-        xdp(&lab, &floor_fd, false);
-        xdp(&lab, &fg_fd, true);
+        victim_xdp(&lab, &floor_fd, false);
+        victim_xdp(&lab, &fg_fd, true);
         ns[1].push(measure());
-        xdp(&lab, &fg_fd, false);
+        victim_xdp(&lab, &fg_fd, false);
         nft_chain(true);
         ns[2].push(measure());
         nft_chain(false);

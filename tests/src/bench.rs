@@ -4,18 +4,58 @@
 
 use std::{
     net::{Ipv4Addr, Ipv6Addr},
-    os::fd::AsRawFd as _,
+    os::fd::{AsFd as _, AsRawFd as _},
     time::{Duration, Instant},
 };
 
 use anyhow::Context as _;
 use aya::{
     Ebpf, EbpfLoader,
-    programs::{ProgramInfo, TestRun, TestRunAttrs, TestRunOptions, Xdp, loaded_programs},
+    programs::{
+        ProgramFd, ProgramInfo, TestRun, TestRunAttrs, TestRunOptions, Xdp, loaded_programs,
+    },
 };
-use floodgate::loader;
-use floodgate_lab::{ATTACKER_IF, Lab, VICTIM_V4, VICTIM_V6, traffic};
+use floodgate::{loader, netlink};
+use floodgate_lab::{ATTACKER_IF, Lab, VICTIM_IF, VICTIM_V4, VICTIM_V6, traffic};
 use ipnet::{IpNet, Ipv4Net, Ipv6Net};
+
+/// The empty XDP_DROP program (the floor), loaded: its fd (which keeps it loaded) and id.
+pub fn floor() -> (ProgramFd, u32) {
+    let mut obj = Ebpf::load(loader::FLOOR_OBJECT).expect("loading the floor object");
+    let floor: &mut Xdp = obj
+        .program_mut("floor")
+        .expect("floor program")
+        .try_into()
+        .expect("xdp");
+    floor.load().expect("verifying the floor program");
+    let info = floor.info().expect("floor info");
+    (info.fd().expect("floor fd"), info.id())
+}
+
+/// Attach (`on`) or detach the program `fd` on the victim's veth, native mode. Detach names
+/// the program, so it never takes off anything else.
+pub fn victim_xdp(lab: &Lab, fd: &ProgramFd, on: bool) {
+    let ifindex = lab
+        .victim
+        .run(|| floodgate::sys::if_index(VICTIM_IF).expect("victim veth"))
+        .expect("victim namespace");
+    let mode = netlink::XDP_FLAGS_DRV_MODE;
+    lab.victim
+        .run(|| {
+            if on {
+                netlink::attach(ifindex, fd.as_fd(), mode)
+            } else {
+                netlink::detach(ifindex, fd.as_fd(), mode)
+            }
+        })
+        .expect("victim namespace")
+        .unwrap_or_else(|e| {
+            panic!(
+                "XDP {} on the victim: {e}",
+                if on { "attach" } else { "detach" }
+            )
+        });
+}
 
 /// Frames per live-frames batch (the kernel's default is 64).
 const BATCH: u32 = 64;
@@ -87,7 +127,7 @@ impl Flood {
 pub fn flood_frame(lab: &Lab, v6: bool, to_victim_mac: bool) -> Vec<u8> {
     let src_mac = Lab::mac(&lab.attacker, ATTACKER_IF).expect("attacker MAC");
     let dst_mac = if to_victim_mac {
-        Lab::mac(&lab.victim, floodgate_lab::VICTIM_IF).expect("victim MAC")
+        Lab::mac(&lab.victim, VICTIM_IF).expect("victim MAC")
     } else {
         [0x02, 0, 0, 0, 0xfe, 0x01]
     };
@@ -211,7 +251,6 @@ pub fn mixed_list(n: usize, seed: u64) -> Vec<IpNet> {
 
 /// Bytes of kernel memory charged to a map (its fdinfo `memlock`).
 pub fn map_memlock(fd: &aya::maps::MapFd) -> u64 {
-    use std::os::fd::AsFd;
     let fd = fd.as_fd();
     let text = std::fs::read_to_string(format!("/proc/self/fdinfo/{}", fd.as_raw_fd()))
         .expect("reading fdinfo");

@@ -95,8 +95,13 @@ fn header() -> anyhow::Result<String> {
         .find_map(|l| l.strip_prefix("Model name:").map(|m| m.trim().to_string()))
         .unwrap_or_else(|| "unknown CPU".into());
     let cores = std::thread::available_parallelism().map_or(0, |n| n.get());
-    let mem = capture("sh", &["-c", "awk '/MemTotal/ {print $2}' /proc/meminfo"]);
-    let mem_gib = mem.parse::<f64>().unwrap_or(0.0) / 1024.0 / 1024.0;
+    let mem_kib: f64 = std::fs::read_to_string("/proc/meminfo")
+        .unwrap_or_default()
+        .lines()
+        .find_map(|l| l.strip_prefix("MemTotal:"))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+        .unwrap_or(0.0);
+    let mem_gib = mem_kib / 1024.0 / 1024.0;
     let kernel = capture("uname", &["-sr"]);
     let date = capture("date", &["-u", "+%Y-%m-%d %H:%M UTC"]);
     let rustc = capture("rustc", &["--version"]);
