@@ -523,22 +523,27 @@ impl Lists {
         // each entry is looked up and written on its own, as an update keeps its hit count.
         let mut order: Vec<usize> = (0..items.len()).collect();
         order.sort_by_key(|&i| slot(&items[i].net));
+        // Where each map's entries end in `order`.
+        let mut slot_end = [0usize; 4];
+        for &j in &order {
+            slot_end[slot(&items[j].net)] += 1;
+        }
+        for s in 1..4 {
+            slot_end[s] += slot_end[s - 1];
+        }
         let mut batch_ok = true;
         let mut empty: [Option<bool>; 4] = [None; 4];
         let mut seen: HashSet<IpNet> = HashSet::new();
         let mut i = 0;
         while i < order.len() {
             let s0 = slot(&items[order[i]].net);
-            // Only worth finding the run's end when its map can take a batch.
-            let run_end =
-                if batch_ok && *empty[s0].get_or_insert_with(|| self.list(kind).is_empty(s0)) {
-                    (i..order.len().min(i + BATCH))
-                        .find(|&j| slot(&items[order[j]].net) != s0)
-                        .unwrap_or(order.len().min(i + BATCH))
-                } else {
-                    i
-                };
-            if run_end - i >= BATCH_MIN {
+            let run_end = slot_end[s0].min(i + BATCH);
+            // Asking whether a map is empty walks its buckets (milliseconds for a big sparse
+            // hash): only when there are enough entries for a batch.
+            let batch = batch_ok
+                && run_end - i >= BATCH_MIN
+                && *empty[s0].get_or_insert_with(|| self.list(kind).is_empty(s0));
+            if batch {
                 let nets: Vec<IpNet> = order[i..run_end].iter().map(|&j| items[j].net).collect();
                 let values: Vec<ListEntry> = order[i..run_end]
                     .iter()
