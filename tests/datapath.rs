@@ -73,6 +73,15 @@ fn v6(src: Ipv6Addr, next: u8, rest: &[u8]) -> Vec<u8> {
     eth(&[], ETH_P_IPV6, &ipv6(src, DST6, next, rest))
 }
 
+/// ICMPv6 of type `kind` from `src` with hop limit `hops`.
+fn nd(src: Ipv6Addr, hops: u8, kind: u8) -> Vec<u8> {
+    eth(
+        &[],
+        ETH_P_IPV6,
+        &packet::ipv6_hops(src, DST6, ICMPV6, hops, &packet::icmpv6(kind)),
+    )
+}
+
 fn udp_payload() -> Vec<u8> {
     packet::udp(40000, 53, b"query")
 }
@@ -288,6 +297,27 @@ fn cases() -> Vec<Case> {
         case(
             "v6 ICMPv6, blocked /128",
             v6(BLOCKED6, ICMPV6, &icmpv6_echo()),
+            Blocklist,
+        ),
+        // Neighbour discovery from the link (hop limit 255) passes any list; from afar it does not.
+        case(
+            "v6 neighbour solicitation from a blocked /128 on the link passes",
+            nd(BLOCKED6, 255, 135),
+            Pass,
+        ),
+        case(
+            "v6 router advertisement from a blocked /48 on the link passes",
+            nd(BLOCKED6_NET, 255, 134),
+            Pass,
+        ),
+        case(
+            "v6 neighbour advertisement with hop limit 64 (not from the link), blocked",
+            nd(BLOCKED6, 64, 136),
+            Blocklist,
+        ),
+        case(
+            "v6 echo request with hop limit 255 from a blocked /128, blocked",
+            nd(BLOCKED6, 255, 128),
             Blocklist,
         ),
         case(

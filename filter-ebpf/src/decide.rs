@@ -119,7 +119,9 @@ pub fn classify(ctx: &XdpContext) -> Verdict {
                 if let Some(feed) =
                     listed(&maps::BLOCK_V6_EXACT, &maps::BLOCK_V6, src, 128, &mut clock)
                 {
-                    return blocked(ctx, feed, dry);
+                    if !parse::is_neighbour_discovery(ctx, &ip) {
+                        return blocked(ctx, feed, dry);
+                    }
                 }
             }
         }

@@ -151,6 +151,24 @@ pub enum Frame {
     Ip(Ip),
 }
 
+/// ICMPv6 neighbour discovery and router messages (RFC 4861 types 133 to 137) that only a
+/// neighbour on the link can have sent (hop limit 255). Lists never drop them: a blocklist
+/// entry covering the router or a neighbour (or `::/0`) must not cut the host off its link.
+/// ARP needs no such rule: it is not IP and always passes.
+#[inline(always)]
+pub fn is_neighbour_discovery(ctx: &XdpContext, ip: &Ip) -> bool {
+    if ip.protocol != IPPROTO_ICMPV6 || ip.ttl != 255 {
+        return false;
+    }
+    let Some(off) = ip.l4_off else {
+        return false;
+    };
+    match ptr_at::<u8>(ctx, off) {
+        Ok(t) => matches!(unsafe { *t }, 133..=137),
+        Err(Malformed) => false,
+    }
+}
+
 #[inline(always)]
 fn ptr_at<T>(ctx: &XdpContext, off: usize) -> Result<*const T, Malformed> {
     let start = ctx.data();

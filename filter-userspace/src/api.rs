@@ -13,7 +13,10 @@ use std::sync::Arc;
 use axum::{
     Router,
     body::Bytes,
-    extract::{MatchedPath, Query, Request, State as AxState, rejection::BytesRejection},
+    extract::{
+        MatchedPath, Query, Request, State as AxState,
+        rejection::{BytesRejection, QueryRejection},
+    },
     http::{HeaderMap, HeaderValue, Method, StatusCode, header},
     middleware::{self, Next},
     response::{IntoResponse, Response},
@@ -36,10 +39,10 @@ type Sh = AxState<Arc<Shared>>;
 /// The API's routes, with authentication, request counting and the body limit.
 pub fn router(shared: Arc<Shared>, max_body: usize) -> Router {
     let list_routes = |kind: ListKind| {
-        get(move |s: Sh, q: Query<SourceQuery>| list_get(s, kind, q))
+        get(move |s: Sh, q: QueryResult| list_get(s, kind, q))
             .post(move |s: Sh, b: Result<Bytes, BytesRejection>| list_post(s, kind, b))
             .delete(
-                move |s: Sh, q: Query<SourceQuery>, b: Result<Bytes, BytesRejection>| {
+                move |s: Sh, q: QueryResult, b: Result<Bytes, BytesRejection>| {
                     list_delete(s, kind, q, b)
                 },
             )
@@ -52,6 +55,7 @@ pub fn router(shared: Arc<Shared>, max_body: usize) -> Router {
         .route("/healthz", get(healthz))
         .route("/metrics", get(metrics))
         .fallback(not_found)
+        .method_not_allowed_fallback(method_not_allowed)
         .layer(middleware::from_fn_with_state(shared.clone(), guard))
         .layer(axum::extract::DefaultBodyLimit::max(max_body))
         .with_state(shared)
@@ -135,6 +139,31 @@ async fn guard(AxState(sh): Sh, req: Request, next: Next) -> Response {
     response
 }
 
+async fn method_not_allowed(method: Method) -> Response {
+    fail(
+        StatusCode::METHOD_NOT_ALLOWED,
+        format!(
+            "method {} is not allowed here: lists take GET, POST and DELETE; the rest GET",
+            crate::entry::quote(method.as_str())
+        ),
+        None,
+    )
+}
+
+/// The query string as asked, or the JSON 400 saying what is wrong with it.
+type QueryResult = Result<Query<SourceQuery>, QueryRejection>;
+
+fn query_error(r: QueryRejection) -> Response {
+    fail(
+        StatusCode::BAD_REQUEST,
+        format!(
+            "bad query string: {} (the lists take at most one `source=NAME`)",
+            crate::entry::quote(&r.body_text())
+        ),
+        None,
+    )
+}
+
 async fn not_found() -> Response {
     fail(
         StatusCode::NOT_FOUND,
@@ -157,22 +186,55 @@ fn body_error(rejection: BytesRejection, sh: &Shared) -> Response {
     fail(rejection.status(), rejection.body_text(), None)
 }
 
-/// 400 naming every bad entry of a batch of `total`; nothing was `done`.
-fn bad_entries(bad: Vec<Value>, total: usize, done: &str) -> Response {
-    fail(
-        StatusCode::BAD_REQUEST,
-        format!(
-            "{} of {total} entries are invalid; nothing was {done}",
-            bad.len()
-        ),
-        Some(json!({ "bad_entries": bad })),
-    )
+/// At most this many characters of an error message that may quote input (serde's do).
+const ERROR_MAX: usize = 400;
+
+/// At most this many bad entries are listed in a 400 (the count is always exact).
+pub const BAD_ENTRIES_SHOWN: usize = 20;
+
+/// The bad entries of a batch: the first [`BAD_ENTRIES_SHOWN`] in detail, all of them counted.
+#[derive(Default)]
+struct BadEntries {
+    count: usize,
+    shown: Vec<Value>,
+}
+
+impl BadEntries {
+    /// Entry `index` (its text as sent) is bad because of `error`.
+    fn push(&mut self, index: usize, text: &str, error: impl std::fmt::Display) {
+        self.count += 1;
+        if self.shown.len() < BAD_ENTRIES_SHOWN {
+            // Quoted short: a 10 MB bad entry must not come back as a 10 MB answer.
+            let entry = crate::entry::quote(text);
+            let error = crate::entry::cut(&error.to_string(), ERROR_MAX);
+            self.shown
+                .push(json!({ "index": index, "entry": entry, "error": error }));
+        }
+    }
+
+    /// The 400 for a batch of `total`, if any entry was bad; nothing was `done`.
+    fn response(self, total: usize, done: &str) -> Option<Response> {
+        (self.count > 0).then(|| {
+            fail(
+                StatusCode::BAD_REQUEST,
+                format!(
+                    "{} of {total} entries are invalid; nothing was {done}",
+                    self.count
+                ),
+                Some(json!({ "bad_entries": self.shown, "bad_count": self.count,
+                             "bad_entries_shown": self.shown.len() })),
+            )
+        })
+    }
 }
 
 fn bad_json(e: &serde_json::Error) -> Response {
     fail(
         StatusCode::BAD_REQUEST,
-        format!("malformed JSON: {e}; nothing was applied"),
+        format!(
+            "malformed JSON: {}; nothing was applied",
+            crate::entry::cut(&e.to_string(), ERROR_MAX)
+        ),
         None,
     )
 }
@@ -184,7 +246,12 @@ fn from_error(e: Error) -> Response {
         Error::BadFeedName { .. }
         | Error::ReservedFeed { .. }
         | Error::BadPrefix { .. }
-        | Error::CommentTooLong { .. } => StatusCode::BAD_REQUEST,
+        | Error::CommentTooLong { .. }
+        | Error::CommentControl { .. }
+        | Error::BadTtl { .. }
+        | Error::TtlZero
+        | Error::TtlTooLong { .. }
+        | Error::PrefixTooBroad { .. } => StatusCode::BAD_REQUEST,
         _ => StatusCode::INTERNAL_SERVER_ERROR,
     };
     let message = crate::error::chain(&e);
@@ -223,7 +290,8 @@ struct SourceQuery {
     source: Option<String>,
 }
 
-/// A push as sent.
+/// A push as sent. Entries stay raw text until each is parsed on its own: a tree of JSON
+/// values for a 16 MB body would take ten times its size.
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
 struct Push {
@@ -231,7 +299,10 @@ struct Push {
     source: String,
     #[serde(default)]
     replace: bool,
-    entries: Vec<Value>,
+    /// Take entries broader than /8 (IPv4) or /16 (IPv6).
+    #[serde(default)]
+    force: bool,
+    entries: Vec<Box<serde_json::value::RawValue>>,
 }
 
 fn default_source() -> String {
@@ -241,14 +312,11 @@ fn default_source() -> String {
 /// The source a push may write: a valid name that is not the data plane's or the file's.
 fn push_source(name: &str) -> Result<(), Error> {
     crate::feeds::validate_name(name)?;
-    if name == "auto" || name == "config" {
-        return Err(Error::ReservedFeed { name: name.into() });
-    }
-    Ok(())
+    crate::feeds::check_not_reserved(name)
 }
 
 /// One entry: `"CIDR"` or `{"cidr": "...", "ttl": "10m", "comment": "..."}`.
-fn parse_entry(v: &Value) -> Result<Item, String> {
+fn parse_entry(raw: &serde_json::value::RawValue, force: bool) -> Result<Item, String> {
     #[derive(Deserialize)]
     #[serde(deny_unknown_fields)]
     struct Full {
@@ -258,35 +326,34 @@ fn parse_entry(v: &Value) -> Result<Item, String> {
         #[serde(default)]
         comment: Option<String>,
     }
-    let full = match v {
-        Value::String(s) => Full {
-            cidr: s.clone(),
+    #[derive(Deserialize)]
+    #[serde(untagged)]
+    enum Text {
+        Cidr(String),
+        Full(Full),
+    }
+    const SHAPE: &str = "an entry is \"CIDR\" or {\"cidr\", \"ttl\", \"comment\"}";
+    let full = match serde_json::from_str::<Text>(raw.get()) {
+        Ok(Text::Cidr(cidr)) => Full {
+            cidr,
             ttl: None,
             comment: None,
         },
-        Value::Object(_) => Full::deserialize(v).map_err(|e| {
-            format!("{e} (an entry is \"CIDR\" or {{\"cidr\", \"ttl\", \"comment\"}})")
-        })?,
-        _ => return Err("an entry is \"CIDR\" or {\"cidr\", \"ttl\", \"comment\"}".into()),
-    };
-    let net = parse_prefix(&full.cidr).map_err(|e| e.to_string())?;
-    let ttl = match &full.ttl {
-        None => None,
-        Some(t) => {
-            let d = humantime::parse_duration(t)
-                .map_err(|e| format!("ttl `{t}`: {e} (e.g. 30s, 10m, 1h)"))?;
-            if d.is_zero() {
-                return Err(format!("ttl `{t}` must be more than 0"));
-            }
-            Some(d)
+        Ok(Text::Full(f)) => f,
+        // Say what is wrong with an object (an unknown field, a number for a string).
+        Err(_) if raw.get().trim_start().starts_with('{') => {
+            let e = serde_json::from_str::<Full>(raw.get()).err();
+            return Err(format!(
+                "{} ({SHAPE})",
+                e.map_or_else(|| "not an entry".into(), |e| e.to_string())
+            ));
         }
+        Err(_) => return Err(SHAPE.into()),
     };
-    crate::lists::validate_comment(full.comment.as_deref()).map_err(|e| e.to_string())?;
-    Ok(Item {
-        net,
-        ttl,
-        comment: full.comment,
-    })
+    let item = crate::entry::parse_item(&full.cidr, full.ttl.as_deref(), full.comment)
+        .map_err(|e| e.to_string())?;
+    crate::entry::check_breadth(&item.net, force).map_err(|e| e.to_string())?;
+    Ok(item)
 }
 
 async fn list_post(
@@ -306,16 +373,18 @@ async fn list_post(
         return from_error(e);
     }
     let mut items = Vec::with_capacity(push.entries.len());
-    let mut bad = Vec::new();
-    for (index, v) in push.entries.iter().enumerate() {
-        match parse_entry(v) {
+    let mut bad = BadEntries::default();
+    for (index, raw) in push.entries.iter().enumerate() {
+        match parse_entry(raw, push.force) {
             Ok(i) => items.push(i),
-            Err(error) => bad.push(json!({ "index": index, "entry": v, "error": error })),
+            Err(error) => bad.push(index, raw.get(), error),
         }
     }
-    if !bad.is_empty() {
-        return bad_entries(bad, push.entries.len(), "applied");
+    if let Some(r) = bad.response(push.entries.len(), "applied") {
+        return r;
     }
+    drop(body);
+    drop(push.entries);
     let (source, replace) = (push.source, push.replace);
     let r = blocking(&sh, move |sh| {
         let started = std::time::Instant::now();
@@ -355,9 +424,13 @@ struct Delete {
 async fn list_delete(
     AxState(sh): Sh,
     kind: ListKind,
-    Query(q): Query<SourceQuery>,
+    q: QueryResult,
     body: Result<Bytes, BytesRejection>,
 ) -> Response {
+    let q = match q {
+        Ok(Query(q)) => q,
+        Err(r) => return query_error(r),
+    };
     let body = match body {
         Ok(b) => b,
         Err(r) => return body_error(r, &sh),
@@ -391,17 +464,15 @@ async fn list_delete(
         }
         (None, Some(entries)) => {
             let mut nets = Vec::new();
-            let mut bad = Vec::new();
+            let mut bad = BadEntries::default();
             for (index, e) in entries.iter().enumerate() {
                 match parse_prefix(e) {
                     Ok(n) => nets.push(n),
-                    Err(err) => {
-                        bad.push(json!({"index": index, "entry": e, "error": err.to_string()}))
-                    }
+                    Err(err) => bad.push(index, e, err),
                 }
             }
-            if !bad.is_empty() {
-                return bad_entries(bad, entries.len(), "removed");
+            if let Some(r) = bad.response(entries.len(), "removed") {
+                return r;
             }
             let r = blocking(&sh, move |sh| {
                 sh.write(|st| st.lists.remove_present(kind, &nets))
@@ -430,7 +501,11 @@ async fn list_delete(
     }
 }
 
-async fn list_get(AxState(sh): Sh, kind: ListKind, Query(q): Query<SourceQuery>) -> Response {
+async fn list_get(AxState(sh): Sh, kind: ListKind, q: QueryResult) -> Response {
+    let q = match q {
+        Ok(Query(q)) => q,
+        Err(r) => return query_error(r),
+    };
     let r = blocking(&sh, move |sh| {
         let st = sh.state();
         let mut entries = st.lists.entries(kind).map_err(from_error)?;

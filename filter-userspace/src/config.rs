@@ -310,6 +310,9 @@ pub struct ListsFile {
     pub block: Option<Vec<ListItem>>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub allow: Option<Vec<ListItem>>,
+    /// Take entries broader than /8 (IPv4) or /16 (IPv6) (see [`crate::entry::check_breadth`]).
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub force: bool,
 }
 
 /// A list entry: `"198.18.0.0/24"` or `{ cidr = "...", ttl = "1h", comment = "..." }`.
@@ -338,13 +341,7 @@ impl<'de> Deserialize<'de> for ListItem {
             ListItemText::Plain(c) => (c, None, None),
             ListItemText::Full { cidr, ttl, comment } => (cidr, ttl, comment),
         };
-        let net = parse_prefix(&cidr).map_err(D::Error::custom)?;
-        let ttl = ttl
-            .map(|t| parse_duration(&t, "ttl"))
-            .transpose()
-            .map_err(D::Error::custom)?;
-        crate::lists::validate_comment(comment.as_deref()).map_err(D::Error::custom)?;
-        Ok(ListItem { net, ttl, comment })
+        crate::entry::parse_item(&cidr, ttl.as_deref(), comment).map_err(D::Error::custom)
     }
 }
 
@@ -477,7 +474,15 @@ fn to_desired(file: FileConfig, text: &str) -> Result<Desired, String> {
         limits.insert(*c, spec);
     }
     let (block, allow) = match file.lists {
-        Some(l) => (l.block, l.allow),
+        Some(l) => {
+            for (name, items) in [("block", &l.block), ("allow", &l.allow)] {
+                for (i, item) in items.iter().flatten().enumerate() {
+                    crate::entry::check_breadth(&item.net, l.force)
+                        .map_err(|e| format!("lists.{name}[{i}]: {e}"))?;
+                }
+            }
+            (l.block, l.allow)
+        }
         None => (None, None),
     };
     let daemon = file.daemon.unwrap_or_default();
@@ -562,6 +567,11 @@ pub fn render(s: &Settings, block: Option<Vec<Entry>>, allow: Option<Vec<Entry>>
             .map(|(c, l)| (ClassName(*c), Spanned::new(0..0, LimitText::from_spec(l))))
             .collect(),
         lists: (block.is_some() || allow.is_some()).then(|| ListsFile {
+            force: block
+                .iter()
+                .chain(allow.iter())
+                .flatten()
+                .any(|e| crate::entry::check_breadth(&e.net, false).is_err()),
             block: block.map(list_items),
             allow: allow.map(list_items),
         }),

@@ -69,8 +69,8 @@ pub enum Error {
     )]
     BadFeedName { name: String, max: usize },
 
-    #[error("source {name:?} is reserved for the data plane's auto-bans; push under another name")]
-    ReservedFeed { name: String },
+    #[error("source {name:?} is reserved for {owner}; use another name")]
+    ReservedFeed { name: String, owner: &'static str },
 
     #[error("too many sources ({max} named sources at most)")]
     TooManyFeeds { max: u32 },
@@ -95,6 +95,27 @@ pub enum Error {
 
     #[error("comment is {len} bytes; at most {max} are kept")]
     CommentTooLong { len: usize, max: usize },
+
+    #[error("comment holds the control character {found}: use printable text only")]
+    CommentControl { found: String },
+
+    #[error("ttl `{input}`: {reason} (e.g. 30s, 10m, 1h, 7d)")]
+    BadTtl { input: String, reason: String },
+
+    #[error("ttl must be more than 0: leave the TTL out for an entry that never expires")]
+    TtlZero,
+
+    #[error(
+        "ttl {given} is longer than the maximum, 10years: leave the TTL out for an entry that \
+         never expires"
+    )]
+    TtlTooLong { given: String },
+
+    #[error(
+        "{net} is broader than /{min} and would drop (nearly) every source, your own access \
+         included: if you mean it, add --force (API: \"force\": true; file: [lists] force = true)"
+    )]
+    PrefixTooBroad { net: String, min: u8 },
 
     #[error("{path}: {count} bad line(s), nothing was changed:\n{details}")]
     BadFeed {

@@ -51,6 +51,20 @@ pub fn validate_name(name: &str) -> Result<()> {
     }
 }
 
+/// Refuse the names of the sources only floodgate itself writes: `auto` (the data plane's
+/// auto-bans) and `config` (the configuration file's `[lists]`).
+pub fn check_not_reserved(name: &str) -> Result<()> {
+    let owner = match name {
+        "auto" => "the data plane's auto-bans",
+        "config" => "the configuration file's [lists] (change the file instead)",
+        _ => return Ok(()),
+    };
+    Err(Error::ReservedFeed {
+        name: name.to_string(),
+        owner,
+    })
+}
+
 /// The feed registry and the per-feed drop counters.
 pub struct Feeds {
     names: Array<MapData, FeedName>,

@@ -11,6 +11,7 @@ pub mod batch;
 pub mod config;
 pub mod daemon;
 pub mod defences;
+pub mod entry;
 pub mod error;
 pub mod feeds;
 pub mod front;

@@ -16,10 +16,14 @@ pub fn parse_feed(reader: impl BufRead, name: &str) -> Result<Vec<IpNet>, Error>
     let mut entries = Vec::new();
     let mut bad = Vec::new();
     for (i, line) in reader.lines().enumerate() {
-        let line = line.map_err(|source| Error::Io {
+        let mut line = line.map_err(|source| Error::Io {
             context: format!("reading {name}"),
             source,
         })?;
+        // Files saved by some Windows editors start with a byte-order mark: not part of the entry.
+        if i == 0 && line.starts_with('\u{feff}') {
+            line.drain(..'\u{feff}'.len_utf8());
+        }
         let data = line.split(['#', ';']).next().unwrap_or("").trim();
         if data.is_empty() {
             continue;
@@ -81,6 +85,23 @@ mod tests {
             ["198.18.0.1/32"],
             "first field wins"
         );
+    }
+
+    #[test]
+    fn byte_order_mark_is_not_part_of_the_first_entry() {
+        assert_eq!(
+            parse("\u{feff}198.18.0.1\n198.18.0.2\n").unwrap(),
+            ["198.18.0.1/32", "198.18.0.2/32"],
+            "BOM skipped"
+        );
+    }
+
+    #[test]
+    fn a_huge_bad_line_is_quoted_short_and_escaped() {
+        let text = format!("198.18.0.1\n\u{1b}[2J{}\n", "x".repeat(10_000_000));
+        let msg = parse(&text).expect_err("bad line").to_string();
+        assert!(msg.len() < 300, "error is {} bytes", msg.len());
+        assert!(msg.contains("line 2: \\u{1b}[2Jxxx"), "escaped in: {msg}");
     }
 
     #[test]

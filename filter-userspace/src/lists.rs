@@ -372,17 +372,6 @@ fn meta_key(kind: ListKind, net: &IpNet) -> MetaKey {
     }
 }
 
-/// Check a comment before anything is changed.
-pub fn validate_comment(comment: Option<&str>) -> Result<()> {
-    match comment {
-        Some(c) if c.len() > COMMENT_MAX => Err(Error::CommentTooLong {
-            len: c.len(),
-            max: COMMENT_MAX,
-        }),
-        _ => Ok(()),
-    }
-}
-
 /// Both lists, the shared comment map and the feed registry.
 pub struct Lists {
     pub allow: ListMaps,
@@ -501,14 +490,17 @@ impl Lists {
         progress: &mut dyn FnMut(usize, usize),
     ) -> Result<Added> {
         for i in items {
-            validate_comment(i.comment.as_deref())?;
+            crate::entry::check_item(i)?;
         }
         let now = monotonic_now();
         let mut undo: Vec<Undo> = Vec::with_capacity(items.len());
         let total = items.len();
         let mut added = Added::default();
         let value_of = |item: &Item, hits: u64| ListEntry {
-            expires_at_ns: item.ttl.map_or(0, |t| (now + t).as_nanos() as u64),
+            // check_item bounds the TTL, so this cannot wrap; saturate rather than panic.
+            expires_at_ns: item.ttl.map_or(0, |t| {
+                u64::try_from(now.saturating_add(t).as_nanos()).unwrap_or(u64::MAX)
+            }),
             hits,
             prefix_len: item.net.prefix_len() as u32,
             feed,
@@ -867,7 +859,9 @@ impl Lists {
     }
 
     pub fn set_rule_comment(&mut self, id: u32, comment: Option<&str>) -> Result<()> {
-        validate_comment(comment)?;
+        if let Some(c) = comment {
+            crate::entry::check_comment(c)?;
+        }
         match comment {
             Some(c) => self
                 .meta
@@ -881,7 +875,7 @@ impl Lists {
     }
 }
 
-/// Metadata carrying `comment` (already checked by [`validate_comment`]), added now.
+/// Metadata carrying `comment` (already checked by [`crate::entry::check_comment`]), added now.
 fn meta_with(comment: &str) -> EntryMeta {
     let mut meta = EntryMeta {
         added_unix_s: unix_now(),

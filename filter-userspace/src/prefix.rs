@@ -5,24 +5,28 @@ use std::net::IpAddr;
 
 use ipnet::IpNet;
 
-use crate::error::{Error, Result};
+use crate::{
+    entry::{quote, unmap},
+    error::{Error, Result},
+};
 
-/// Parse `1.2.3.4`, `1.2.3.0/24`, `2001:db8::1`, `2001:db8::/32`.
+/// Parse `1.2.3.4`, `1.2.3.0/24`, `2001:db8::1`, `2001:db8::/32`. An IPv4-mapped IPv6
+/// address or prefix (`::ffff:198.18.0.1`) means the IPv4 one: that is how its packets arrive.
 pub fn parse_prefix(input: &str) -> Result<IpNet> {
     let s = input.trim();
     if let Ok(addr) = s.parse::<IpAddr>() {
-        return Ok(IpNet::from(addr));
+        return Ok(unmap(IpNet::from(addr)));
     }
-    let net: IpNet = s.parse().map_err(|_| Error::BadPrefix {
-        input: s.to_string(),
-    })?;
+    let net: IpNet = s
+        .parse()
+        .map_err(|_| Error::BadPrefix { input: quote(s) })?;
     if net.trunc() != net {
         return Err(Error::HostBitsSet {
-            input: s.to_string(),
+            input: quote(s),
             suggestion: net.trunc().to_string(),
         });
     }
-    Ok(net)
+    Ok(unmap(net))
 }
 
 /// Is this prefix a single host (/32 or /128)? Hosts go to the exact-match hash.
@@ -53,6 +57,8 @@ mod tests {
             ("2001:db8::/32", "2001:db8::/32"),
             ("0.0.0.0/0", "0.0.0.0/0"),
             ("198.18.0.1/32", "198.18.0.1/32"),
+            ("::ffff:198.18.0.1", "198.18.0.1/32"),
+            ("::ffff:198.18.0.0/120", "198.18.0.0/24"),
         ];
         for (input, want) in cases {
             let got = parse_prefix(input).unwrap_or_else(|e| panic!("{input}: {e}"));

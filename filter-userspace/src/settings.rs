@@ -482,7 +482,7 @@ impl RuleText {
             (a, _) => return invalid(format!("action `{a}`: expected drop, pass or limit")),
         };
         if let Some(c) = &self.comment {
-            crate::lists::validate_comment(Some(c)).map_err(|e| Invalid(e.to_string()))?;
+            crate::entry::check_comment(c).map_err(|e| Invalid(e.to_string()))?;
         }
         Ok(RuleSpec {
             id: self.id.unwrap_or(id),

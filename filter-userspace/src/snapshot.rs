@@ -131,13 +131,16 @@ pub fn restore(lists: &mut Lists, snap: &Snapshot) -> Result<Restored> {
     for (tag, saved) in [(0u8, &snap.blocklist), (1u8, &snap.allowlist)] {
         for e in saved {
             let net = parse_prefix(&e.cidr)?;
-            crate::lists::validate_comment(e.comment.as_deref())?;
+            if let Some(c) = &e.comment {
+                crate::entry::check_comment(c)?;
+            }
             let ttl = match e.expires_unix_s {
                 Some(at) if at <= now => {
                     done.expired += 1;
                     continue;
                 }
-                Some(at) => Some(Duration::from_secs(at - now)),
+                // A clock set back since the save cannot stretch an entry past the maximum.
+                Some(at) => Some(Duration::from_secs(at - now).min(crate::entry::TTL_MAX)),
                 None => None,
             };
             groups

@@ -79,9 +79,14 @@ pub fn ipv4(
 
 /// IPv6 header with `next` as the first next-header value, then `payload` (ext headers + L4).
 pub fn ipv6(src: Ipv6Addr, dst: Ipv6Addr, next: u8, payload: &[u8]) -> Vec<u8> {
+    ipv6_hops(src, dst, next, 64, payload)
+}
+
+/// [`ipv6`] with hop limit `hops` (255: sent by a neighbour on the link).
+pub fn ipv6_hops(src: Ipv6Addr, dst: Ipv6Addr, next: u8, hops: u8, payload: &[u8]) -> Vec<u8> {
     let mut h = vec![0x60, 0, 0, 0];
     h.extend_from_slice(&(payload.len() as u16).to_be_bytes());
-    h.extend_from_slice(&[next, 64]);
+    h.extend_from_slice(&[next, hops]);
     h.extend_from_slice(&src.octets());
     h.extend_from_slice(&dst.octets());
     h.extend_from_slice(payload);
@@ -147,7 +152,14 @@ pub fn icmp_echo() -> Vec<u8> {
 }
 
 pub fn icmpv6_echo() -> Vec<u8> {
-    vec![128, 0, 0, 0, 0, 1, 0, 1, 0xaa, 0xbb]
+    icmpv6(128)
+}
+
+/// An ICMPv6 message of type `kind` (133 router solicitation ... 137 redirect), 24 bytes.
+pub fn icmpv6(kind: u8) -> Vec<u8> {
+    let mut m = vec![kind, 0, 0, 0, 0, 1, 0, 1, 0xaa, 0xbb];
+    m.resize(24, 0);
+    m
 }
 
 pub fn arp() -> Vec<u8> {

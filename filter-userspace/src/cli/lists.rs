@@ -8,6 +8,7 @@ use std::{
 use anyhow::Context as _;
 use clap::{Args, Subcommand};
 use floodgate::{
+    entry::{check_breadth, printable},
     feeds::FeedNames,
     listfile::parse_feed,
     lists::{Entry, Item, ListKind},
@@ -69,14 +70,30 @@ pub struct AddArgs {
     /// Addresses or prefixes, e.g. 198.18.0.1, 198.18.0.0/15, 2001:db8::/32.
     #[arg(required = true, value_name = "ADDR|CIDR")]
     entries: Vec<String>,
-    /// Remove the entries after this long (e.g. 30s, 10m, 1h30m); enforced in the kernel.
-    #[arg(long, value_parser = humantime::parse_duration)]
+    /// Remove the entries after this long (e.g. 30s, 10m, 1h30m, 7d; at most 10 years);
+    /// enforced in the kernel. Without it, entries never expire.
+    #[arg(long, value_parser = parse_ttl)]
     ttl: Option<Duration>,
-    /// A note kept with each entry (at most 64 bytes).
+    /// A note kept with each entry (at most 64 bytes of printable text).
     #[arg(long)]
     comment: Option<String>,
     #[command(flatten)]
+    force: ForceArg,
+    #[command(flatten)]
     source: SourceArg,
+}
+
+/// Taking entries broader than /8 (IPv4) or /16 (IPv6).
+#[derive(Args)]
+pub struct ForceArg {
+    /// Take entries broader than /8 (IPv4) or /16 (IPv6), such as 0.0.0.0/0: refused without
+    /// it, as they drop (nearly) every source, your own access included.
+    #[arg(long)]
+    force: bool,
+}
+
+fn parse_ttl(text: &str) -> Result<Duration, String> {
+    floodgate::entry::parse_ttl(text).map_err(|e| e.to_string())
 }
 
 /// The feed an entry belongs to (the API's "source").
@@ -117,13 +134,15 @@ pub struct LoadArgs {
     /// File to read, or - for standard input.
     #[arg(value_name = "FILE|-")]
     file: String,
-    /// TTL for every loaded entry.
-    #[arg(long, value_parser = humantime::parse_duration)]
+    /// TTL for every loaded entry (at most 10 years).
+    #[arg(long, value_parser = parse_ttl)]
     ttl: Option<Duration>,
     /// Make the source's entries exactly the file's (its others are removed after the new
     /// ones are in; other sources' entries stay).
     #[arg(long)]
     replace: bool,
+    #[command(flatten)]
+    force: ForceArg,
     #[command(flatten)]
     source: SourceArg,
 }
@@ -136,11 +155,16 @@ pub fn allow(pin: &PinDir, cmd: ListCommand) -> anyhow::Result<()> {
     run(pin, ListKind::Allow, cmd)
 }
 
-fn parse_all(inputs: &[String]) -> anyhow::Result<Vec<IpNet>> {
+/// Parse every entry; with `force: Some(f)` (adding), also check how broad each is.
+fn parse_all(inputs: &[String], force: Option<bool>) -> anyhow::Result<Vec<IpNet>> {
     let mut nets = Vec::new();
     let mut errors = Vec::new();
     for s in inputs {
-        match parse_prefix(s) {
+        let checked = parse_prefix(s).and_then(|n| match force {
+            Some(f) => check_breadth(&n, f).map(|()| n),
+            None => Ok(n),
+        });
+        match checked {
             Ok(n) => nets.push(n),
             Err(e) => errors.push(e.to_string()),
         }
@@ -169,10 +193,12 @@ fn run(pin: &PinDir, kind: ListKind, cmd: ListCommand) -> anyhow::Result<()> {
     // Validate input before touching (or even opening) any state.
     let nets = match &cmd {
         ListCommand::Add(a) => {
-            floodgate::lists::validate_comment(a.comment.as_deref())?;
-            parse_all(&a.entries)?
+            if let Some(c) = &a.comment {
+                floodgate::entry::check_comment(c)?;
+            }
+            parse_all(&a.entries, Some(a.force.force))?
         }
-        ListCommand::Del(a) => parse_all(&a.entries)?,
+        ListCommand::Del(a) => parse_all(&a.entries, None)?,
         _ => Vec::new(),
     };
     let mut state = State::open(pin, Access::Write)?;
@@ -224,6 +250,21 @@ fn run(pin: &PinDir, kind: ListKind, cmd: ListCommand) -> anyhow::Result<()> {
                     std::fs::File::open(&a.file).with_context(|| format!("opening {}", a.file))?;
                 parse_feed(BufReader::new(f), &a.file)?
             };
+            if !a.force.force {
+                let broad: Vec<String> = nets
+                    .iter()
+                    .filter_map(|n| check_breadth(n, false).err())
+                    .map(|e| e.to_string())
+                    .collect();
+                if let Some(first) = broad.first() {
+                    anyhow::bail!(
+                        "{}: {} entr{} too broad, nothing was changed: {first}",
+                        a.file,
+                        broad.len(),
+                        if broad.len() == 1 { "y is" } else { "ies are" }
+                    );
+                }
+            }
             let feed = feed_id(&mut state, &a.source.source)?;
             let mut progress = progress_printer();
             if a.replace {
@@ -265,11 +306,9 @@ fn run(pin: &PinDir, kind: ListKind, cmd: ListCommand) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// The id of source `name` (registered on first use); `auto` belongs to the data plane.
+/// The id of source `name` (registered on first use); `auto` and `config` are floodgate's own.
 fn feed_id(state: &mut State, name: &str) -> anyhow::Result<u32> {
-    if name == "auto" {
-        return Err(floodgate::Error::ReservedFeed { name: name.into() }.into());
-    }
+    floodgate::feeds::check_not_reserved(name)?;
     Ok(state.lists.feeds.id_or_register(name)?)
 }
 
@@ -298,7 +337,9 @@ fn print_entries(names: &FeedNames, entries: &[Entry], json: bool) -> anyhow::Re
             expires,
             e.hits,
             names.get(e.feed),
-            e.comment.as_deref().unwrap_or("")
+            // Comments are checked on the way in, but the maps are writable by anyone with
+            // CAP_BPF: never let their bytes drive the terminal.
+            printable(e.comment.as_deref().unwrap_or(""))
         );
     }
     Ok(())

@@ -1,0 +1,248 @@
+//! List entries as people and feeds write them, checked by one set of rules for every front end
+//! (CLI, TOML file, push API, snapshot): the TTL, the comment, how broad a prefix may be, and
+//! how input is quoted back in an error or printed in a listing.
+//!
+//! The limits (README, "Limits"):
+//! - a TTL is more than 0 and at most [`TTL_MAX`] (no TTL: the entry never expires);
+//! - a comment is at most [`filter_common::COMMENT_MAX`] bytes, with no control characters;
+//! - an entry broader than /[`MIN_PREFIX_V4`] (IPv4) or /[`MIN_PREFIX_V6`] (IPv6) is refused
+//!   unless forced, except inside multicast/reserved space no real peer sends from.
+
+use std::{net::IpAddr, time::Duration};
+
+use filter_common::COMMENT_MAX;
+use ipnet::IpNet;
+
+use crate::{
+    error::{Error, Result},
+    lists::Item,
+    prefix::{display, parse_prefix},
+};
+
+/// The longest TTL: ten years. Longer is a typo or an overflow; leave the TTL out instead.
+pub const TTL_MAX: Duration = Duration::from_secs(10 * 365 * 86_400);
+/// The broadest IPv4 entry taken without forcing.
+pub const MIN_PREFIX_V4: u8 = 8;
+/// The broadest IPv6 entry taken without forcing.
+pub const MIN_PREFIX_V6: u8 = 16;
+/// At most this many characters of user input are quoted back in an error.
+pub const QUOTE_MAX: usize = 64;
+
+/// Check a TTL: more than 0, at most [`TTL_MAX`].
+pub fn check_ttl(ttl: Duration) -> Result<Duration> {
+    if ttl.is_zero() {
+        return Err(Error::TtlZero);
+    }
+    if ttl > TTL_MAX {
+        return Err(Error::TtlTooLong {
+            given: humantime::format_duration(ttl).to_string(),
+        });
+    }
+    Ok(ttl)
+}
+
+/// Parse a TTL as people write it (`30s`, `10m`, `1h30m`, `7d`) and check it.
+pub fn parse_ttl(text: &str) -> Result<Duration> {
+    let d = humantime::parse_duration(text.trim()).map_err(|e| Error::BadTtl {
+        input: quote(text),
+        reason: e.to_string(),
+    })?;
+    check_ttl(d)
+}
+
+/// Check a comment: at most [`COMMENT_MAX`] bytes, no control characters (they would run as
+/// escape sequences in the terminal of whoever lists the entries, or fake a line).
+pub fn check_comment(comment: &str) -> Result<()> {
+    if comment.len() > COMMENT_MAX {
+        return Err(Error::CommentTooLong {
+            len: comment.len(),
+            max: COMMENT_MAX,
+        });
+    }
+    if let Some(c) = comment.chars().find(|c| c.is_control()) {
+        return Err(Error::CommentControl {
+            found: c.escape_default().to_string(),
+        });
+    }
+    Ok(())
+}
+
+/// Check a whole entry: TTL and comment (the library's own last check before any write).
+pub fn check_item(item: &Item) -> Result<()> {
+    if let Some(t) = item.ttl {
+        check_ttl(t)?;
+    }
+    if let Some(c) = &item.comment {
+        check_comment(c)?;
+    }
+    Ok(())
+}
+
+/// Refuse an entry that would cover (nearly) everyone, unless `force`. Prefixes that lie wholly
+/// inside multicast and reserved space (224.0.0.0/3, ff00::/8) are fine at any length: no real
+/// peer sends from there (FireHOL's level1 list carries 224.0.0.0/3).
+pub fn check_breadth(net: &IpNet, force: bool) -> Result<()> {
+    if force {
+        return Ok(());
+    }
+    let (min, harmless): (u8, IpNet) = match net {
+        IpNet::V4(_) => (MIN_PREFIX_V4, "224.0.0.0/3".parse().expect("valid")),
+        IpNet::V6(_) => (MIN_PREFIX_V6, "ff00::/8".parse().expect("valid")),
+    };
+    if net.prefix_len() >= min || harmless.contains(net) {
+        return Ok(());
+    }
+    Err(Error::PrefixTooBroad {
+        net: display(net),
+        min,
+    })
+}
+
+/// One entry from its parts as written: prefix, optional TTL text, optional comment.
+pub fn parse_item(cidr: &str, ttl: Option<&str>, comment: Option<String>) -> Result<Item> {
+    let net = parse_prefix(cidr)?;
+    let ttl = ttl.map(parse_ttl).transpose()?;
+    if let Some(c) = &comment {
+        check_comment(c)?;
+    }
+    Ok(Item { net, ttl, comment })
+}
+
+/// Quote user input in an error: unprintable characters escaped, cut to [`QUOTE_MAX`]
+/// characters with the length of the rest said.
+pub fn quote(input: &str) -> String {
+    cut(input, QUOTE_MAX)
+}
+
+/// `text` with unprintable characters escaped, cut to `max` characters with the length of the
+/// rest said: for messages that may carry user input quoted by others (serde's, say).
+pub fn cut(text: &str, max: usize) -> String {
+    let mut out = String::new();
+    let mut chars = text.chars();
+    for c in chars.by_ref().take(max) {
+        push_escaped(&mut out, c);
+    }
+    let rest = chars.as_str().len();
+    if rest > 0 {
+        out.push_str(&format!("... ({rest} more bytes)"));
+    }
+    out
+}
+
+/// Text from the maps as it may be shown on a terminal: control characters escaped.
+pub fn printable(text: &str) -> String {
+    let mut out = String::with_capacity(text.len());
+    for c in text.chars() {
+        push_escaped(&mut out, c);
+    }
+    out
+}
+
+fn push_escaped(out: &mut String, c: char) {
+    // The byte-order mark and other invisible format characters are escaped too: an error
+    // must show what is there.
+    if c.is_control() || matches!(c, '\u{feff}' | '\u{200b}'..='\u{200f}' | '\u{2028}'..='\u{202e}')
+    {
+        out.extend(c.escape_default());
+    } else {
+        out.push(c);
+    }
+}
+
+/// An IPv4-mapped IPv6 prefix (`::ffff:a.b.c.d`, `::ffff:0:0/96` and longer) as the IPv4
+/// prefix it means: packets from that address arrive as IPv4.
+pub fn unmap(net: IpNet) -> IpNet {
+    match net {
+        IpNet::V6(v6) if v6.prefix_len() >= 96 => match v6.addr().to_ipv4_mapped() {
+            Some(v4) => IpNet::new(IpAddr::V4(v4), v6.prefix_len() - 96).expect("0..=32"),
+            None => net,
+        },
+        _ => net,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn ttls() {
+        for (text, ok) in [
+            ("30s", true),
+            ("10m", true),
+            ("3650days", true),
+            ("3651days", false),
+            ("1000y", false),
+            ("18446744073s", false),
+            ("18446744073709551615s", false),
+            ("0s", false),
+            ("0", false),
+            ("soon", false),
+        ] {
+            assert_eq!(
+                parse_ttl(text).is_ok(),
+                ok,
+                "ttl {text:?}: {:?}",
+                parse_ttl(text)
+            );
+        }
+        let e = parse_ttl("0s").expect_err("zero");
+        assert!(e.to_string().contains("leave the TTL out"), "{e}");
+        let e = parse_ttl("1000y").expect_err("too long");
+        assert!(e.to_string().contains("maximum, 10years"), "{e}");
+    }
+
+    #[test]
+    fn comments_refuse_control_characters() {
+        for bad in ["a\nb", "\u{1b}[31mred", "nul\0", "cr\r", "tab\there"] {
+            let e = check_comment(bad).expect_err(bad);
+            assert!(e.to_string().contains("control character"), "{e}");
+        }
+        for good in ["feed X", "SBL123 – spamhaus", "ünïcödé"] {
+            check_comment(good).unwrap_or_else(|e| panic!("{good}: {e}"));
+        }
+    }
+
+    #[test]
+    fn breadth() {
+        let n = |s: &str| s.parse::<IpNet>().unwrap();
+        for (net, ok) in [
+            ("0.0.0.0/0", false),
+            ("0.0.0.0/1", false),
+            ("10.0.0.0/7", false),
+            ("10.0.0.0/8", true),
+            ("224.0.0.0/3", true),
+            ("240.0.0.0/4", true),
+            ("::/0", false),
+            ("2000::/3", false),
+            ("2001::/16", true),
+            ("ff00::/8", true),
+        ] {
+            assert_eq!(check_breadth(&n(net), false).is_ok(), ok, "{net}");
+            assert!(check_breadth(&n(net), true).is_ok(), "{net} forced");
+        }
+        let e = check_breadth(&n("0.0.0.0/0"), false).expect_err("/0");
+        assert!(e.to_string().contains("--force"), "{e}");
+    }
+
+    #[test]
+    fn quoting_escapes_and_cuts() {
+        assert_eq!(quote("a\u{1b}b"), "a\\u{1b}b");
+        assert_eq!(quote("\u{feff}1.2.3.4"), "\\u{feff}1.2.3.4");
+        let long = "x".repeat(10_000_000);
+        let q = quote(&long);
+        assert!(q.len() < 100, "cut: {} bytes", q.len());
+        assert!(q.ends_with("(9999936 more bytes)"), "{q}");
+        assert_eq!(printable("evil\nline"), "evil\\nline");
+    }
+
+    #[test]
+    fn mapped_addresses_are_ipv4() {
+        let n = |s: &str| s.parse::<IpNet>().unwrap();
+        assert_eq!(unmap(n("::ffff:198.18.0.1/128")), n("198.18.0.1/32"));
+        assert_eq!(unmap(n("::ffff:198.18.0.0/112")), n("198.18.0.0/16"));
+        assert_eq!(unmap(n("::ffff:0:0/96")), n("0.0.0.0/0"));
+        assert_eq!(unmap(n("2001:db8::1/128")), n("2001:db8::1/128"));
+        assert_eq!(unmap(n("::/0")), n("::/0"));
+    }
+}
