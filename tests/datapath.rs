@@ -6,7 +6,7 @@ use std::{
     time::Duration,
 };
 
-use filter_common::{FEED_CLI, Reason};
+use filter_common::{FEED_CLI, FEED_RETIRED, Reason};
 use floodgate::{lists::ListKind, prefix::parse_prefix};
 use floodgate_tests::{
     Harness, XDP_DROP, XDP_PASS,
@@ -682,6 +682,23 @@ fn blocklist_drops_are_counted_per_source() {
     assert_eq!(e.feed, feed);
     let names = h.state.lists.feeds.names().expect("names");
     assert_eq!(names.get(e.feed), "threat-intel");
+
+    // Its entries gone, the source is freed: its name is forgotten, its drops are kept under
+    // `retired`, and its id serves the next new source from zero.
+    h.state
+        .lists
+        .remove_feed(ListKind::Block, feed)
+        .expect("flush the source");
+    assert_eq!(h.state.lists.feeds.id("threat-intel").expect("id"), None);
+    let retired = h.state.lists.feeds.drops(FEED_RETIRED).expect("drops");
+    assert_eq!(retired.packets, 3, "the freed source's drops, kept");
+    let next = h
+        .state
+        .lists
+        .register_source("next-feed")
+        .expect("register");
+    assert_eq!(next, feed, "the id is reused");
+    assert_eq!(h.state.lists.feeds.drops(next).expect("drops").packets, 0);
 }
 
 /// The front bitmap the data plane reads first: every entry shows there, removals leave stale

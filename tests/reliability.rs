@@ -223,3 +223,442 @@ fn api_refuses_bad_entries_whole_with_bounded_json_errors() {
         "peak memory grew {growth_mib} MiB for a {body_mib} MiB body"
     );
 }
+
+/// `floodgate status --json` as JSON.
+fn status(lab: &Lab) -> Value {
+    serde_json::from_str(&floodgate_ok(lab, &["status", "--json"])).expect("status JSON")
+}
+
+#[test]
+fn one_daemon_per_pin_dir_no_purge_under_it_and_reads_create_nothing() {
+    let lab = lab("rone");
+    let dir = Scratch::new();
+    let base = Daemon::base_config(&dir.0, "");
+    let config = format!("mode = \"enforce\"\n{base}\n[lists]\nblock = [\"198.18.5.5\"]\n");
+    let mut d = Daemon::start(&lab.victim, &lab.pin_dir, &dir.0, &config);
+    assert_eq!(cidrs(&lab), ["198.18.5.5/32"]);
+
+    // A second daemon on the same pins, on a free port, with another mode and list: it must
+    // refuse before it changes anything, and name the first.
+    let second = dir.0.join("second.toml");
+    std::fs::write(
+        &second,
+        format!(
+            "mode = \"dry-run\"\n{}listen = \"127.0.0.1:9478\"\n[lists]\nblock = [\"198.18.6.6\"]\n",
+            base
+        ),
+    )
+    .expect("writing");
+    let (code, err) = d.run_to_exit(&second);
+    assert!(!code.success(), "a second daemon must not run: {err}");
+    assert!(
+        err.contains(&format!("pid {}", d.pid())) && err.contains("one daemon per pin directory"),
+        "names the first daemon: {err}"
+    );
+    assert_eq!(cidrs(&lab), ["198.18.5.5/32"], "lists untouched");
+    assert_eq!(
+        status(&lab)["defences"]["mode"],
+        "enforce",
+        "mode untouched"
+    );
+
+    // No purge under a running daemon.
+    let err = refused(&lab, &["detach", "--all", "--purge"], 1);
+    assert!(err.contains(&format!("pid {}", d.pid())), "{err}");
+    assert!(
+        lab.pin_dir.join("maps").exists(),
+        "the pins are still there"
+    );
+    assert_eq!(d.call("GET", "/healthz", None, false).status, 200);
+
+    // Pins taken away under the daemon (by hand): it says it is unhealthy and refuses
+    // writes instead of answering 200 with no effect.
+    std::fs::remove_dir_all(&lab.pin_dir).expect("removing the pins");
+    let h = d.call("GET", "/healthz", None, false);
+    assert_eq!(h.status, 503, "{h:?}");
+    assert!(
+        h.body["error"].as_str().is_some_and(|e| e.contains("gone")),
+        "{h:?}"
+    );
+    let r = d.call(
+        "POST",
+        "/v1/blocklist",
+        Some(&json!({"entries": ["198.18.7.7"]}).to_string()),
+        true,
+    );
+    assert_eq!(r.status, 503, "{r:?}");
+    assert!(d.stop(libc::SIGTERM).success(), "{}", d.log_text());
+
+    // Reads on nothing say so and create nothing.
+    let _ = std::fs::remove_dir_all(&lab.pin_dir);
+    for args in [
+        &["block", "list"][..],
+        &["allow", "list", "--json"],
+        &["stats"],
+        &["rule", "list"],
+        &["show-config"],
+    ] {
+        let err = refused(&lab, args, 1);
+        assert!(err.contains("no floodgate state"), "{args:?}: {err}");
+    }
+    let st = status(&lab);
+    assert_eq!(st["state"], "none", "{st}");
+    assert!(
+        !lab.pin_dir.exists(),
+        "reads created {}",
+        lab.pin_dir.display()
+    );
+}
+
+#[test]
+fn a_snapshot_that_cannot_be_restored_is_kept_aside_and_never_overwritten() {
+    let lab = lab("rsnap");
+    let dir = Scratch::new();
+    let config = Daemon::base_config(&dir.0, "");
+    let mut d = Daemon::start(&lab.victim, &lab.pin_dir, &dir.0, &config);
+    let snap = dir.0.join("snapshot.json");
+    let good = json!({"source": "feed", "entries": ["198.18.20.0/24"]});
+    let r = d.call("POST", "/v1/blocklist", Some(&good.to_string()), true);
+    assert_eq!(r.status, 200, "{r:?}");
+    assert!(d.stop(libc::SIGTERM).success());
+    let whole = std::fs::read_to_string(&snap).expect("a snapshot");
+
+    let damaged = [
+        ("empty", String::new()),
+        ("truncated", whole[..whole.len() / 2].to_string()),
+        ("garbage", "\u{0}\u{1}garbage".to_string()),
+        (
+            "bad entry",
+            whole.replace("198.18.20.0/24", "198.18.20.1/24"),
+        ),
+    ];
+    for (what, text) in damaged {
+        // A reboot: no pins; the snapshot is damaged.
+        let _ = std::fs::remove_dir_all(&lab.pin_dir);
+        for old in std::fs::read_dir(&dir.0).expect("dir").flatten() {
+            if old.file_name().to_string_lossy().contains(".corrupt-") {
+                std::fs::remove_file(old.path()).expect("clearing");
+            }
+        }
+        std::fs::write(&snap, &text).expect("writing");
+        let (code, err) = d.run_to_exit(&d.config);
+        assert!(!code.success(), "{what}: the first start refuses: {err}");
+        assert!(err.contains("kept as"), "{what}: says where: {err}");
+        assert!(
+            !lab.pin_dir.join("maps").exists(),
+            "{what}: the refusing start left maps behind"
+        );
+        let aside: Vec<_> = std::fs::read_dir(&dir.0)
+            .expect("dir")
+            .flatten()
+            .filter(|e| e.file_name().to_string_lossy().contains(".corrupt-"))
+            .map(|e| e.path())
+            .collect();
+        assert_eq!(aside.len(), 1, "{what}: kept aside once");
+        assert_eq!(
+            std::fs::read_to_string(&aside[0]).expect("kept"),
+            text,
+            "{what}: kept as it was"
+        );
+        // The restart (systemd's, a second later) starts clean, says what it kept, and its
+        // own snapshots never touch the kept file.
+        d.spawn();
+        let none = d.wait_events("snapshot_none", 1, std::time::Duration::from_secs(5));
+        let last = none.last().expect("event");
+        assert!(
+            last["corrupt_kept"].to_string().contains(".corrupt-"),
+            "{what}: {last}"
+        );
+        assert_eq!(cidrs(&lab), Vec::<String>::new(), "{what}: empty lists");
+        assert!(d.stop(libc::SIGTERM).success());
+        assert_eq!(
+            std::fs::read_to_string(&aside[0]).expect("kept"),
+            text,
+            "{what}: still as it was"
+        );
+    }
+
+    // A FIFO where the snapshot should be: refused at once with the reason, not a hang.
+    let _ = std::fs::remove_dir_all(&lab.pin_dir);
+    std::fs::remove_file(&snap).expect("removing");
+    let c = std::ffi::CString::new(snap.to_str().expect("utf-8")).expect("no NUL");
+    // SAFETY: NUL-terminated path.
+    assert_eq!(unsafe { libc::mkfifo(c.as_ptr(), 0o600) }, 0, "mkfifo");
+    let (code, err) = d.run_to_exit(&d.config);
+    assert!(!code.success() && err.contains("a FIFO"), "{err}");
+    assert!(!lab.pin_dir.join("maps").exists(), "no maps left behind");
+    std::fs::remove_file(&snap).expect("removing the FIFO");
+
+    // A snapshot path that became a directory: the save fails with the reason in the log.
+    d.spawn();
+    std::fs::create_dir(&snap).expect("mkdir");
+    assert!(d.stop(libc::SIGTERM).success());
+    let failed = d.events("snapshot_failed");
+    assert!(
+        failed.iter().any(|e| e["error"]
+            .as_str()
+            .is_some_and(|e| e.contains("not a regular file"))),
+        "{}",
+        d.log_text()
+    );
+}
+
+/// The write journal of the lab's pin directory (see filter-userspace/src/journal.rs).
+fn journal_path(lab: &Lab) -> std::path::PathBuf {
+    let name: String = lab
+        .pin_dir
+        .to_string_lossy()
+        .chars()
+        .map(|c| if c.is_ascii_alphanumeric() { c } else { '_' })
+        .collect();
+    std::path::PathBuf::from(format!("/run/lock/floodgate{name}.journal"))
+}
+
+/// Wait until the journal holds at least `bytes` (a batch is part-way), then SIGKILL `pid`.
+/// Returns false if `alive` says the writer ended first.
+fn kill_mid_batch(lab: &Lab, pid: u32, bytes: u64, alive: &mut dyn FnMut() -> bool) -> bool {
+    let started = std::time::Instant::now();
+    loop {
+        let size = std::fs::metadata(journal_path(lab)).map_or(0, |m| m.len());
+        if size >= bytes {
+            // SAFETY: kill(2) on a child of this test.
+            unsafe { libc::kill(pid as i32, libc::SIGKILL) };
+            return true;
+        }
+        if !alive() {
+            return false;
+        }
+        assert!(
+            started.elapsed() < std::time::Duration::from_secs(60),
+            "no journal of {bytes} bytes in 60 s"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(2));
+    }
+}
+
+/// Entries on the blocklist per source, read without taking the lock (what the maps hold now,
+/// recovered or not): `status --json` counts.
+fn blocklist_size(lab: &Lab) -> u64 {
+    let st = status(lab);
+    st["blocklist"]["ipv4"].as_u64().expect("ipv4")
+        + st["blocklist"]["ipv6"].as_u64().expect("ipv6")
+}
+
+/// `n` IPv6 documentation /64 prefixes, one per line, from `base`.
+fn prefixes(base: u32, n: u32) -> String {
+    (base..base + n)
+        .map(|i| format!("2001:db8:{:x}:{:x}::/64\n", i >> 16, i & 0xffff))
+        .collect()
+}
+
+/// `n` IPv6 documentation hosts, one per line, from `base`.
+fn hosts(base: u32, n: u32) -> String {
+    (base..base + n)
+        .map(|i| format!("2001:db8:{:x}:{:x}::1\n", i >> 16, i & 0xffff))
+        .collect()
+}
+
+#[test]
+fn a_load_killed_part_way_is_rolled_back_by_the_next_command() {
+    let lab = lab("rcrash");
+    let dir = Scratch::new();
+    // Other sources' entries, which the undo must not touch.
+    floodgate_ok(
+        &lab,
+        &["block", "add", "198.18.9.9", "--comment", "keep me"],
+    );
+    let keep = dir.0.join("keep.txt");
+    std::fs::write(&keep, hosts(0, 1000)).expect("writing");
+    floodgate_ok(
+        &lab,
+        &[
+            "block",
+            "load",
+            keep.to_str().expect("utf-8"),
+            "--source",
+            "keep",
+        ],
+    );
+    let before = cidrs(&lab);
+    assert_eq!(before.len(), 1001);
+
+    // (what, file, extra args): a first load into an empty map (batched), a load of a source
+    // over entries it shares with another (one at a time), a --replace of the keep source.
+    let big = dir.0.join("big.txt");
+    std::fs::write(&big, prefixes(1 << 20, 600_000)).expect("writing");
+    let mixed = dir.0.join("mixed.txt");
+    std::fs::write(&mixed, format!("198.18.9.9\n{}", hosts(500, 300_000))).expect("writing");
+    let replace = dir.0.join("replace.txt");
+    std::fs::write(&replace, hosts(900, 300_000)).expect("writing");
+    let cases: [(&str, &std::path::Path, &[&str]); 3] = [
+        ("load into an empty map", &big, &["--source", "feed"]),
+        ("load over shared entries", &mixed, &["--source", "feed"]),
+        ("replace", &replace, &["--source", "keep", "--replace"]),
+    ];
+    for (what, file, extra) in cases {
+        let mut args = vec!["block", "load", file.to_str().expect("utf-8")];
+        args.extend_from_slice(extra);
+        let mut child = lab
+            .victim
+            .command(floodgate_tests::floodgate_bin().to_str().expect("utf-8"))
+            .arg("--pin-dir")
+            .arg(&lab.pin_dir)
+            .args(&args)
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .expect("starting the load");
+        let pid = child.id();
+        let killed = kill_mid_batch(&lab, pid, 2 << 20, &mut || {
+            matches!(child.try_wait(), Ok(None))
+        });
+        let status = child.wait().expect("waiting");
+        assert!(
+            killed,
+            "{what}: the load ended before it could be killed ({status})"
+        );
+        // The maps hold a part of the batch now (the crash the journal is for)...
+        let partial = blocklist_size(&lab);
+        println!(
+            "{what}: killed with {partial} entries in the maps (had {})",
+            before.len()
+        );
+        assert_ne!(partial, before.len() as u64, "{what}: killed part-way");
+        // ...and the next command undoes it, says so, then does its own work.
+        let out = floodgate(&lab, &["block", "add", "198.18.7.7"]);
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(out.status.success(), "{what}: {err}");
+        assert!(err.contains("rolled back"), "{what}: says so: {err}");
+        let mut want = before.clone();
+        want.push("198.18.7.7/32".into());
+        want.sort();
+        let mut got = cidrs(&lab);
+        got.sort();
+        assert_eq!(got.len(), want.len(), "{what}: the lists are as before");
+        assert_eq!(got, want, "{what}: the lists are as before");
+        floodgate_ok(&lab, &["block", "del", "198.18.7.7"]);
+        assert!(!journal_path(&lab).exists(), "{what}: journal removed");
+    }
+    // Sources and comments as before too.
+    let v: Value =
+        serde_json::from_str(&floodgate_ok(&lab, &["block", "list", "--json"])).expect("JSON");
+    let kept = v
+        .as_array()
+        .expect("array")
+        .iter()
+        .find(|e| e["cidr"] == "198.18.9.9/32")
+        .expect("listed");
+    assert_eq!(
+        (kept["source"].clone(), kept["comment"].clone()),
+        (json!("cli"), json!("keep me"))
+    );
+}
+
+#[test]
+fn a_daemon_killed_mid_push_rolls_it_back_on_restart() {
+    let lab = lab("rdcrash");
+    let dir = Scratch::new();
+    let mut d = Daemon::start(
+        &lab.victim,
+        &lab.pin_dir,
+        &dir.0,
+        &Daemon::base_config(&dir.0, ""),
+    );
+    let r = d.call(
+        "POST",
+        "/v1/blocklist",
+        Some(&json!({"source": "other", "entries": ["198.18.3.3", "2001:db8::3"]}).to_string()),
+        true,
+    );
+    assert_eq!(r.status, 200, "{r:?}");
+    let entries: Vec<String> = hosts(10_000, 200_000).lines().map(str::to_string).collect();
+    let body = json!({"source": "big", "entries": entries}).to_string();
+    let pid = d.pid();
+    let pusher = {
+        let ns_body = body.clone();
+        let ns = &lab.victim;
+        std::thread::scope(|s| {
+            let h = s.spawn(move || {
+                ns.run(move || {
+                    floodgate_tests::daemon::http(
+                        "POST",
+                        "http://127.0.0.1:9477/v1/blocklist",
+                        Some(&ns_body),
+                        Some(floodgate_tests::daemon::TOKEN),
+                    )
+                })
+            });
+            let killed = kill_mid_batch(&lab, pid, 1 << 20, &mut || !h.is_finished());
+            let answer = h.join().expect("pusher thread");
+            (killed, answer)
+        })
+    };
+    let (killed, answer) = pusher;
+    assert!(killed, "the push finished before the kill: {answer:?}");
+    let partial = blocklist_size(&lab);
+    println!("daemon killed with {partial} entries in the maps");
+    assert!(partial > 2, "killed part-way through the push");
+    d.stop(libc::SIGKILL);
+    d.spawn();
+    let ev = d.wait_events("journal_rolled_back", 1, std::time::Duration::from_secs(10));
+    assert_eq!(ev[0]["source"], "big", "{}", d.log_text());
+    let mut got = cidrs(&lab);
+    got.sort();
+    assert_eq!(
+        got,
+        ["198.18.3.3/32", "2001:db8::3/128"],
+        "as before the push"
+    );
+}
+
+#[test]
+fn rotating_source_names_never_run_out() {
+    let lab = lab("rsrc");
+    let dir = Scratch::new();
+    let d = Daemon::start(
+        &lab.victim,
+        &lab.pin_dir,
+        &dir.0,
+        &Daemon::base_config(&dir.0, ""),
+    );
+    let push = |source: &str, entry: &str| {
+        let body = json!({"source": source, "entries": [entry]}).to_string();
+        d.call("POST", "/v1/blocklist", Some(&body), true)
+    };
+    // 600 feeds in turn, each flushed by source when done (more than the 252 ids).
+    for i in 0..600u32 {
+        let name = format!("rot-{i}");
+        let r = push(&name, &format!("198.18.{}.{}", 100 + i / 250, i % 250));
+        assert_eq!(r.status, 200, "push {i}: {r:?}");
+        let r = d.call(
+            "DELETE",
+            &format!("/v1/blocklist?source={name}"),
+            None,
+            true,
+        );
+        assert_eq!(r.status, 200, "delete {i}: {r:?}");
+    }
+    // 300 feeds whose entries are deleted one by one (their ids are not freed at once): the
+    // registry frees them when it runs out.
+    for i in 0..300u32 {
+        let entry = format!("198.18.{}.{}", 110 + i / 250, i % 250);
+        let r = push(&format!("once-{i}"), &entry);
+        assert_eq!(r.status, 200, "push {i}: {r:?}");
+        let body = json!({"entries": [entry]}).to_string();
+        assert_eq!(
+            d.call("DELETE", "/v1/blocklist", Some(&body), true).status,
+            200
+        );
+    }
+    let sources = d.call("GET", "/v1/sources", None, false);
+    let n = sources.body["sources"].as_array().map_or(0, Vec::len);
+    assert!(n <= 256, "{n} sources listed");
+    assert!(
+        sources.body["sources"]
+            .as_array()
+            .expect("sources")
+            .iter()
+            .any(|s| s["source"] == "retired" && s["fixed"] == true),
+        "{sources:?}"
+    );
+}

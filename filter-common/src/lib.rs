@@ -160,8 +160,11 @@ pub const FEED_CLI: u32 = 0;
 pub const FEED_AUTO: u32 = 1;
 /// [`ListEntry::feed`]: the `[lists]` section of the configuration file.
 pub const FEED_CONFIG: u32 = 2;
+/// Feed id that holds no entries: the blocklist drops of named feeds that were freed (no entries
+/// left) are added here, so no count is lost when their ids are reused.
+pub const FEED_RETIRED: u32 = 3;
 /// Feeds with fixed ids; named feeds get ids from here up to [`FEEDS_MAX`].
-pub const FEEDS_FIXED: u32 = 3;
+pub const FEEDS_FIXED: u32 = 4;
 /// Size of `FEED_NAMES` and `FEED_DROPS`: at most this many feeds, fixed ones included.
 pub const FEEDS_MAX: u32 = 256;
 /// Longest feed name, bytes.

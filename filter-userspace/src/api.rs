@@ -22,7 +22,6 @@ use axum::{
     response::{IntoResponse, Response},
     routing::get,
 };
-use filter_common::{FEED_AUTO, FEED_CONFIG};
 use ipnet::IpNet;
 use serde::Deserialize;
 use serde_json::{Value, json};
@@ -243,6 +242,7 @@ fn bad_json(e: &serde_json::Error) -> Response {
 fn from_error(e: Error) -> Response {
     let code = match &e {
         Error::ListFull { .. } | Error::TooManyFeeds { .. } => StatusCode::INSUFFICIENT_STORAGE,
+        Error::PinsGone { .. } => StatusCode::SERVICE_UNAVAILABLE,
         Error::BadFeedName { .. }
         | Error::ReservedFeed { .. }
         | Error::BadPrefix { .. }
@@ -392,7 +392,7 @@ async fn list_post(
         // buckets (milliseconds per push). A push that does not fit fails on the map's own
         // limit and is rolled back, so nothing of it stays and nothing else is touched.
         sh.write(|st| {
-            let feed = st.lists.feeds.id_or_register(&source)?;
+            let feed = st.lists.register_source(&source)?;
             if replace {
                 st.lists.replace(kind, feed, &items, &mut |_, _| {})
             } else {
@@ -548,7 +548,7 @@ async fn sources(AxState(sh): Sh) -> Response {
                 "blocklist_entries": count(&block, id),
                 "allowlist_entries": count(&allow, id),
                 "drops": { "packets": drops.packets, "bytes": drops.bytes },
-                "fixed": id == FEED_AUTO || id == FEED_CONFIG || id == filter_common::FEED_CLI,
+                "fixed": id < filter_common::FEEDS_FIXED,
             }));
         }
         Ok(json!({ "sources": out }))
@@ -559,7 +559,9 @@ async fn sources(AxState(sh): Sh) -> Response {
 
 async fn healthz(AxState(sh): Sh) -> Response {
     let r = blocking(&sh, |sh| {
-        // Reading a counter proves the maps answer; listing attachments proves netlink does.
+        // The pins are still ours (not purged under us), a counter answers (the maps work),
+        // and listing attachments proves netlink does.
+        sh.pins_intact().map_err(from_error)?;
         sh.state().stats.read().map_err(from_error)?;
         let attached = crate::loader::attachments(&sh.pin).map_err(from_error)?;
         Ok(json!({

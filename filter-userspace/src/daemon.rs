@@ -27,12 +27,12 @@ use tracing::{error, info, warn};
 use crate::{
     attack,
     config::{self, DaemonFile, Desired, LogFormat},
-    error::{Error, Result},
+    error::{Error, Result, one_line},
     loader::{self, PinDir},
     metrics::DaemonMetrics,
     snapshot,
     state::{Access, State},
-    sys::{self, StateLock},
+    sys::{self, DaemonLock, StateLock},
 };
 
 /// What `floodgate run` was asked to do.
@@ -58,6 +58,9 @@ pub struct Shared {
     state: Mutex<State>,
     pub runtime: RwLock<Runtime>,
     pub metrics: DaemonMetrics,
+    /// Kernel id of the pinned STATS map the daemon opened: if the pin stops naming it, the
+    /// pins were purged and the daemon's maps are no longer what the CLI sees.
+    stats_map: Option<u32>,
     pub config_path: PathBuf,
     pub started: Instant,
     /// Bumped by every change made through the daemon (the snapshot writer watches it).
@@ -72,10 +75,28 @@ impl Shared {
         self.state.lock().unwrap_or_else(|p| p.into_inner())
     }
 
-    /// Make a change under the lock the CLI takes too.
+    /// Are the daemon's maps still the pinned ones? (No after `detach --purge` or an unmount.)
+    pub fn pins_intact(&self) -> Result<()> {
+        if self.stats_map.is_some() && loader::stats_map_id(&self.pin) == self.stats_map {
+            return Ok(());
+        }
+        Err(Error::PinsGone {
+            pin_dir: self.pin.root().to_path_buf(),
+        })
+    }
+
+    /// Make a change under the lock the CLI takes too. Refused when the pins are gone: a
+    /// change to maps nobody else can see would be reported done and have no effect.
     pub fn write<T>(&self, change: impl FnOnce(&mut State) -> Result<T>) -> Result<T> {
         let _lock = StateLock::acquire(self.pin.root())?;
+        self.pins_intact()?;
         let mut state = self.state();
+        // A CLI command (or a handler of ours) that died mid-batch: undo it first.
+        match state.lists.recover() {
+            Ok(Some(r)) => log_recovered(&r),
+            Ok(None) => {}
+            Err(e) => return Err(e),
+        }
         let out = change(&mut state);
         self.changes.fetch_add(1, Ordering::Relaxed);
         out
@@ -83,6 +104,16 @@ impl Shared {
 
     pub fn runtime(&self) -> std::sync::RwLockReadGuard<'_, Runtime> {
         self.runtime.read().unwrap_or_else(|p| p.into_inner())
+    }
+}
+
+/// Say that an unfinished batch was undone.
+fn log_recovered(r: &crate::lists::Recovered) {
+    if r.stale {
+        info!(event = "journal_stale", why = %r);
+    } else {
+        warn!(event = "journal_rolled_back", list = r.list, source = %r.source, pid = r.pid,
+              started_unix_s = r.started_unix_s, undone = r.undone, why = %r);
     }
 }
 
@@ -110,7 +141,7 @@ fn hash(bytes: &[u8]) -> u64 {
 /// Read and check the configuration file and its token: everything a (re)load needs before it
 /// may change anything.
 fn load_config(path: &Path) -> anyhow::Result<(Desired, Option<String>, u64)> {
-    let text = std::fs::read(path).with_context(|| {
+    let text = sys::read_regular(path).with_context(|| {
         format!(
             "reading {} (a commented example: examples/floodgate.toml in the source tree)",
             path.display()
@@ -122,8 +153,10 @@ fn load_config(path: &Path) -> anyhow::Result<(Desired, Option<String>, u64)> {
     let desired = config::parse(&path.display().to_string(), &text)?;
     let token = match &desired.daemon.token_file {
         Some(p) => {
-            let t = std::fs::read_to_string(p)
+            let t = sys::read_regular(p)
                 .with_context(|| format!("reading daemon.token_file {}", p.display()))?;
+            let t = String::from_utf8(t)
+                .with_context(|| format!("daemon.token_file {} is not UTF-8", p.display()))?;
             let t = t.trim().to_string();
             anyhow::ensure!(
                 t.len() >= 16,
@@ -237,14 +270,29 @@ async fn serve(
         .clone()
         .with_source_table(d.source_table_size)
         .with_blocklist_size(d.blocklist_size);
+    // First of all: one daemon per pin directory, or a second one would apply its file to the
+    // live maps before failing on the busy port.
+    let _daemon_lock = DaemonLock::acquire(pin.root())?;
     ensure_bpffs(&pin)?;
     check_interfaces(&d)?;
-    let fresh = !pin.maps().join(filter_common::map_names::STATS).exists();
+    let fresh = !crate::state::has_state(&pin);
     let lock = StateLock::acquire(pin.root())?;
-    let mut state = State::open(&pin, Access::Read)?;
-    state.defences.initialize()?;
+    let mut state = State::open(&pin, Access::Locked)?;
+    let stats_map = loader::stats_map_id(&pin);
+    if let Some(r) = &state.recovered {
+        log_recovered(r);
+    }
     if fresh {
-        restore_snapshot(&mut state, &d.snapshot)?;
+        if let Err(e) = restore_snapshot(&mut state, &d.snapshot) {
+            // Leave nothing the next start could take for good state: these maps were made by
+            // this start and hold a part of the snapshot at most.
+            drop(state);
+            let maps = pin.maps();
+            if let Err(rm) = std::fs::remove_dir_all(&maps) {
+                warn!(event = "cleanup_failed", path = %maps.display(), error = %rm);
+            }
+            return Err(e.into());
+        }
     } else {
         info!(event = "maps_adopted", pin_dir = %pin.root().display(),
               why = "pinned maps found: lists and counters carry on");
@@ -265,6 +313,7 @@ async fn serve(
             file_hash,
         }),
         metrics: DaemonMetrics::default(),
+        stats_map,
         config_path: opts.config.clone(),
         started: Instant::now(),
         changes: AtomicU64::new(1),
@@ -307,15 +356,33 @@ fn restore_snapshot(state: &mut State, path: &Path) -> Result<()> {
     if path.as_os_str().is_empty() {
         return Ok(());
     }
-    match snapshot::read(path)? {
-        None => {
-            info!(event = "snapshot_none", path = %path.display(), why = "fresh maps, no snapshot yet")
+    let restored = snapshot::read(path).and_then(|snap| match snap {
+        None => Ok(None),
+        Some(snap) => snapshot::restore(&mut state.lists, &snap).map(Some),
+    });
+    match restored {
+        Ok(None) => {
+            let kept = snapshot::kept_aside(path);
+            info!(event = "snapshot_none", path = %path.display(), why = "fresh maps, no snapshot yet",
+                  corrupt_kept = ?kept);
         }
-        Some(snap) => {
-            let r = snapshot::restore(&mut state.lists, &snap)?;
+        Ok(Some(r)) => {
             info!(event = "snapshot_restored", path = %path.display(), entries = r.entries,
                   expired_skipped = r.expired);
         }
+        // A snapshot that cannot be restored is moved aside, never overwritten or retried:
+        // the next start begins without it, and the file stays for the operator.
+        Err(Error::Snapshot { path, message }) => {
+            let aside = snapshot::move_aside(&path)?;
+            error!(event = "snapshot_corrupt", path = %path.display(), kept_as = %aside.display(),
+                   error = %message);
+            return Err(Error::SnapshotKeptAside {
+                path,
+                message,
+                aside,
+            });
+        }
+        Err(e) => return Err(e),
     }
     Ok(())
 }
@@ -328,7 +395,7 @@ fn shutdown(sh: &Shared) {
             Ok(done) => {
                 info!(event = "interfaces_detached", interfaces = ?done, why = "daemon.detach_on_exit")
             }
-            Err(e) => warn!(event = "detach_failed", error = %e),
+            Err(e) => warn!(event = "detach_failed", error = %one_line(&e)),
         }
     }
     info!(
@@ -348,7 +415,7 @@ pub fn reload(sh: &Shared, why: &str) {
         Ok(x) => x,
         Err(e) => {
             // Remember the bad file's hash: the watcher must not retry it every second.
-            if let Ok(bytes) = std::fs::read(&path) {
+            if let Ok(bytes) = sys::read_regular(&path) {
                 sh.runtime
                     .write()
                     .unwrap_or_else(|p| p.into_inner())
@@ -417,7 +484,7 @@ async fn config_watcher(sh: Arc<Shared>) {
     let mut tick = tokio::time::interval(Duration::from_secs(1));
     loop {
         tick.tick().await;
-        let Ok(bytes) = std::fs::read(&sh.config_path) else {
+        let Ok(bytes) = sys::read_regular(&sh.config_path) else {
             continue;
         };
         if hash(&bytes) != sh.runtime().file_hash {
@@ -447,7 +514,7 @@ async fn sweeper(sh: Arc<Shared>) {
         match r {
             Ok(Ok(0)) => {}
             Ok(Ok(n)) => info!(event = "swept", expired_entries = n),
-            Ok(Err(e)) => warn!(event = "sweep_failed", error = %e),
+            Ok(Err(e)) => warn!(event = "sweep_failed", error = %one_line(&e)),
             Err(e) => warn!(event = "sweep_failed", error = %e),
         }
     }
@@ -461,7 +528,7 @@ fn save_snapshot(sh: &Shared, path: &Path) {
     let snap = match snapshot::take(&sh.state().lists) {
         Ok(s) => s,
         Err(e) => {
-            warn!(event = "snapshot_failed", error = %e);
+            warn!(event = "snapshot_failed", error = %one_line(&e));
             return;
         }
     };
@@ -469,7 +536,7 @@ fn save_snapshot(sh: &Shared, path: &Path) {
         Ok(()) => tracing::debug!(event = "snapshot_written", path = %path.display(),
             entries = snap.blocklist.len() + snap.allowlist.len(),
             ms = started.elapsed().as_millis() as u64),
-        Err(e) => warn!(event = "snapshot_failed", path = %path.display(), error = %e),
+        Err(e) => warn!(event = "snapshot_failed", path = %path.display(), error = %one_line(&e)),
     }
 }
 
@@ -510,7 +577,7 @@ async fn attack_monitor(sh: Arc<Shared>) {
         let snap = match sh.state().stats.read() {
             Ok(s) => s,
             Err(e) => {
-                warn!(event = "stats_failed", error = %e);
+                warn!(event = "stats_failed", error = %one_line(&e));
                 continue;
             }
         };

@@ -29,6 +29,33 @@ pub enum Error {
         source: std::io::Error,
     },
 
+    #[error(
+        "another `floodgate run` (pid {pid}) holds {}: one daemon per pin directory; stop it \
+         first (systemctl stop floodgate) or use another --pin-dir",
+        pin_dir.display()
+    )]
+    DaemonRunning { pid: u32, pin_dir: PathBuf },
+
+    #[error(
+        "`floodgate run` (pid {pid}) holds {}: it would go on serving from maps nobody can see; \
+         stop it first (systemctl stop floodgate), then purge",
+        pin_dir.display()
+    )]
+    PurgeWhileDaemon { pid: u32, pin_dir: PathBuf },
+
+    #[error(
+        "no floodgate state under {}: nothing is attached or loaded here (start with \
+         `floodgate attach IFACE`, or check --pin-dir)",
+        pin_dir.display()
+    )]
+    NoState { pin_dir: PathBuf },
+
+    #[error(
+        "the pinned maps under {} are gone (purged or bpffs unmounted): restart `floodgate run`",
+        pin_dir.display()
+    )]
+    PinsGone { pin_dir: PathBuf },
+
     #[error("{iface} is not attached (see `floodgate status`)")]
     NotAttached { iface: String },
 
@@ -77,6 +104,17 @@ pub enum Error {
 
     #[error("snapshot {path} is unreadable: {message} (move it away to start without it)")]
     Snapshot { path: PathBuf, message: String },
+
+    #[error(
+        "snapshot {path} is unreadable: {message}; nothing was restored and it is kept as {aside} \
+         (never overwritten): the next start begins with empty lists, or put a good snapshot \
+         back at {path} first"
+    )]
+    SnapshotKeptAside {
+        path: PathBuf,
+        message: String,
+        aside: PathBuf,
+    },
 
     #[error("{count} rules; the table holds at most {max}")]
     TooManyRules { count: usize, max: u32 },
@@ -187,6 +225,19 @@ pub fn chain(e: &(dyn std::error::Error + 'static)) -> String {
     let mut cause = e.source();
     while let Some(c) = cause {
         out.push_str(&format!("\ncaused by: {c}"));
+        cause = c.source();
+    }
+    out
+}
+
+/// The error and every cause on one line (`renaming X.tmp to X: Is a directory`): for log
+/// fields, where the OS's reason must not be lost.
+pub fn one_line(e: &(dyn std::error::Error + 'static)) -> String {
+    let mut out = e.to_string();
+    let mut cause = e.source();
+    while let Some(c) = cause {
+        out.push_str(": ");
+        out.push_str(&c.to_string());
         cause = c.source();
     }
     out

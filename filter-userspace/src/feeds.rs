@@ -13,8 +13,8 @@ use aya::{
     maps::{Array, MapData, PerCpuArray},
 };
 use filter_common::{
-    Counter, FEED_AUTO, FEED_CLI, FEED_CONFIG, FEED_NAME_MAX, FEEDS_FIXED, FEEDS_MAX, FeedName,
-    map_names as names,
+    Counter, FEED_AUTO, FEED_CLI, FEED_CONFIG, FEED_NAME_MAX, FEED_RETIRED, FEEDS_FIXED, FEEDS_MAX,
+    FeedName, map_names as names,
 };
 
 use crate::{
@@ -23,10 +23,11 @@ use crate::{
 };
 
 /// The fixed feeds, by id.
-const FIXED: [(u32, &str); 3] = [
+const FIXED: [(u32, &str); 4] = [
     (FEED_CLI, "cli"),
     (FEED_AUTO, "auto"),
     (FEED_CONFIG, "config"),
+    (FEED_RETIRED, "retired"),
 ];
 
 /// Is `name` a usable feed name? 1 to 32 bytes of letters, digits, `.`, `_`, `-`, starting
@@ -56,6 +57,7 @@ pub fn validate_name(name: &str) -> Result<()> {
 pub fn check_not_reserved(name: &str) -> Result<()> {
     let owner = match name {
         "auto" => "the data plane's auto-bans",
+        "retired" => "the drop counts of sources that were freed",
         "config" => "the configuration file's [lists] (change the file instead)",
         _ => return Ok(()),
     };
@@ -130,6 +132,41 @@ impl Feeds {
             .set(id, v, 0)
             .map_context(|| format!("registering feed {name}"))?;
         Ok(id)
+    }
+
+    /// Free named feed `id` (it has no entries left): its blocklist drops are added to
+    /// `retired`, its counter is zeroed and its name cleared, so the id can serve a new feed.
+    /// Call with the state lock held.
+    pub fn free(&mut self, id: u32) -> Result<()> {
+        if id < FEEDS_FIXED || id >= FEEDS_MAX {
+            return Ok(());
+        }
+        let what = || format!("freeing source id {id}");
+        let gone = self.drops.get(&id, 0).map_context(what)?;
+        let kept = self.drops.get(&FEED_RETIRED, 0).map_context(what)?;
+        let sum: Vec<Counter> = kept
+            .iter()
+            .zip(gone.iter())
+            .map(|(k, g)| Counter {
+                packets: k.packets + g.packets,
+                bytes: k.bytes + g.bytes,
+            })
+            .collect();
+        let zero = vec![Counter::default(); sum.len()];
+        let values = |v: Vec<Counter>| {
+            aya::maps::PerCpuValues::try_from(v).map_err(|source| crate::error::Error::Io {
+                context: what(),
+                source,
+            })
+        };
+        self.drops
+            .set(FEED_RETIRED, values(sum)?, 0)
+            .map_context(what)?;
+        self.drops.set(id, values(zero)?, 0).map_context(what)?;
+        self.names
+            .set(id, FeedName::default(), 0)
+            .map_context(what)?;
+        Ok(())
     }
 
     /// Enforced blocklist drops of feed `id`, summed over CPUs.

@@ -15,6 +15,7 @@ pub mod entry;
 pub mod error;
 pub mod feeds;
 pub mod front;
+pub mod journal;
 pub mod listfile;
 pub mod lists;
 pub mod loader;

@@ -17,15 +17,16 @@ use aya::{
 };
 use filter_common::{
     ALLOW_EXACT_MAX, ALLOW_PREFIX_MAX, BLOCK_EXACT_MAX, BLOCK_PREFIX_MAX, COMMENT_MAX, EntryMeta,
-    FEED_AUTO, LIST_ALLOW, LIST_BLOCK, LIST_RULE, ListEntry, MetaKey, entry_live,
+    FEED_AUTO, FEED_CLI, LIST_ALLOW, LIST_BLOCK, LIST_RULE, ListEntry, MetaKey, entry_live,
     map_names as names,
 };
 use ipnet::IpNet;
 
 use crate::{
-    error::{Error, MapContext, Result},
+    error::{Error, IoContext, MapContext, Result},
     feeds::{FeedNames, Feeds},
     front::Front,
+    journal::{Journal, Undo},
     loader::PinDir,
     prefix::is_host,
     sys::monotonic_now,
@@ -380,12 +381,44 @@ pub struct Lists {
     meta: HashMap<MapData, MetaKey, EntryMeta>,
     /// The bitmap the data plane reads before the list maps.
     pub front: Front,
+    /// Where a batch's write journal goes ([`crate::journal`]).
+    journal_path: std::path::PathBuf,
+    /// Kernel id of the comment map: a journal names the maps it belongs to.
+    map_id: u32,
 }
 
-/// One undo step of a batch.
-struct Undo {
-    net: IpNet,
-    old: Option<ListEntry>,
+/// Entries whose old state is journaled (and written) at a time, before they change.
+const CHUNK: usize = 4096;
+
+/// What undoing an unfinished batch did ([`Lists::recover`]).
+#[derive(Debug, Clone)]
+pub struct Recovered {
+    pub list: &'static str,
+    pub source: String,
+    pub pid: u32,
+    pub started_unix_s: u64,
+    /// Entry and comment changes undone.
+    pub undone: usize,
+    /// The journal was from another boot or other maps: removed, nothing undone.
+    pub stale: bool,
+}
+
+impl std::fmt::Display for Recovered {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        if self.stale {
+            return write!(
+                f,
+                "removed a write journal left from earlier maps (nothing to undo)"
+            );
+        }
+        write!(
+            f,
+            "rolled back an unfinished change to the {} (source {}, by pid {}, started at unix \
+             time {}), which its process did not live to finish: {} change(s) undone, the {} is \
+             as it was before it",
+            self.list, self.source, self.pid, self.started_unix_s, self.undone, self.list
+        )
+    }
 }
 
 impl Lists {
@@ -396,7 +429,14 @@ impl Lists {
             feeds: Feeds::take(ebpf)?,
             meta: take_map(ebpf, names::LIST_META)?,
             front: Front::take(ebpf)?,
+            journal_path: crate::sys::run_file(pin.root(), ".journal")?,
+            map_id: 0,
         };
+        let mut lists = lists;
+        lists.map_id = aya::maps::IterableMap::map(&lists.meta)
+            .info()
+            .map_context(|| "reading the comment map's id".into())?
+            .id();
         if !lists.front.ready() {
             // Maps from a floodgate without a front (or just created): build it once.
             for kind in [ListKind::Allow, ListKind::Block] {
@@ -478,10 +518,11 @@ impl Lists {
         self.upsert(kind, feed, &items, progress)
     }
 
-    /// Add (or update) entries, all or nothing. An entry already present keeps its hit count
-    /// and, when no new comment is given, its comment; its TTL becomes the item's (None =
-    /// never) and it now belongs to `feed` (an entry belongs to the feed that last added it).
-    /// `progress(done, total)` is called every few thousand entries.
+    /// Add (or update) entries, all or nothing, also across a crash ([`crate::journal`]). An
+    /// entry already present keeps its hit count and, when no new comment is given, its
+    /// comment; its TTL becomes the item's (None = never) and it now belongs to `feed` (an
+    /// entry belongs to the feed that last added it). `progress(done, total)` is called every
+    /// few thousand entries.
     pub fn upsert(
         &mut self,
         kind: ListKind,
@@ -492,8 +533,45 @@ impl Lists {
         for i in items {
             crate::entry::check_item(i)?;
         }
+        self.journaled(kind, feed, |lists, j| {
+            lists.upsert_journaled(j, kind, feed, items, progress)
+        })
+    }
+
+    /// Run `change` with a write journal: finished on success; on failure the journal's records
+    /// are undone at once (and if this process dies first, by the next to take the lock).
+    fn journaled<T>(
+        &mut self,
+        kind: ListKind,
+        feed: u32,
+        change: impl FnOnce(&mut Lists, &mut Journal) -> Result<T>,
+    ) -> Result<T> {
+        let list = u8::from(kind == ListKind::Block);
+        let mut journal = Journal::begin(&self.journal_path, list, feed, self.map_id)?;
+        match change(self, &mut journal) {
+            Ok(out) => {
+                journal.finish()?;
+                Ok(out)
+            }
+            Err(e) => {
+                // What was not written to the journal was not changed: commit the tail first.
+                journal.commit()?;
+                drop(journal);
+                self.recover()?;
+                Err(e)
+            }
+        }
+    }
+
+    fn upsert_journaled(
+        &mut self,
+        j: &mut Journal,
+        kind: ListKind,
+        feed: u32,
+        items: &[Item],
+        progress: &mut dyn FnMut(usize, usize),
+    ) -> Result<Added> {
         let now = monotonic_now();
-        let mut undo: Vec<Undo> = Vec::with_capacity(items.len());
         let total = items.len();
         let mut added = Added::default();
         let value_of = |item: &Item, hits: u64| ListEntry {
@@ -525,7 +603,15 @@ impl Lists {
         }
         let mut batch_ok = true;
         let mut empty: [Option<bool>; 4] = [None; 4];
+        // Entries written so far: a repeat in the batch is an update, not a second add.
         let mut seen: HashSet<IpNet> = HashSet::new();
+        let mut count = |net: IpNet, existed: bool, added: &mut Added| {
+            if seen.insert(net) && !existed {
+                added.added += 1;
+            } else {
+                added.updated += 1;
+            }
+        };
         let mut i = 0;
         while i < order.len() {
             let s0 = slot(&items[order[i]].net);
@@ -541,18 +627,14 @@ impl Lists {
                     .iter()
                     .map(|&j| value_of(&items[j], 0))
                     .collect();
-                let (done, err) = self.list(kind).insert_batch(&nets, &values);
                 // The map was empty: undoing is removing (a repeat is removed twice, harmlessly).
+                for net in &nets {
+                    j.entry(net, None);
+                }
+                j.commit()?;
+                let (done, err) = self.list(kind).insert_batch(&nets, &values);
                 for net in &nets[..done] {
-                    undo.push(Undo {
-                        net: *net,
-                        old: None,
-                    });
-                    if seen.insert(*net) {
-                        added.added += 1;
-                    } else {
-                        added.updated += 1;
-                    }
+                    count(*net, false, &mut added);
                 }
                 i += done;
                 match err.and_then(|e| e.raw_os_error()) {
@@ -561,9 +643,7 @@ impl Lists {
                         continue;
                     }
                     Some(libc::E2BIG) | Some(libc::ENOSPC) | Some(libc::ENOMEM) => {
-                        let e = self.list(kind).full(&nets[done.min(nets.len() - 1)]);
-                        self.rollback(kind, undo);
-                        return Err(e);
+                        return Err(self.list(kind).full(&nets[done.min(nets.len() - 1)]));
                     }
                     // No batch support here: one at a time from now on.
                     Some(_) => batch_ok = false,
@@ -571,47 +651,133 @@ impl Lists {
                 if i >= order.len() {
                     break;
                 }
+                continue;
             }
-            let item = &items[order[i]];
-            let old = self.list(kind).get(&item.net)?;
-            let value = value_of(item, old.map_or(0, |o| o.hits));
-            if let Err(e) = self.list_mut(kind).insert(&item.net, value) {
-                self.rollback(kind, undo);
-                return Err(e);
+            // One at a time, a chunk of this map's run: journal the old values, then write.
+            let end = run_end.min(i + CHUNK);
+            let mut olds = Vec::with_capacity(end - i);
+            for &x in &order[i..end] {
+                let old = self.list(kind).get(&items[x].net)?;
+                j.entry(&items[x].net, old.as_ref());
+                olds.push(old);
             }
-            match old {
-                Some(_) => added.updated += 1,
-                None => added.added += 1,
+            j.commit()?;
+            for (&x, old) in order[i..end].iter().zip(olds) {
+                let item = &items[x];
+                let value = value_of(item, old.map_or(0, |o| o.hits));
+                self.list_mut(kind).insert(&item.net, value)?;
+                count(item.net, old.is_some(), &mut added);
             }
-            undo.push(Undo { net: item.net, old });
-            i += 1;
-            if i % 4096 == 0 {
-                progress(i, total);
-            }
+            i = end;
+            progress(i, total);
         }
         progress(total, total);
-        for item in items {
-            let Some(c) = &item.comment else { continue };
-            let key = meta_key(kind, &item.net);
-            if let Err(e) = self.meta.insert(key, meta_with(c), 0) {
-                self.rollback(kind, undo);
-                return Err(e).map_context(|| format!("storing the comment for {}", item.net));
+        let commented: Vec<&Item> = items.iter().filter(|i| i.comment.is_some()).collect();
+        for chunk in commented.chunks(CHUNK) {
+            for item in chunk {
+                let old = self.meta.get(&meta_key(kind, &item.net), 0).ok();
+                j.meta(&item.net, old.as_ref());
+            }
+            j.commit()?;
+            for item in chunk {
+                let c = item.comment.as_deref().unwrap_or_default();
+                self.meta
+                    .insert(meta_key(kind, &item.net), meta_with(c), 0)
+                    .map_context(|| format!("storing the comment for {}", item.net))?;
             }
         }
         Ok(added)
     }
 
-    fn rollback(&mut self, kind: ListKind, undo: Vec<Undo>) {
-        // Entries taken out again leave stale front bits, like any removal.
-        let taken_out = undo.iter().filter(|u| u.old.is_none()).count();
-        self.front.removed(kind, taken_out);
-        for u in undo.into_iter().rev() {
-            // Best effort: the map had room for these a moment ago.
-            let _ = match u.old {
-                Some(old) => self.list_mut(kind).insert(&u.net, old).map(|_| true),
-                None => self.list_mut(kind).remove(&u.net),
-            };
+    /// Remove `nets` (those present), journaling each entry and comment first. Returns which
+    /// were removed.
+    fn remove_journaled(
+        &mut self,
+        j: &mut Journal,
+        kind: ListKind,
+        nets: &[IpNet],
+    ) -> Result<Vec<bool>> {
+        let mut removed = Vec::with_capacity(nets.len());
+        for chunk in nets.chunks(CHUNK) {
+            let mut olds = Vec::with_capacity(chunk.len());
+            for net in chunk {
+                let old = self.list(kind).get(net)?;
+                let meta = self.meta.get(&meta_key(kind, net), 0).ok();
+                if let Some(o) = &old {
+                    j.entry(net, Some(o));
+                }
+                if let Some(m) = &meta {
+                    j.meta(net, Some(m));
+                }
+                olds.push(old.is_some());
+            }
+            j.commit()?;
+            for (net, present) in chunk.iter().zip(olds) {
+                if present {
+                    self.list_mut(kind).remove(net)?;
+                    self.remove_meta(kind, net);
+                }
+                removed.push(present);
+            }
         }
+        let n = removed.iter().filter(|r| **r).count();
+        self.removed(kind, n)?;
+        Ok(removed)
+    }
+
+    /// Undo a batch whose writer died (or failed) part-way, if a journal says there is one.
+    /// Call with the state lock held. Returns what was done, for the caller to say.
+    pub fn recover(&mut self) -> Result<Option<Recovered>> {
+        let Some(pending) = crate::journal::read(&self.journal_path, self.map_id)? else {
+            return Ok(None);
+        };
+        let h = &pending.header;
+        let kind = if h.list == 1 {
+            ListKind::Block
+        } else {
+            ListKind::Allow
+        };
+        let mut out = Recovered {
+            list: kind.name(),
+            source: self.feeds.names()?.get(h.feed),
+            pid: h.pid,
+            started_unix_s: h.started_unix_s,
+            undone: pending.records.len(),
+            stale: pending.stale,
+        };
+        let (mut taken_out, mut put_back) = (0, Vec::new());
+        for undo in pending.records.iter().rev() {
+            match undo {
+                Undo::Entry(net, None) => {
+                    if self.list_mut(kind).remove(net)? {
+                        taken_out += 1;
+                    }
+                }
+                Undo::Entry(net, Some(old)) => {
+                    self.list_mut(kind).insert(net, *old)?;
+                    put_back.push(*net);
+                }
+                Undo::Meta(net, None) => self.remove_meta(kind, net),
+                Undo::Meta(net, Some(old)) => self
+                    .meta
+                    .insert(meta_key(kind, net), *old, 0)
+                    .map_context(|| format!("restoring the comment of {net}"))?,
+            }
+        }
+        for net in &put_back {
+            self.front.mark(kind, net);
+        }
+        self.removed(kind, taken_out)?;
+        if out.stale {
+            out.undone = 0;
+        }
+        match std::fs::remove_file(&self.journal_path) {
+            Err(e) if e.kind() != std::io::ErrorKind::NotFound => {
+                return Err(e).io_context(|| format!("removing {}", self.journal_path.display()));
+            }
+            _ => {}
+        }
+        Ok(Some(out))
     }
 
     /// Remove entries; all must be present, or nothing is removed.
@@ -630,11 +796,9 @@ impl Lists {
                 entries: missing.join(", "),
             });
         }
-        for net in nets {
-            self.list_mut(kind).remove(net)?;
-            self.remove_meta(kind, net);
-        }
-        self.removed(kind, nets.len())
+        self.journaled(kind, FEED_CLI, |lists, j| {
+            lists.remove_journaled(j, kind, nets).map(|_| ())
+        })
     }
 
     fn remove_meta(&mut self, kind: ListKind, net: &IpNet) {
@@ -648,21 +812,70 @@ impl Lists {
         kind: ListKind,
         nets: &[IpNet],
     ) -> Result<(Vec<IpNet>, Vec<IpNet>)> {
-        let (mut removed, mut absent) = (Vec::new(), Vec::new());
-        for net in nets {
-            if self.list_mut(kind).remove(net)? {
-                self.remove_meta(kind, net);
-                removed.push(*net);
+        let removed = self.journaled(kind, FEED_CLI, |lists, j| {
+            lists.remove_journaled(j, kind, nets)
+        })?;
+        let (mut gone, mut absent) = (Vec::new(), Vec::new());
+        for (net, r) in nets.iter().zip(removed) {
+            if r {
+                gone.push(*net)
             } else {
-                absent.push(*net);
+                absent.push(*net)
             }
         }
-        self.removed(kind, removed.len())?;
-        Ok((removed, absent))
+        Ok((gone, absent))
     }
 
-    /// Remove every entry of feed `feed`; returns how many.
+    /// The id of source `name`, registering it if new. When every id is taken, the named
+    /// sources with no entry left on either list are freed first ([`Feeds::free`]), so rotating
+    /// source names never run out. Call with the state lock held.
+    pub fn register_source(&mut self, name: &str) -> Result<u32> {
+        match self.feeds.id_or_register(name) {
+            Err(Error::TooManyFeeds { .. }) => {
+                self.free_unused_sources()?;
+                self.feeds.id_or_register(name)
+            }
+            r => r,
+        }
+    }
+
+    /// Free every named source with no entry on either list; returns how many.
+    pub fn free_unused_sources(&mut self) -> Result<usize> {
+        let mut used: HashSet<u32> = HashSet::new();
+        for kind in [ListKind::Allow, ListKind::Block] {
+            used.extend(self.list(kind).entries()?.into_iter().map(|(_, v)| v.feed));
+        }
+        let mut freed = 0;
+        for (id, _) in self.feeds.all()? {
+            if id >= filter_common::FEEDS_FIXED && !used.contains(&id) {
+                self.feeds.free(id)?;
+                freed += 1;
+            }
+        }
+        Ok(freed)
+    }
+
+    /// Remove every entry of feed `feed`; returns how many. A named feed left with no entry
+    /// on either list is freed ([`Feeds::free`]).
     pub fn remove_feed(&mut self, kind: ListKind, feed: u32) -> Result<usize> {
+        let n = self.remove_feed_entries(kind, feed)?;
+        let other = match kind {
+            ListKind::Allow => ListKind::Block,
+            ListKind::Block => ListKind::Allow,
+        };
+        if feed >= filter_common::FEEDS_FIXED
+            && !self
+                .list(other)
+                .entries()?
+                .iter()
+                .any(|(_, v)| v.feed == feed)
+        {
+            self.feeds.free(feed)?;
+        }
+        Ok(n)
+    }
+
+    fn remove_feed_entries(&mut self, kind: ListKind, feed: u32) -> Result<usize> {
         let entries: Vec<IpNet> = self
             .list(kind)
             .entries()?
@@ -670,21 +883,23 @@ impl Lists {
             .filter(|(_, v)| v.feed == feed)
             .map(|(n, _)| n)
             .collect();
-        for net in &entries {
-            self.list_mut(kind).remove(net)?;
-            self.remove_meta(kind, net);
-        }
-        self.removed(kind, entries.len())?;
+        self.journaled(kind, feed, |lists, j| {
+            lists.remove_journaled(j, kind, &entries)
+        })?;
         Ok(entries.len())
     }
 
     /// Remove everything; returns how many entries were removed.
     pub fn flush(&mut self, kind: ListKind) -> Result<usize> {
-        let entries = self.list(kind).entries()?;
-        for (net, _) in &entries {
-            self.list_mut(kind).remove(net)?;
-            self.remove_meta(kind, net);
-        }
+        let entries: Vec<IpNet> = self
+            .list(kind)
+            .entries()?
+            .into_iter()
+            .map(|(n, _)| n)
+            .collect();
+        self.journaled(kind, FEED_CLI, |lists, j| {
+            lists.remove_journaled(j, kind, &entries)
+        })?;
         // Empty now: clearing the front costs nothing.
         if !entries.is_empty() {
             self.rebuild_front(kind)?;
@@ -694,7 +909,8 @@ impl Lists {
 
     /// Make feed `feed`'s entries exactly `items`: add or refresh those, then remove the
     /// feed's others. Entries present in both never disappear in between; other feeds' entries
-    /// (auto-bans included) are not touched. Returns what was added and how many were removed.
+    /// (auto-bans included) are not touched. All or nothing, also across a crash. Returns what
+    /// was added and how many were removed.
     pub fn replace(
         &mut self,
         kind: ListKind,
@@ -702,21 +918,22 @@ impl Lists {
         items: &[Item],
         progress: &mut dyn FnMut(usize, usize),
     ) -> Result<(Added, usize)> {
-        let added = self.upsert(kind, feed, items, progress)?;
-        let keep: HashSet<&IpNet> = items.iter().map(|i| &i.net).collect();
-        let stale: Vec<IpNet> = self
-            .list(kind)
-            .entries()?
-            .into_iter()
-            .filter(|(n, v)| v.feed == feed && !keep.contains(n))
-            .map(|(n, _)| n)
-            .collect();
-        for net in &stale {
-            self.list_mut(kind).remove(net)?;
-            self.remove_meta(kind, net);
+        for i in items {
+            crate::entry::check_item(i)?;
         }
-        self.removed(kind, stale.len())?;
-        Ok((added, stale.len()))
+        self.journaled(kind, feed, |lists, j| {
+            let added = lists.upsert_journaled(j, kind, feed, items, progress)?;
+            let keep: HashSet<&IpNet> = items.iter().map(|i| &i.net).collect();
+            let stale: Vec<IpNet> = lists
+                .list(kind)
+                .entries()?
+                .into_iter()
+                .filter(|(n, v)| v.feed == feed && !keep.contains(n))
+                .map(|(n, _)| n)
+                .collect();
+            lists.remove_journaled(j, kind, &stale)?;
+            Ok((added, stale.len()))
+        })
     }
 
     /// Would adding `nets` (or [`Lists::replace`] with them) fit? Replace adds before it

@@ -279,7 +279,7 @@ fn attach_error(iface: &str, mode: &str, e: std::io::Error) -> Error {
 }
 
 /// The kernel id of this pin directory's STATS map, if the maps exist.
-fn stats_map_id(pin: &PinDir) -> Option<u32> {
+pub fn stats_map_id(pin: &PinDir) -> Option<u32> {
     let map = MapData::from_pin(pin.maps().join(map_names::STATS)).ok()?;
     Some(map.info().ok()?.id())
 }
@@ -322,6 +322,14 @@ pub fn attachments(pin: &PinDir) -> Result<Vec<Attachment>> {
 /// delete the lists and counters; that needs every interface detached, or the program would
 /// keep maps nobody can reach.
 pub fn detach(pin: &PinDir, ifaces: &[String], all: bool, purge: bool) -> Result<Vec<String>> {
+    if purge {
+        if let Some(pid) = sys::DaemonLock::holder(pin.root())? {
+            return Err(Error::PurgeWhileDaemon {
+                pid,
+                pin_dir: pin.root().to_path_buf(),
+            });
+        }
+    }
     let current = attachments(pin)?;
     let targets: Vec<&Attachment> =
         if all {

@@ -27,6 +27,9 @@ const VERSION: u32 = 1;
 
 #[derive(Debug, Serialize, Deserialize)]
 pub struct Snapshot {
+    /// Where it was read from (not saved).
+    #[serde(skip)]
+    pub path: std::path::PathBuf,
     pub version: u32,
     pub written_unix_s: u64,
     pub blocklist: Vec<SavedEntry>,
@@ -68,6 +71,7 @@ pub fn take(lists: &Lists) -> Result<Snapshot> {
             .collect())
     };
     Ok(Snapshot {
+        path: Default::default(),
         version: VERSION,
         written_unix_s: now.as_secs(),
         blocklist: saved(ListKind::Block)?,
@@ -75,9 +79,51 @@ pub fn take(lists: &Lists) -> Result<Snapshot> {
     })
 }
 
+/// Move a snapshot that could not be restored to `<path>.corrupt-<unix seconds>`, where no
+/// later save overwrites it. Returns the new name.
+pub fn move_aside(path: &Path) -> Result<std::path::PathBuf> {
+    let mut name = path.as_os_str().to_owned();
+    name.push(format!(".corrupt-{}", unix_now().as_secs()));
+    let aside = std::path::PathBuf::from(name);
+    fs::rename(path, &aside)
+        .io_context(|| format!("renaming {} to {}", path.display(), aside.display()))?;
+    Ok(aside)
+}
+
+/// Snapshots kept aside by [`move_aside`] next to `path`, newest last.
+pub fn kept_aside(path: &Path) -> Vec<std::path::PathBuf> {
+    let (Some(dir), Some(base)) = (path.parent(), path.file_name()) else {
+        return Vec::new();
+    };
+    let mut prefix = base.to_owned();
+    prefix.push(".corrupt-");
+    let prefix = prefix.to_string_lossy().into_owned();
+    let mut out: Vec<_> = fs::read_dir(if dir.as_os_str().is_empty() {
+        Path::new(".")
+    } else {
+        dir
+    })
+    .into_iter()
+    .flatten()
+    .flatten()
+    .filter(|e| e.file_name().to_string_lossy().starts_with(&prefix))
+    .map(|e| e.path())
+    .collect();
+    out.sort();
+    out
+}
+
 /// Write `snap` to `path` atomically (temporary file, fsync, rename, fsync of the directory).
 pub fn write(path: &Path, snap: &Snapshot) -> Result<()> {
     let dir = path.parent().unwrap_or(Path::new("."));
+    if let Ok(m) = fs::symlink_metadata(path) {
+        if !m.is_file() {
+            return Err(Error::Io {
+                context: format!("writing snapshot {}", path.display()),
+                source: std::io::Error::other("the path exists and is not a regular file"),
+            });
+        }
+    }
     fs::create_dir_all(dir).io_context(|| format!("creating {}", dir.display()))?;
     let tmp = path.with_extension("tmp");
     let body = serde_json::to_vec(snap).expect("a snapshot always serialises");
@@ -103,15 +149,21 @@ pub struct Restored {
 
 /// Read the snapshot at `path` (None if there is none).
 pub fn read(path: &Path) -> Result<Option<Snapshot>> {
-    let text = match fs::read(path) {
+    // Only a regular file: a FIFO would hang the start with no word said.
+    let text = match crate::sys::read_regular(path) {
         Ok(t) => t,
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
-        Err(e) => return Err(e).io_context(|| format!("reading {}", path.display())),
+        Err(e) => return Err(e).io_context(|| format!("reading snapshot {}", path.display())),
     };
-    let snap: Snapshot = serde_json::from_slice(&text).map_err(|e| Error::Snapshot {
+    let mut snap: Snapshot = serde_json::from_slice(&text).map_err(|e| Error::Snapshot {
         path: path.to_path_buf(),
-        message: e.to_string(),
+        message: if text.is_empty() {
+            "the file is empty".into()
+        } else {
+            e.to_string()
+        },
     })?;
+    snap.path = path.to_path_buf();
     if snap.version != VERSION {
         return Err(Error::Snapshot {
             path: path.to_path_buf(),
@@ -124,15 +176,36 @@ pub fn read(path: &Path) -> Result<Option<Snapshot>> {
 /// Put a snapshot's live entries back, each under its source, with the time it has left.
 /// Every entry is checked first: a damaged snapshot restores nothing.
 pub fn restore(lists: &mut Lists, snap: &Snapshot) -> Result<Restored> {
+    restore_entries(lists, snap).map_err(|e| match e {
+        Error::Snapshot { message, .. } => Error::Snapshot {
+            path: snap.path.clone(),
+            message,
+        },
+        e => e,
+    })
+}
+
+fn restore_entries(lists: &mut Lists, snap: &Snapshot) -> Result<Restored> {
     let now = unix_now().as_secs();
     let mut done = Restored::default();
     // (list, source) -> items, all parsed before anything changes.
     let mut groups: BTreeMap<(u8, String), Vec<Item>> = BTreeMap::new();
     for (tag, saved) in [(0u8, &snap.blocklist), (1u8, &snap.allowlist)] {
-        for e in saved {
-            let net = parse_prefix(&e.cidr)?;
+        for (i, e) in saved.iter().enumerate() {
+            // A bad entry is a damaged snapshot, not bad input: say so, and where.
+            let damaged = |err: Error| Error::Snapshot {
+                path: Path::new("snapshot").to_path_buf(),
+                message: format!(
+                    "{}[{i}]: {err}",
+                    if tag == 0 { "blocklist" } else { "allowlist" }
+                ),
+            };
+            let net = parse_prefix(&e.cidr).map_err(damaged)?;
             if let Some(c) = &e.comment {
-                crate::entry::check_comment(c)?;
+                crate::entry::check_comment(c).map_err(damaged)?;
+            }
+            if e.source != "auto" {
+                crate::feeds::validate_name(&e.source).map_err(damaged)?;
             }
             let ttl = match e.expires_unix_s {
                 Some(at) if at <= now => {
@@ -162,7 +235,7 @@ pub fn restore(lists: &mut Lists, snap: &Snapshot) -> Result<Restored> {
         let feed = if source == "auto" {
             FEED_AUTO
         } else {
-            lists.feeds.id_or_register(&source)?
+            lists.register_source(&source)?
         };
         // A batch that does not fit fails on the map's own limit and is rolled back.
         lists.upsert(kind, feed, &items, &mut |_, _| {})?;

@@ -16,19 +16,30 @@ use crate::{
     sys::StateLock,
 };
 
+/// Are there pinned maps under `pin` (has anything been attached or added here)?
+pub fn has_state(pin: &PinDir) -> bool {
+    pin.maps().join(filter_common::map_names::STATS).exists()
+}
+
 pub struct State {
     pub pin: PinDir,
     pub ebpf: Ebpf,
     pub lists: Lists,
     pub stats: Stats,
     pub defences: Defences,
+    /// What undoing an unfinished batch did when the state was opened for writing.
+    pub recovered: Option<crate::lists::Recovered>,
     _lock: Option<StateLock>,
 }
 
-/// Whether the caller changes state (and so must hold the lock) or only reads counters.
+/// Whether the caller changes state (and so must hold the lock) or only reads.
 #[derive(Clone, Copy, PartialEq, Eq)]
 pub enum Access {
+    /// Take the lock; create the maps if there are none.
     Write,
+    /// The caller already holds the lock (the daemon at start); create the maps if none.
+    Locked,
+    /// No lock; fail with [`Error::NoState`] rather than create anything.
     Read,
 }
 
@@ -100,13 +111,30 @@ impl State {
         // load_object checks bpffs; the lock lives in /run/lock and does not need it.
         let lock = match access {
             Access::Write => Some(StateLock::acquire(pin.root())?),
-            Access::Read => None,
+            Access::Locked | Access::Read => None,
         };
+        if access == Access::Read && !has_state(pin) {
+            // A read must not create 22 maps where there were none (after a purge, say).
+            crate::sys::require_bpffs(pin.root())?;
+            return Err(Error::NoState {
+                pin_dir: pin.root().to_path_buf(),
+            });
+        }
         let mut ebpf = loader::load_object(pin)?;
-        let lists = Lists::take(&mut ebpf, pin)?;
+        let mut lists = Lists::take(&mut ebpf, pin)?;
+        // A writer that died part-way through a batch left a journal: undo it before any
+        // change (with the lock held, nobody else is writing).
+        let recovered = match access {
+            Access::Read => None,
+            Access::Write | Access::Locked => lists.recover()?,
+        };
+        if let (Access::Write, Some(r)) = (access, &recovered) {
+            // The CLI's stderr; the daemon (Access::Locked) logs it instead.
+            eprintln!("floodgate: {r}");
+        }
         let stats = Stats::take(&mut ebpf)?;
         let mut defences = Defences::take(&mut ebpf)?;
-        if access == Access::Write {
+        if access != Access::Read {
             defences.initialize()?;
         }
         Ok(State {
@@ -115,6 +143,7 @@ impl State {
             lists,
             stats,
             defences,
+            recovered,
             _lock: lock,
         })
     }

@@ -61,6 +61,78 @@ pub fn monotonic_now() -> Duration {
     Duration::new(ts.tv_sec as u64, ts.tv_nsec as u32)
 }
 
+/// `/run/lock/floodgate<pin dir, flattened><suffix>`: per-pin-directory files that need no
+/// bpffs (locks, the write journal).
+pub fn run_file(pin_dir: &Path, suffix: &str) -> Result<PathBuf> {
+    let name: String = pin_dir
+        .to_string_lossy()
+        .chars()
+        .map(|c| if c.is_ascii_alphanumeric() { c } else { '_' })
+        .collect();
+    let dir = PathBuf::from("/run/lock");
+    std::fs::create_dir_all(&dir).io_context(|| format!("creating {}", dir.display()))?;
+    Ok(dir.join(format!("floodgate{name}{suffix}")))
+}
+
+fn open_lock_file(path: &Path) -> Result<File> {
+    File::options()
+        .create(true)
+        .truncate(false)
+        .read(true)
+        .write(true)
+        .open(path)
+        .io_context(|| format!("opening lock file {}", path.display()))
+}
+
+/// The one `floodgate run` of a pin directory: an exclusive lock held for the daemon's life,
+/// with its pid in the file. A second daemon on the same pins refuses before changing anything.
+pub struct DaemonLock {
+    _file: File,
+}
+
+impl DaemonLock {
+    /// Take the lock, or fail naming the daemon that holds it.
+    pub fn acquire(pin_dir: &Path) -> Result<DaemonLock> {
+        use std::io::{Seek, Write};
+        let path = run_file(pin_dir, ".daemon")?;
+        let mut file = open_lock_file(&path)?;
+        // SAFETY: valid fd owned by `file`.
+        if unsafe { libc::flock(file.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) } != 0 {
+            return Err(Error::DaemonRunning {
+                pid: read_pid(&path),
+                pin_dir: pin_dir.to_path_buf(),
+            });
+        }
+        let pid = std::process::id().to_string();
+        file.set_len(0)
+            .and_then(|()| file.rewind())
+            .and_then(|()| file.write_all(pid.as_bytes()))
+            .io_context(|| format!("writing {}", path.display()))?;
+        Ok(DaemonLock { _file: file })
+    }
+
+    /// The pid of the daemon holding `pin_dir`, if one runs (0 if it cannot be read).
+    pub fn holder(pin_dir: &Path) -> Result<Option<u32>> {
+        let path = run_file(pin_dir, ".daemon")?;
+        if !path.exists() {
+            return Ok(None);
+        }
+        let file = open_lock_file(&path)?;
+        // SAFETY: valid fd owned by `file`; the probe lock goes with the file at return.
+        if unsafe { libc::flock(file.as_raw_fd(), libc::LOCK_SH | libc::LOCK_NB) } == 0 {
+            return Ok(None);
+        }
+        Ok(Some(read_pid(&path)))
+    }
+}
+
+fn read_pid(path: &Path) -> u32 {
+    std::fs::read_to_string(path)
+        .ok()
+        .and_then(|s| s.trim().parse().ok())
+        .unwrap_or(0)
+}
+
 /// An exclusive lock serialising every change to one pin directory; released on drop.
 pub struct StateLock {
     _file: File,
@@ -68,20 +140,8 @@ pub struct StateLock {
 
 impl StateLock {
     pub fn acquire(pin_dir: &Path) -> Result<StateLock> {
-        let name: String = pin_dir
-            .to_string_lossy()
-            .chars()
-            .map(|c| if c.is_ascii_alphanumeric() { c } else { '_' })
-            .collect();
-        let dir = PathBuf::from("/run/lock");
-        std::fs::create_dir_all(&dir).io_context(|| format!("creating {}", dir.display()))?;
-        let path = dir.join(format!("floodgate{name}.lock"));
-        let file = File::options()
-            .create(true)
-            .truncate(false)
-            .write(true)
-            .open(&path)
-            .io_context(|| format!("opening lock file {}", path.display()))?;
+        let path = run_file(pin_dir, ".lock")?;
+        let file = open_lock_file(&path)?;
         // SAFETY: valid fd owned by `file`.
         if unsafe { libc::flock(file.as_raw_fd(), libc::LOCK_EX) } != 0 {
             return Err(std::io::Error::last_os_error())
@@ -97,4 +157,28 @@ pub fn if_index(name: &str) -> Option<u32> {
     // SAFETY: NUL-terminated string.
     let idx = unsafe { libc::if_nametoindex(c.as_ptr()) };
     (idx != 0).then_some(idx)
+}
+
+/// Read a whole regular file. Anything else (a FIFO, a device, a directory) is refused at once:
+/// opening a FIFO for reading would block until a writer comes, with no word said.
+pub fn read_regular(path: &Path) -> std::io::Result<Vec<u8>> {
+    use std::{io::Read, os::unix::fs::OpenOptionsExt};
+    let mut file = File::options()
+        .read(true)
+        .custom_flags(libc::O_NONBLOCK | libc::O_NOCTTY)
+        .open(path)?;
+    let meta = file.metadata()?;
+    if !meta.is_file() {
+        let what = match meta.file_type() {
+            t if t.is_dir() => "a directory",
+            t if std::os::unix::fs::FileTypeExt::is_fifo(&t) => "a FIFO",
+            _ => "not a regular file",
+        };
+        return Err(std::io::Error::other(format!(
+            "{what}: floodgate reads regular files only"
+        )));
+    }
+    let mut out = Vec::with_capacity(meta.len() as usize);
+    file.read_to_end(&mut out)?;
+    Ok(out)
 }

@@ -93,6 +93,42 @@ impl<'a> Daemon<'a> {
         )
     }
 
+    /// Run `floodgate run` with this daemon's files once more, for a start that must fail:
+    /// returns its exit status and what it wrote (killed, and a panic, after 20 s).
+    pub fn run_to_exit(&self, config: &Path) -> (std::process::ExitStatus, String) {
+        let mut child = self
+            .ns
+            .command(floodgate_bin().to_str().expect("UTF-8 path"))
+            .arg("--pin-dir")
+            .arg(&self.pin_dir)
+            .arg("run")
+            .arg("--config")
+            .arg(config)
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("starting floodgate run");
+        let started = Instant::now();
+        loop {
+            if let Ok(Some(status)) = child.try_wait() {
+                let mut err = String::new();
+                if let Some(mut e) = child.stderr.take() {
+                    let _ = std::io::Read::read_to_string(&mut e, &mut err);
+                }
+                return (status, err);
+            }
+            if started.elapsed() > Duration::from_secs(20) {
+                let _ = child.kill();
+                let _ = child.wait();
+                panic!(
+                    "floodgate run --config {} did not exit in 20 s",
+                    config.display()
+                );
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+
     /// Start the process (again), appending to the same log; waits for /healthz.
     pub fn spawn(&mut self) {
         let log = fs::OpenOptions::new()

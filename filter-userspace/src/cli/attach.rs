@@ -136,7 +136,22 @@ struct Status {
 }
 
 pub fn status(pin: &PinDir, args: StatusArgs) -> anyhow::Result<()> {
-    let state = State::open(pin, Access::Read)?;
+    let state = match State::open(pin, Access::Read) {
+        Ok(s) => s,
+        Err(floodgate::Error::NoState { .. }) => {
+            // Nothing here is an answer, not a failure; and nothing is created to give it.
+            if args.json {
+                let none = serde_json::json!({"pin_dir": pin.root().display().to_string(),
+                    "state": "none", "program_id": null, "interfaces": []});
+                println!("{}", serde_json::to_string_pretty(&none)?);
+            } else {
+                println!("pin dir:    {}", pin.root().display());
+                println!("state:      none (nothing attached or added: `floodgate attach IFACE`)");
+            }
+            return Ok(());
+        }
+        Err(e) => return Err(e.into()),
+    };
     let sizes = |kind| -> anyhow::Result<ListSizes> {
         let (ipv4, ipv6) = state
             .lists

@@ -201,9 +201,17 @@ fn run(pin: &PinDir, kind: ListKind, cmd: ListCommand) -> anyhow::Result<()> {
         ListCommand::Del(a) => parse_all(&a.entries, None)?,
         _ => Vec::new(),
     };
-    let mut state = State::open(pin, Access::Write)?;
-    // Expired entries no longer match in the kernel; every list command also clears them out.
-    let swept = state.lists.sweep_expired(kind)?;
+    // Listing reads (and creates nothing where there is nothing); the rest change the lists.
+    let access = match cmd {
+        ListCommand::List(_) => Access::Read,
+        _ => Access::Write,
+    };
+    let mut state = State::open(pin, access)?;
+    // Expired entries no longer match in the kernel; every change also clears them out.
+    let swept = match access {
+        Access::Read => 0,
+        _ => state.lists.sweep_expired(kind)?,
+    };
     let name = kind.name();
     match cmd {
         ListCommand::Add(a) => {
@@ -309,7 +317,7 @@ fn run(pin: &PinDir, kind: ListKind, cmd: ListCommand) -> anyhow::Result<()> {
 /// The id of source `name` (registered on first use); `auto` and `config` are floodgate's own.
 fn feed_id(state: &mut State, name: &str) -> anyhow::Result<u32> {
     floodgate::feeds::check_not_reserved(name)?;
-    Ok(state.lists.feeds.id_or_register(name)?)
+    Ok(state.lists.register_source(name)?)
 }
 
 fn print_entries(names: &FeedNames, entries: &[Entry], json: bool) -> anyhow::Result<()> {
