@@ -138,7 +138,7 @@ impl Feeds {
     /// `retired`, its counter is zeroed and its name cleared, so the id can serve a new feed.
     /// Call with the state lock held.
     pub fn free(&mut self, id: u32) -> Result<()> {
-        if id < FEEDS_FIXED || id >= FEEDS_MAX {
+        if !(FEEDS_FIXED..FEEDS_MAX).contains(&id) {
             return Ok(());
         }
         let what = || format!("freeing source id {id}");
