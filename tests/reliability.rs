@@ -662,3 +662,56 @@ fn rotating_source_names_never_run_out() {
         "{sources:?}"
     );
 }
+
+#[test]
+fn a_cli_load_killed_beside_the_daemon_is_undone_before_any_snapshot() {
+    let lab = lab("rcli");
+    let dir = Scratch::new();
+    let mut d = Daemon::start(
+        &lab.victim,
+        &lab.pin_dir,
+        &dir.0,
+        &Daemon::base_config(
+            &dir.0,
+            "snapshot_interval = \"1s\"\nsweep_interval = \"1h\"",
+        ),
+    );
+    floodgate_ok(&lab, &["block", "add", "198.18.4.4"]);
+    let big = dir.0.join("big.txt");
+    std::fs::write(&big, hosts(0, 400_000)).expect("writing");
+    let mut child = lab
+        .victim
+        .command(floodgate_tests::floodgate_bin().to_str().expect("utf-8"))
+        .arg("--pin-dir")
+        .arg(&lab.pin_dir)
+        .args([
+            "block",
+            "load",
+            big.to_str().expect("utf-8"),
+            "--source",
+            "cut",
+        ])
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .expect("starting the load");
+    let pid = child.id();
+    let killed = kill_mid_batch(&lab, pid, 1 << 20, &mut || {
+        matches!(child.try_wait(), Ok(None))
+    });
+    let _ = child.wait();
+    assert!(killed, "the load ended before it could be killed");
+    // The daemon's snapshotter takes the lock, undoes the dead load, then saves.
+    let ev = d.wait_events("journal_rolled_back", 1, std::time::Duration::from_secs(10));
+    assert_eq!(ev[0]["source"], "cut", "{}", d.log_text());
+    assert_eq!(cidrs(&lab), ["198.18.4.4/32"], "as before the load");
+    assert!(d.stop(libc::SIGTERM).success());
+    let snap: Value =
+        serde_json::from_str(&std::fs::read_to_string(dir.0.join("snapshot.json")).expect("snap"))
+            .expect("JSON");
+    assert_eq!(
+        snap["blocklist"].as_array().map(Vec::len),
+        Some(1),
+        "the snapshot holds whole batches only"
+    );
+}

@@ -525,13 +525,32 @@ fn save_snapshot(sh: &Shared, path: &Path) {
         return;
     }
     let started = Instant::now();
-    let snap = match snapshot::take(&sh.state().lists) {
+    // Under the state lock: a CLI load under way must not be saved half done, and one that
+    // died part-way is undone first; either way a reboot brings back whole batches only.
+    let _lock = match StateLock::acquire(sh.pin.root()) {
+        Ok(l) => l,
+        Err(e) => {
+            warn!(event = "snapshot_failed", error = %one_line(&e));
+            return;
+        }
+    };
+    let mut state = sh.state();
+    match state.lists.recover() {
+        Ok(Some(r)) => log_recovered(&r),
+        Ok(None) => {}
+        Err(e) => {
+            warn!(event = "snapshot_failed", error = %one_line(&e));
+            return;
+        }
+    }
+    let snap = match snapshot::take(&state.lists) {
         Ok(s) => s,
         Err(e) => {
             warn!(event = "snapshot_failed", error = %one_line(&e));
             return;
         }
     };
+    drop(state);
     match snapshot::write(path, &snap) {
         Ok(()) => tracing::debug!(event = "snapshot_written", path = %path.display(),
             entries = snap.blocklist.len() + snap.allowlist.len(),
