@@ -28,9 +28,7 @@ fn connect(lab: &Lab, n: usize) -> Vec<TcpStream> {
     lab.victim
         .run(|| {
             (0..n)
-                .map(|i| {
-                    TcpStream::connect(API).unwrap_or_else(|e| panic!("connection {i}: {e}"))
-                })
+                .map(|i| TcpStream::connect(API).unwrap_or_else(|e| panic!("connection {i}: {e}")))
                 .collect()
         })
         .unwrap_or_else(|e| panic!("entering the namespace: {e:#}"))
@@ -50,7 +48,8 @@ fn closed_within(s: &mut TcpStream, wait: Duration) -> bool {
         if left.is_zero() {
             return false;
         }
-        s.set_read_timeout(Some(left)).expect("setting a read timeout");
+        s.set_read_timeout(Some(left))
+            .expect("setting a read timeout");
         match s.read(&mut buf) {
             Ok(0) => return true,
             Ok(_) => continue,
@@ -151,9 +150,11 @@ fn a_request_head_must_arrive_whole_within_the_header_timeout() {
     let mut drip = connect_one(&lab);
     let started = Instant::now();
     let mut closed = false;
-    for b in b"GET /healthz HTTP/1.1\r\nX-Pad: ".iter().chain([b'a'; 200].iter()) {
-        if drip.write_all(&[*b]).is_err() || closed_within(&mut drip, Duration::from_millis(300))
-        {
+    for b in b"GET /healthz HTTP/1.1\r\nX-Pad: "
+        .iter()
+        .chain([b'a'; 200].iter())
+    {
+        if drip.write_all(&[*b]).is_err() || closed_within(&mut drip, Duration::from_millis(300)) {
             closed = true;
             break;
         }
@@ -162,6 +163,28 @@ fn a_request_head_must_arrive_whole_within_the_header_timeout() {
         closed,
         "a head sent one byte every 300 ms was still being read after {:?}: activity must \
          not extend the header timeout (3s)",
+        started.elapsed()
+    );
+
+    // A write without the token whose body dribbles: the body is never read (401 comes
+    // first), and what keeps coming after the answer is bounded like a head.
+    let mut body = connect_one(&lab);
+    body.write_all(
+        b"POST /v1/blocklist HTTP/1.1\r\nHost: floodgate\r\nContent-Type: application/json\r\n\
+          Content-Length: 100000\r\n\r\n{\"source\": \"slow\", \"entries\": [",
+    )
+    .expect("sending a head and the start of a body");
+    let started = Instant::now();
+    let mut closed = false;
+    for _ in 0..50 {
+        if body.write_all(b" ").is_err() || closed_within(&mut body, Duration::from_millis(300)) {
+            closed = true;
+            break;
+        }
+    }
+    assert!(
+        closed,
+        "a token-less body sent one byte every 300 ms was still being taken after {:?}",
         started.elapsed()
     );
 
@@ -284,5 +307,99 @@ fn above_max_connections_idle_hoarders_are_shed_and_healthz_and_pushes_still_wor
     assert!(
         open <= 2.0,
         "closed connections leave floodgate_api_connections: {open} still counted"
+    );
+}
+
+/// A connection with a receive window as small as the kernel allows: an answer it does not
+/// read stops in the daemon's send path instead of in this socket's buffer.
+fn connect_small_window(lab: &Lab) -> TcpStream {
+    lab.victim
+        .run(|| {
+            // SAFETY: socket calls on a fresh descriptor that this function owns and hands to
+            // the TcpStream; the pointers are to live locals of the sizes given.
+            unsafe {
+                let fd = libc::socket(libc::AF_INET, libc::SOCK_STREAM | libc::SOCK_CLOEXEC, 0);
+                assert!(fd >= 0, "socket: {}", std::io::Error::last_os_error());
+                let size: libc::c_int = 1024;
+                let rc = libc::setsockopt(
+                    fd,
+                    libc::SOL_SOCKET,
+                    libc::SO_RCVBUF,
+                    (&size as *const libc::c_int).cast(),
+                    size_of::<libc::c_int>() as libc::socklen_t,
+                );
+                assert_eq!(rc, 0, "SO_RCVBUF: {}", std::io::Error::last_os_error());
+                let addr = libc::sockaddr_in {
+                    sin_family: libc::AF_INET as libc::sa_family_t,
+                    sin_port: 9477u16.to_be(),
+                    sin_addr: libc::in_addr {
+                        s_addr: u32::from(std::net::Ipv4Addr::LOCALHOST).to_be(),
+                    },
+                    sin_zero: [0; 8],
+                };
+                let rc = libc::connect(
+                    fd,
+                    (&addr as *const libc::sockaddr_in).cast(),
+                    size_of::<libc::sockaddr_in>() as libc::socklen_t,
+                );
+                assert_eq!(rc, 0, "connect: {}", std::io::Error::last_os_error());
+                std::os::fd::FromRawFd::from_raw_fd(fd)
+            }
+        })
+        .unwrap_or_else(|e| panic!("entering the namespace: {e:#}"))
+}
+
+#[test]
+fn a_client_that_stops_reading_its_answer_is_closed_after_the_idle_timeout() {
+    let lab = lab("cnxr");
+    let dir = Scratch::new();
+    let config = Daemon::base_config(&dir.0, "header_timeout = \"30s\"\nidle_timeout = \"3s\"");
+    let d = Daemon::start(&lab.victim, &lab.pin_dir, &dir.0, &config);
+
+    // 100,000 entries: the list answer is ~10 MB, far more than the socket buffers hold.
+    let entries: Vec<String> = (0..100_000u32)
+        .map(|i| format!("198.{}.{}.{}", 18 + (i >> 16), i >> 8 & 0xff, i & 0xff))
+        .collect();
+    let body = json!({"source": "big", "entries": entries}).to_string();
+    let pushed = d.call("POST", "/v1/blocklist", Some(&body), true);
+    assert_eq!(pushed.status, 200, "pushing 100,000 entries: {pushed:?}");
+
+    let mut slow = connect_small_window(&lab);
+    slow.write_all(b"GET /v1/blocklist HTTP/1.1\r\nHost: floodgate\r\n\r\n")
+        .expect("sending the request");
+    // The daemon builds the answer (no limit while it does), starts sending, and stalls.
+    let until = Instant::now() + Duration::from_secs(30);
+    let mut open = metric(&d, "floodgate_api_connections");
+    while open > 1.0 && Instant::now() < until {
+        std::thread::sleep(Duration::from_millis(250));
+        open = metric(&d, "floodgate_api_connections");
+    }
+    assert!(
+        open <= 1.0,
+        "a client that stopped reading must lose its connection after idle_timeout (3s): \
+         {open} connections still open (the scrape is one)"
+    );
+
+    // What reaches the client is cut short: the daemon gave up, it did not finish.
+    let mut got = Vec::new();
+    slow.set_read_timeout(Some(Duration::from_secs(10)))
+        .expect("a read timeout");
+    let _ = slow.read_to_end(&mut got);
+    let text = String::from_utf8_lossy(&got);
+    let head_end = text.find("\r\n\r\n").expect("the answer's head arrived") + 4;
+    let length: usize = text[..head_end]
+        .to_ascii_lowercase()
+        .lines()
+        .find_map(|l| {
+            l.strip_prefix("content-length:")
+                .map(|v| v.trim().to_string())
+        })
+        .expect("a content-length")
+        .parse()
+        .expect("a number");
+    assert!(
+        got.len() - head_end < length,
+        "the answer ({length} bytes) should have been cut when the daemon closed the stalled \
+         connection; all of it arrived"
     );
 }

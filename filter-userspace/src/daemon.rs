@@ -274,11 +274,8 @@ async fn serve(
           writes = if shared.runtime().token.is_some() { "token" } else { "disabled (no daemon.token_file)" });
 
     let app = crate::api::router(shared.clone(), d.max_body_bytes);
-    let server = tokio::spawn(async move {
-        if let Err(e) = axum::serve(listener, app).await {
-            error!(event = "api_failed", error = %e);
-        }
-    });
+    // Aborted on SIGTERM below, which closes every connection it serves.
+    let server = tokio::spawn(crate::connections::serve(listener, app, shared.clone()));
     tokio::spawn(sweeper(shared.clone()));
     tokio::spawn(snapshotter(shared.clone()));
     tokio::spawn(attack_monitor(shared.clone()));
