@@ -66,6 +66,15 @@ pub struct DaemonFile {
     pub protect_reads: bool,
     /// Largest request body, bytes; a bigger one is refused with 413.
     pub max_body_bytes: usize,
+    /// A request head must arrive whole within this time of its first byte.
+    #[serde(with = "humantime_serde_compat")]
+    pub header_timeout: Duration,
+    /// A connection with no request in flight and no byte moving is closed after this time.
+    #[serde(with = "humantime_serde_compat")]
+    pub idle_timeout: Duration,
+    /// Open API connections from which on new ones get 1 s for their request and no keep-alive.
+    #[serde(deserialize_with = "at_least_one")]
+    pub max_connections: usize,
     /// Log format: text or json (one JSON object per line).
     pub log_format: LogFormat,
     /// Where the lists are saved for the next boot (written atomically); "" = no snapshot.
@@ -93,6 +102,9 @@ impl Default for DaemonFile {
             token_file: None,
             protect_reads: false,
             max_body_bytes: 64 << 20,
+            header_timeout: Duration::from_secs(10),
+            idle_timeout: Duration::from_secs(30),
+            max_connections: 512,
             log_format: LogFormat::Text,
             snapshot: "/var/lib/floodgate/snapshot.json".into(),
             snapshot_interval: Duration::from_secs(30),
@@ -133,6 +145,14 @@ impl Default for AttackFile {
 pub enum LogFormat {
     Text,
     Json,
+}
+
+fn at_least_one<'de, D: Deserializer<'de>>(d: D) -> Result<usize, D::Error> {
+    let n = usize::deserialize(d)?;
+    if n == 0 {
+        return Err(D::Error::custom("must be at least 1"));
+    }
+    Ok(n)
 }
 
 /// Durations as humantime text ("30s", "1h30m") in the file.
@@ -648,6 +668,16 @@ mod tests {
                 "limits.udp",
             ),
             ("mode = \"panic\"\n", "line 1", "unknown variant `panic`"),
+            (
+                "[daemon]\nmax_connections = 0\n",
+                "line 2",
+                "max_connections = 0",
+            ),
+            (
+                "[daemon]\nheader_timeout = \"0s\"\n",
+                "line 2",
+                "must be more than 0",
+            ),
             (
                 "[limits.syn]\nper_source = \"10q\"\n",
                 "line 1",

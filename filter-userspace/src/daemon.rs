@@ -301,6 +301,22 @@ async fn serve(
     attach_configured(&mut state, &pin, &[], &d)?;
     drop(lock);
 
+    let open_files = match sys::raise_open_file_limit() {
+        Ok(n) => n,
+        Err(e) => {
+            warn!(event = "open_file_limit_unchanged", error = %e);
+            0
+        }
+    };
+    // Each connection is a file descriptor; the maps, the listener and the log need some too.
+    if open_files != 0 && open_files < d.max_connections as u64 + 64 {
+        warn!(
+            event = "open_file_limit_low",
+            open_files,
+            max_connections = d.max_connections,
+            fix = "raise LimitNOFILE (systemd) or `ulimit -n`, or lower daemon.max_connections"
+        );
+    }
     let listener = tokio::net::TcpListener::bind(d.listen)
         .await
         .with_context(|| format!("listening on {} (daemon.listen)", d.listen))?;
@@ -319,15 +335,12 @@ async fn serve(
         changes: AtomicU64::new(1),
     });
     info!(event = "started", version = env!("CARGO_PKG_VERSION"), listen = %d.listen,
-          config = %opts.config.display(), interfaces = ?d.interfaces,
+          config = %opts.config.display(), interfaces = ?d.interfaces, open_files,
           writes = if shared.runtime().token.is_some() { "token" } else { "disabled (no daemon.token_file)" });
 
     let app = crate::api::router(shared.clone(), d.max_body_bytes);
-    let server = tokio::spawn(async move {
-        if let Err(e) = axum::serve(listener, app).await {
-            error!(event = "api_failed", error = %e);
-        }
-    });
+    // Aborted on SIGTERM below, which closes every connection it serves.
+    let server = tokio::spawn(crate::connections::serve(listener, app, shared.clone()));
     tokio::spawn(sweeper(shared.clone()));
     tokio::spawn(snapshotter(shared.clone()));
     tokio::spawn(attack_monitor(shared.clone()));

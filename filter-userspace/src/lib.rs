@@ -9,6 +9,7 @@ pub mod api;
 pub mod attack;
 pub mod batch;
 pub mod config;
+pub mod connections;
 pub mod daemon;
 pub mod defences;
 pub mod entry;

@@ -6,7 +6,9 @@
 //! OpenMetrics, whose counter families (`x` with samples `x_total`) promtool's Prometheus
 //! format check rejects.
 
-use prometheus::{Encoder, GaugeVec, IntCounterVec, IntGaugeVec, Opts, Registry, TextEncoder};
+use prometheus::{
+    Encoder, GaugeVec, IntCounterVec, IntGauge, IntGaugeVec, Opts, Registry, TextEncoder,
+};
 
 use crate::{
     error::Result,
@@ -23,6 +25,8 @@ pub struct DaemonMetrics {
     pub reloads: IntCounterVec,
     /// 1 while an attack of that reason is on (see the attack-event log).
     pub attack_active: IntGaugeVec,
+    /// Open API connections (what `daemon.max_connections` is compared with).
+    pub api_connections: IntGauge,
 }
 
 impl Default for DaemonMetrics {
@@ -50,6 +54,11 @@ impl Default for DaemonMetrics {
                     "1 while the drop rate of this reason is over its attack threshold.",
                 ),
                 &["reason"],
+            )
+            .expect("valid metric"),
+            api_connections: IntGauge::new(
+                "floodgate_api_connections",
+                "Open HTTP API connections (over daemon.max_connections, new ones are shed).",
             )
             .expect("valid metric"),
         }
@@ -187,6 +196,7 @@ pub fn render(state: &State, daemon: &DaemonMetrics) -> Result<String> {
         Box::new(daemon.api_requests.clone()),
         Box::new(daemon.reloads.clone()),
         Box::new(daemon.attack_active.clone()),
+        Box::new(daemon.api_connections.clone()),
     ];
     for f in families {
         registry.register(f).expect("metric names are unique");

@@ -1,5 +1,6 @@
 //! The few system facts floodgate needs that no crate wraps: is this path on bpffs, the
-//! kernel's monotonic clock (the one `bpf_ktime_get_ns` reads), and a mutation lock.
+//! kernel's monotonic clock (the one `bpf_ktime_get_ns` reads), a mutation lock, and the
+//! open-file limit.
 
 use std::{
     ffi::CString,
@@ -12,6 +13,31 @@ use std::{
 use crate::error::{Error, IoContext, Result};
 
 const BPF_FS_MAGIC: i64 = 0xcafe_4a11;
+
+/// Raise this process's open-file soft limit to its hard limit (no privilege needed: every
+/// API connection is a file descriptor). Returns the soft limit now in force.
+pub fn raise_open_file_limit() -> std::io::Result<u64> {
+    let mut limit = libc::rlimit {
+        rlim_cur: 0,
+        rlim_max: 0,
+    };
+    // SAFETY: a valid out-pointer.
+    if unsafe { libc::getrlimit(libc::RLIMIT_NOFILE, &mut limit) } != 0 {
+        return Err(std::io::Error::last_os_error());
+    }
+    if limit.rlim_cur < limit.rlim_max {
+        let raised = libc::rlimit {
+            rlim_cur: limit.rlim_max,
+            rlim_max: limit.rlim_max,
+        };
+        // SAFETY: a valid in-pointer.
+        if unsafe { libc::setrlimit(libc::RLIMIT_NOFILE, &raised) } != 0 {
+            return Err(std::io::Error::last_os_error());
+        }
+        limit = raised;
+    }
+    Ok(limit.rlim_cur)
+}
 
 /// Is `path` on a bpffs mount? Checks the nearest existing ancestor.
 pub fn on_bpffs(path: &Path) -> bool {
