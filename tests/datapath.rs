@@ -6,7 +6,7 @@ use std::{
     time::Duration,
 };
 
-use filter_common::{FEED_CLI, FEED_RETIRED, Reason};
+use filter_common::{Reason, SOURCE_CLI, SOURCE_RETIRED};
 use floodgate::{lists::ListKind, prefix::parse_prefix};
 use floodgate_tests::{
     Harness, XDP_DROP, XDP_PASS,
@@ -35,7 +35,7 @@ fn lists(h: &mut Harness) {
             .collect();
         h.state
             .lists
-            .add(kind, FEED_CLI, &nets, ttl, None, &mut |_, _| {})
+            .add(kind, SOURCE_CLI, &nets, ttl, None, &mut |_, _| {})
             .expect("adding fixture entries");
     };
     add(
@@ -618,7 +618,14 @@ fn a_full_list_refuses_the_batch_and_keeps_what_it_had() {
     let err = h
         .state
         .lists
-        .add(ListKind::Allow, FEED_CLI, &nets, None, None, &mut |_, _| {})
+        .add(
+            ListKind::Allow,
+            SOURCE_CLI,
+            &nets,
+            None,
+            None,
+            &mut |_, _| {},
+        )
         .expect_err("must not fit");
     assert!(
         err.to_string().contains("is full"),
@@ -645,60 +652,63 @@ fn a_full_list_refuses_the_batch_and_keeps_what_it_had() {
 #[test]
 fn blocklist_drops_are_counted_per_source() {
     let mut h = Harness::new();
-    let feed = h
+    let id = h
         .state
         .lists
-        .feeds
+        .sources
         .id_or_register("threat-intel")
-        .expect("register a feed");
+        .expect("register a source");
     let nets = [parse_prefix("198.18.90.0/24").expect("prefix")];
     h.state
         .lists
-        .add(ListKind::Block, feed, &nets, None, None, &mut |_, _| {})
+        .add(ListKind::Block, id, &nets, None, None, &mut |_, _| {})
         .expect("add");
     let host = [parse_prefix("198.18.91.1").expect("host")];
     h.state
         .lists
-        .add(ListKind::Block, FEED_CLI, &host, None, None, &mut |_, _| {})
+        .add(
+            ListKind::Block,
+            SOURCE_CLI,
+            &host,
+            None,
+            None,
+            &mut |_, _| {},
+        )
         .expect("add");
-    let by_feed = v4(Ipv4Addr::new(198, 18, 90, 9), UDP, &udp_payload());
+    let by_source = v4(Ipv4Addr::new(198, 18, 90, 9), UDP, &udp_payload());
     let by_cli = v4(Ipv4Addr::new(198, 18, 91, 1), UDP, &udp_payload());
     for _ in 0..3 {
-        assert_eq!(h.run(&by_feed), (XDP_DROP, Reason::Blocklist));
+        assert_eq!(h.run(&by_source), (XDP_DROP, Reason::Blocklist));
     }
     assert_eq!(h.run(&by_cli), (XDP_DROP, Reason::Blocklist));
-    let drops = h.state.lists.feeds.drops(feed).expect("drops");
-    assert_eq!(drops.packets, 3, "three drops by the feed's prefix");
-    assert_eq!(drops.bytes, 3 * by_feed.len() as u64, "their bytes");
-    let cli = h.state.lists.feeds.drops(FEED_CLI).expect("drops");
+    let drops = h.state.lists.sources.drops(id).expect("drops");
+    assert_eq!(drops.packets, 3, "three drops by the source's prefix");
+    assert_eq!(drops.bytes, 3 * by_source.len() as u64, "their bytes");
+    let cli = h.state.lists.sources.drops(SOURCE_CLI).expect("drops");
     assert_eq!(cli.packets, 1, "one drop by the CLI's host entry");
     // The registry is shared: the name maps back to the same id, and the entry shows it.
     assert_eq!(
-        h.state.lists.feeds.id("threat-intel").expect("id"),
-        Some(feed)
+        h.state.lists.sources.id("threat-intel").expect("id"),
+        Some(id)
     );
     let entries = h.state.lists.entries(ListKind::Block).expect("entries");
     let e = entries.iter().find(|e| e.net == nets[0]).expect("listed");
-    assert_eq!(e.feed, feed);
-    let names = h.state.lists.feeds.names().expect("names");
-    assert_eq!(names.get(e.feed), "threat-intel");
+    assert_eq!(e.source, id);
+    let names = h.state.lists.sources.names().expect("names");
+    assert_eq!(names.get(e.source), "threat-intel");
 
     // Its entries gone, the source is freed: its name is forgotten, its drops are kept under
     // `retired`, and its id serves the next new source from zero.
     h.state
         .lists
-        .remove_feed(ListKind::Block, feed)
+        .remove_source(ListKind::Block, id)
         .expect("flush the source");
-    assert_eq!(h.state.lists.feeds.id("threat-intel").expect("id"), None);
-    let retired = h.state.lists.feeds.drops(FEED_RETIRED).expect("drops");
+    assert_eq!(h.state.lists.sources.id("threat-intel").expect("id"), None);
+    let retired = h.state.lists.sources.drops(SOURCE_RETIRED).expect("drops");
     assert_eq!(retired.packets, 3, "the freed source's drops, kept");
-    let next = h
-        .state
-        .lists
-        .register_source("next-feed")
-        .expect("register");
-    assert_eq!(next, feed, "the id is reused");
-    assert_eq!(h.state.lists.feeds.drops(next).expect("drops").packets, 0);
+    let next = h.state.lists.register_source("next-id").expect("register");
+    assert_eq!(next, id, "the id is reused");
+    assert_eq!(h.state.lists.sources.drops(next).expect("drops").packets, 0);
 }
 
 /// The front bitmap the data plane reads first: every entry shows there, removals leave stale
@@ -720,7 +730,7 @@ fn the_front_shows_every_entry_and_rebuilds_after_removals() {
         .lists
         .add(
             ListKind::Block,
-            FEED_CLI,
+            SOURCE_CLI,
             &hosts,
             None,
             None,
@@ -748,7 +758,7 @@ fn the_front_shows_every_entry_and_rebuilds_after_removals() {
         .lists
         .add(
             ListKind::Block,
-            FEED_CLI,
+            SOURCE_CLI,
             &hosts,
             None,
             None,
@@ -811,7 +821,7 @@ fn the_front_shows_every_entry_and_rebuilds_after_removals() {
         .lists
         .add(
             ListKind::Block,
-            FEED_CLI,
+            SOURCE_CLI,
             &[slash8],
             None,
             None,
@@ -843,7 +853,7 @@ fn the_front_shows_every_entry_and_rebuilds_after_removals() {
         .lists
         .add(
             ListKind::Block,
-            FEED_CLI,
+            SOURCE_CLI,
             &[v6_32],
             None,
             None,

@@ -718,7 +718,7 @@ fn harness() -> Harness {
             .lists
             .add(
                 kind,
-                filter_common::FEED_CLI,
+                filter_common::SOURCE_CLI,
                 &[parse_prefix(e).unwrap()],
                 None,
                 None,

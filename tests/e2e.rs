@@ -245,7 +245,7 @@ fn allowlist_overrides_blocklist_and_is_counted() {
 }
 
 #[test]
-fn feed_files_load_replace_and_reject_bad_input_whole() {
+fn list_files_load_replace_and_reject_bad_input_whole() {
     let lab = lab("fed");
     let dir = std::env::temp_dir().join(format!("fgt-feed-{}", std::process::id()));
     std::fs::create_dir_all(&dir).expect("temp dir");

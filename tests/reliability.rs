@@ -87,7 +87,7 @@ fn cli_refuses_bad_entries_whole_and_says_why() {
     assert_eq!(cidrs(&lab), ["198.18.0.7/32"], "stored as IPv4");
     floodgate_ok(&lab, &["block", "flush"]);
 
-    // A feed file saved with a byte-order mark loads; a huge bad line is quoted short.
+    // A list file saved with a byte-order mark loads; a huge bad line is quoted short.
     let dir = Scratch::new();
     let bom = dir.0.join("bom.txt");
     std::fs::write(&bom, "\u{feff}198.18.0.10\n198.18.0.11\n").expect("writing");
@@ -625,7 +625,7 @@ fn rotating_source_names_never_run_out() {
         let body = json!({"source": source, "entries": [entry]}).to_string();
         d.call("POST", "/v1/blocklist", Some(&body), true)
     };
-    // 600 feeds in turn, each flushed by source when done (more than the 252 ids).
+    // 600 sources in turn, each flushed by source when done (more than the 252 ids).
     for i in 0..600u32 {
         let name = format!("rot-{i}");
         let r = push(&name, &format!("198.18.{}.{}", 100 + i / 250, i % 250));
@@ -638,7 +638,7 @@ fn rotating_source_names_never_run_out() {
         );
         assert_eq!(r.status, 200, "delete {i}: {r:?}");
     }
-    // 300 feeds whose entries are deleted one by one (their ids are not freed at once): the
+    // 300 sources whose entries are deleted one by one (their ids are not freed at once): the
     // registry frees them when it runs out.
     for i in 0..300u32 {
         let entry = format!("198.18.{}.{}", 110 + i / 250, i % 250);

@@ -146,38 +146,40 @@ pub struct ListEntry {
     /// The entry's own prefix length. In the trie an expired entry must not hide a shorter,
     /// still-valid covering prefix: the data plane retries the lookup below this length.
     pub prefix_len: u32,
-    /// Who added the entry (the API calls it the entry's "source"), an index into `FEED_NAMES`:
-    /// [`FEED_CLI`], [`FEED_AUTO`] (an auto-ban written by the data plane itself),
-    /// [`FEED_CONFIG`], or a named feed. The data plane counts blocklist drops per feed in
-    /// `FEED_DROPS`. (Named "feed" in code so it is never confused with a packet's source.)
-    pub feed: u32,
+    /// The list source that added the entry (who listed it, not a packet's source address),
+    /// an index into `SOURCE_NAMES`: [`SOURCE_CLI`], [`SOURCE_AUTO`] (an auto-ban written by the
+    /// data plane itself), [`SOURCE_CONFIG`], or a named source. The data plane counts
+    /// blocklist drops per list source in `SOURCE_DROPS`.
+    pub source: u32,
 }
 const _: () = assert!(size_of::<ListEntry>() == 24);
 
-/// [`ListEntry::feed`]: added with the CLI (no `--source`).
-pub const FEED_CLI: u32 = 0;
-/// [`ListEntry::feed`]: added by the data plane's auto-ban (a source over its rate limit).
-pub const FEED_AUTO: u32 = 1;
-/// [`ListEntry::feed`]: the `[lists]` section of the configuration file.
-pub const FEED_CONFIG: u32 = 2;
-/// Feed id that holds no entries: the blocklist drops of named feeds that were freed (no entries
-/// left) are added here, so no count is lost when their ids are reused.
-pub const FEED_RETIRED: u32 = 3;
-/// Feeds with fixed ids; named feeds get ids from here up to [`FEEDS_MAX`].
-pub const FEEDS_FIXED: u32 = 4;
-/// Size of `FEED_NAMES` and `FEED_DROPS`: at most this many feeds, fixed ones included.
-pub const FEEDS_MAX: u32 = 256;
-/// Longest feed name, bytes.
-pub const FEED_NAME_MAX: usize = 32;
+/// [`ListEntry::source`]: added with the CLI (no `--source`).
+pub const SOURCE_CLI: u32 = 0;
+/// [`ListEntry::source`]: added by the data plane's auto-ban (a source over its rate limit).
+pub const SOURCE_AUTO: u32 = 1;
+/// [`ListEntry::source`]: the `[lists]` section of the configuration file.
+pub const SOURCE_CONFIG: u32 = 2;
+/// Source id that holds no entries: the blocklist drops of named sources that were freed (no
+/// entries left) are added here, so no count is lost when their ids are reused.
+pub const SOURCE_RETIRED: u32 = 3;
+/// List sources with fixed ids; named sources get ids from here up to [`SOURCES_MAX`].
+pub const SOURCES_FIXED: u32 = 4;
+/// Size of `SOURCE_NAMES` and `SOURCE_DROPS`: at most this many list sources, fixed ones
+/// included.
+pub const SOURCES_MAX: u32 = 256;
+/// Longest list source name, bytes.
+pub const SOURCE_NAME_MAX: usize = 32;
 
-/// A value of the userspace-only `FEED_NAMES` array: the name of feed id N (len 0: free).
+/// A value of the userspace-only `SOURCE_NAMES` array: the name of list source id N (len 0:
+/// free). Not to be confused with [`SourceKey`], a packet's source address.
 #[repr(C)]
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
-pub struct FeedName {
+pub struct SourceName {
     pub len: u32,
-    pub name: [u8; FEED_NAME_MAX],
+    pub name: [u8; SOURCE_NAME_MAX],
 }
-const _: () = assert!(size_of::<FeedName>() == 36);
+const _: () = assert!(size_of::<SourceName>() == 36);
 
 /// Which list a [`MetaKey`] belongs to.
 pub const LIST_ALLOW: u32 = 0;
@@ -237,8 +239,8 @@ pub mod map_names {
     pub const BLOCK_V4_EXACT: &str = "BLOCK_V4_EXACT";
     pub const BLOCK_V6_EXACT: &str = "BLOCK_V6_EXACT";
     pub const LIST_META: &str = "LIST_META";
-    pub const FEED_NAMES: &str = "FEED_NAMES";
-    pub const FEED_DROPS: &str = "FEED_DROPS";
+    pub const SOURCE_NAMES: &str = "SOURCE_NAMES";
+    pub const SOURCE_DROPS: &str = "SOURCE_DROPS";
     pub const CONFIG: &str = "CONFIG";
     pub const RULES: &str = "RULES";
     pub const RULE_STATS: &str = "RULE_STATS";
@@ -349,7 +351,7 @@ mod pod {
     unsafe impl aya::Pod for super::Counter {}
     unsafe impl aya::Pod for super::ListEntry {}
     unsafe impl aya::Pod for super::MetaKey {}
-    unsafe impl aya::Pod for super::FeedName {}
+    unsafe impl aya::Pod for super::SourceName {}
     unsafe impl aya::Pod for super::EntryMeta {}
     unsafe impl aya::Pod for super::Config {}
     unsafe impl aya::Pod for super::Rule {}

@@ -296,7 +296,7 @@ fn listed<A: Copy>(
     if let Some(entry) = exact.get_ptr_mut(&addr) {
         if live(entry, clock) {
             count_hit(entry);
-            return Some(unsafe { (*entry).feed });
+            return Some(unsafe { (*entry).source });
         }
     }
     let mut len = host_len;
@@ -307,7 +307,7 @@ fn listed<A: Copy>(
         let entry = entry as *const ListEntry as *mut ListEntry;
         if live(entry, clock) {
             count_hit(entry);
-            return Some(unsafe { (*entry).feed });
+            return Some(unsafe { (*entry).source });
         }
         let matched = unsafe { (*entry).prefix_len };
         if matched == 0 || matched > host_len {
@@ -322,7 +322,7 @@ fn listed<A: Copy>(
 #[inline(always)]
 fn blocked(ctx: &XdpContext, feed: u32, dry: bool) -> Verdict {
     if !dry {
-        if let Some(counter) = maps::FEED_DROPS.get_ptr_mut(feed) {
+        if let Some(counter) = maps::SOURCE_DROPS.get_ptr_mut(feed) {
             // Per-CPU slot: plain adds are exact.
             unsafe {
                 (*counter).packets += 1;

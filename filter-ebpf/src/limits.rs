@@ -5,8 +5,8 @@
 
 use aya_ebpf::{bindings::BPF_NOEXIST, maps::lpm_trie::Key};
 use filter_common::{
-    Class, ClassLimit, Config, FEED_AUTO, FRONT_AUTO_V4, FRONT_AUTO_V6, FRONT_CTL, ListEntry,
-    OVER_LIMIT_GAP_NS, Reason, SourceKey, SourceState,
+    Class, ClassLimit, Config, FRONT_AUTO_V4, FRONT_AUTO_V6, FRONT_CTL, ListEntry,
+    OVER_LIMIT_GAP_NS, Reason, SOURCE_AUTO, SourceKey, SourceState,
     sanity::{TCP_ACK, TCP_SYN},
 };
 
@@ -135,7 +135,7 @@ fn ban(key: &SourceKey, prefix: u32, expires_at_ns: u64) {
         expires_at_ns,
         hits: 0,
         prefix_len: prefix,
-        feed: FEED_AUTO,
+        source: SOURCE_AUTO,
     };
     let flags = BPF_NOEXIST as u64;
     let a = key.addr;

@@ -8,8 +8,9 @@ use aya_ebpf::{
 };
 use filter_common::{
     AGGREGATE_MAX, ALLOW_EXACT_MAX, ALLOW_PREFIX_MAX, Aggregate, BLOCK_EXACT_MAX, BLOCK_PREFIX_MAX,
-    Config, Counter, EntryMeta, FEEDS_MAX, FRONT_LEN, FeedName, LIST_META_MAX, ListEntry, MetaKey,
-    REFLECT_EXEMPT_MAX, RULES_MAX, Rule, SOURCE_STATE_DEFAULT, STATS_SLOTS, SourceKey, SourceState,
+    Config, Counter, EntryMeta, FRONT_LEN, LIST_META_MAX, ListEntry, MetaKey, REFLECT_EXEMPT_MAX,
+    RULES_MAX, Rule, SOURCE_STATE_DEFAULT, SOURCES_MAX, STATS_SLOTS, SourceKey, SourceName,
+    SourceState,
 };
 
 /// Packets and bytes per reason (enforced row, then dry-run row), per CPU; written at the
@@ -58,14 +59,14 @@ pub static BLOCK_V6: LpmTrie<[u8; 16], ListEntry> = LpmTrie::pinned(BLOCK_PREFIX
 pub static LIST_META: HashMap<MetaKey, EntryMeta> =
     HashMap::pinned(LIST_META_MAX, BPF_F_NO_PREALLOC);
 
-/// Names of the feeds list entries come from (`ListEntry::feed` indexes it). Userspace only.
-#[map(name = "FEED_NAMES")]
-pub static FEED_NAMES: Array<FeedName> = Array::pinned(FEEDS_MAX, 0);
+/// Names of the list sources entries come from (`ListEntry::source` indexes it). Userspace only.
+#[map(name = "SOURCE_NAMES")]
+pub static SOURCE_NAMES: Array<SourceName> = Array::pinned(SOURCES_MAX, 0);
 
-/// Blocklist drops (packets, bytes) per feed, per CPU, indexed by `ListEntry::feed`; written
-/// on every enforced blocklist drop, summed by the CLI and the daemon's metrics.
-#[map(name = "FEED_DROPS")]
-pub static FEED_DROPS: PerCpuArray<Counter> = PerCpuArray::pinned(FEEDS_MAX, 0);
+/// Blocklist drops (packets, bytes) per list source, per CPU, indexed by `ListEntry::source`;
+/// written on every enforced blocklist drop, summed by the CLI and the daemon's metrics.
+#[map(name = "SOURCE_DROPS")]
+pub static SOURCE_DROPS: PerCpuArray<Counter> = PerCpuArray::pinned(SOURCES_MAX, 0);
 
 /// The live configuration (one [`Config`]): sanity switches, dry-run, rule bank, limits.
 /// Written by the CLI/daemon; read on every packet.

@@ -241,10 +241,10 @@ fn bad_json(e: &serde_json::Error) -> Response {
 /// A library error as a response: full lists are 507, bad input 400, the rest 500.
 fn from_error(e: Error) -> Response {
     let code = match &e {
-        Error::ListFull { .. } | Error::TooManyFeeds { .. } => StatusCode::INSUFFICIENT_STORAGE,
+        Error::ListFull { .. } | Error::TooManySources { .. } => StatusCode::INSUFFICIENT_STORAGE,
         Error::PinsGone { .. } => StatusCode::SERVICE_UNAVAILABLE,
-        Error::BadFeedName { .. }
-        | Error::ReservedFeed { .. }
+        Error::BadSourceName { .. }
+        | Error::ReservedSource { .. }
         | Error::BadPrefix { .. }
         | Error::CommentTooLong { .. }
         | Error::CommentControl { .. }
@@ -311,8 +311,8 @@ fn default_source() -> String {
 
 /// The source a push may write: a valid name that is not the data plane's or the file's.
 fn push_source(name: &str) -> Result<(), Error> {
-    crate::feeds::validate_name(name)?;
-    crate::feeds::check_not_reserved(name)
+    crate::sources::validate_name(name)?;
+    crate::sources::check_not_reserved(name)
 }
 
 /// One entry: `"CIDR"` or `{"cidr": "...", "ttl": "10m", "comment": "..."}`.
@@ -392,11 +392,11 @@ async fn list_post(
         // buckets (milliseconds per push). A push that does not fit fails on the map's own
         // limit and is rolled back, so nothing of it stays and nothing else is touched.
         sh.write(|st| {
-            let feed = st.lists.register_source(&source)?;
+            let id = st.lists.register_source(&source)?;
             if replace {
-                st.lists.replace(kind, feed, &items, &mut |_, _| {})
+                st.lists.replace(kind, id, &items, &mut |_, _| {})
             } else {
-                Ok((st.lists.upsert(kind, feed, &items, &mut |_, _| {})?, 0))
+                Ok((st.lists.upsert(kind, id, &items, &mut |_, _| {})?, 0))
             }
         })
         .map(|(added, removed)| {
@@ -449,8 +449,8 @@ async fn list_delete(
     match (del.source, del.entries) {
         (Some(source), None) => {
             let r = blocking(&sh, move |sh| {
-                sh.write(|st| match st.lists.feeds.id(&source)? {
-                    Some(feed) => st.lists.remove_feed(kind, feed),
+                sh.write(|st| match st.lists.sources.id(&source)? {
+                    Some(id) => st.lists.remove_source(kind, id),
                     None => Ok(0),
                 })
                 .map(|n| {
@@ -510,10 +510,10 @@ async fn list_get(AxState(sh): Sh, kind: ListKind, q: QueryResult) -> Response {
         let st = sh.state();
         let mut entries = st.lists.entries(kind).map_err(from_error)?;
         if let Some(name) = &q.source {
-            let id = st.lists.feeds.id(name).map_err(from_error)?;
-            entries.retain(|e| Some(e.feed) == id);
+            let id = st.lists.sources.id(name).map_err(from_error)?;
+            entries.retain(|e| Some(e.source) == id);
         }
-        let names = st.lists.feeds.names().map_err(from_error)?;
+        let names = st.lists.sources.names().map_err(from_error)?;
         let rows = json_entries(&names, &entries);
         Ok(json!({ "count": rows.len(), "entries": rows }))
     })
@@ -534,21 +534,27 @@ async fn stats(AxState(sh): Sh) -> Response {
 async fn sources(AxState(sh): Sh) -> Response {
     let r = blocking(&sh, |sh| {
         let st = sh.state();
-        let feeds = st.lists.feeds.all().map_err(from_error)?;
-        let block = st.lists.feed_counts(ListKind::Block).map_err(from_error)?;
-        let allow = st.lists.feed_counts(ListKind::Allow).map_err(from_error)?;
+        let sources = st.lists.sources.all().map_err(from_error)?;
+        let block = st
+            .lists
+            .source_counts(ListKind::Block)
+            .map_err(from_error)?;
+        let allow = st
+            .lists
+            .source_counts(ListKind::Allow)
+            .map_err(from_error)?;
         let count = |c: &std::collections::BTreeMap<u32, [usize; 2]>, id| {
             c.get(&id).map_or(0, |[v4, v6]| v4 + v6)
         };
         let mut out = Vec::new();
-        for (id, name) in feeds {
-            let drops = st.lists.feeds.drops(id).map_err(from_error)?;
+        for (id, name) in sources {
+            let drops = st.lists.sources.drops(id).map_err(from_error)?;
             out.push(json!({
                 "source": name,
                 "blocklist_entries": count(&block, id),
                 "allowlist_entries": count(&allow, id),
                 "drops": { "packets": drops.packets, "bytes": drops.bytes },
-                "fixed": id < filter_common::FEEDS_FIXED,
+                "fixed": id < filter_common::SOURCES_FIXED,
             }));
         }
         Ok(json!({ "sources": out }))

@@ -3,7 +3,7 @@
 //!
 //! The file describes the whole defence configuration: a section left out means its defaults
 //! (no rules, no limits, reflection preset off, default sanity checks, enforce mode). `[lists]`
-//! is the exception: without it the lists are left alone (feeds and the CLI usually own them);
+//! is the exception: without it the lists are left alone (sources and the CLI usually own them);
 //! with it, the operator entries of each list given become exactly the file's (auto-bans stay).
 //!
 //! Every value is checked while the file is parsed, so an error names its line and field and
@@ -629,7 +629,7 @@ mod tests {
                     hits: 0,
                     comment: i.comment,
                     auto: false,
-                    feed: filter_common::FEED_CONFIG,
+                    source: filter_common::SOURCE_CONFIG,
                 })
                 .collect()
         });

@@ -1,4 +1,4 @@
-//! List entries as people and feeds write them, checked by one set of rules for every front end
+//! List entries as people and list sources write them, checked by one set of rules for every front end
 //! (CLI, TOML file, push API, snapshot): the TTL, the comment, how broad a prefix may be, and
 //! how input is quoted back in an error or printed in a listing.
 //!

@@ -94,13 +94,13 @@ pub enum Error {
         "bad source name {name:?}: use 1 to {max} letters, digits, '.', '_' or '-', starting \
          with a letter or digit"
     )]
-    BadFeedName { name: String, max: usize },
+    BadSourceName { name: String, max: usize },
 
     #[error("source {name:?} is reserved for {owner}; use another name")]
-    ReservedFeed { name: String, owner: &'static str },
+    ReservedSource { name: String, owner: &'static str },
 
     #[error("too many sources ({max} named sources at most)")]
-    TooManyFeeds { max: u32 },
+    TooManySources { max: u32 },
 
     #[error("snapshot {path} is unreadable: {message} (move it away to start without it)")]
     Snapshot { path: PathBuf, message: String },
@@ -156,7 +156,7 @@ pub enum Error {
     PrefixTooBroad { net: String, min: u8 },
 
     #[error("{path}: {count} bad line(s), nothing was changed:\n{details}")]
-    BadFeed {
+    BadListFile {
         path: String,
         count: usize,
         details: String,

@@ -39,7 +39,7 @@ const META_LEN: usize = KEY_LEN + size_of::<EntryMeta>();
 pub struct Header {
     /// 0 = allowlist, 1 = blocklist.
     pub list: u8,
-    pub feed: u32,
+    pub source: u32,
     pub pid: u32,
     pub started_unix_s: u64,
     /// Kernel id of the comment map the journal's records belong to.
@@ -113,14 +113,14 @@ fn read_key(b: &[u8]) -> Option<(IpNet, bool)> {
 }
 
 impl Journal {
-    /// Start a journal at `path` for a change to `list` by `feed`, on the maps whose comment
+    /// Start a journal at `path` for a change to `list` by `source`, on the maps whose comment
     /// map has kernel id `map_id`.
-    pub fn begin(path: &Path, list: u8, feed: u32, map_id: u32) -> Result<Journal> {
+    pub fn begin(path: &Path, list: u8, source: u32, map_id: u32) -> Result<Journal> {
         let mut file = File::create(path).io_context(|| format!("creating {}", path.display()))?;
         let mut h = Vec::with_capacity(HEADER_LEN);
         h.extend_from_slice(MAGIC);
         h.extend_from_slice(&[list, 0, 0, 0]);
-        h.extend_from_slice(&feed.to_le_bytes());
+        h.extend_from_slice(&source.to_le_bytes());
         h.extend_from_slice(&std::process::id().to_le_bytes());
         let now = SystemTime::now()
             .duration_since(UNIX_EPOCH)
@@ -202,7 +202,7 @@ pub fn read(path: &Path, map_id: u32) -> Result<Option<Pending>> {
     if bytes.len() < HEADER_LEN || &bytes[..4] != MAGIC {
         return stale(Header {
             list: 0,
-            feed: 0,
+            source: 0,
             pid: 0,
             started_unix_s: 0,
             map_id: 0,
@@ -212,7 +212,7 @@ pub fn read(path: &Path, map_id: u32) -> Result<Option<Pending>> {
     let u32_at = |o: usize| u32::from_le_bytes(bytes[o..o + 4].try_into().expect("4 bytes"));
     let header = Header {
         list: bytes[4],
-        feed: u32_at(8),
+        source: u32_at(8),
         pid: u32_at(12),
         started_unix_s: u64::from_le_bytes(bytes[16..24].try_into().expect("8 bytes")),
         map_id: u32_at(24),
@@ -264,7 +264,7 @@ mod tests {
             expires_at_ns: 7,
             hits: 9,
             prefix_len: 24,
-            feed: 5,
+            source: 5,
         };
         let mut meta = EntryMeta {
             added_unix_s: 3,
@@ -287,7 +287,7 @@ mod tests {
             .expect("appending");
         let p = read(&path, 42).expect("read").expect("present");
         assert!(!p.stale);
-        assert_eq!((p.header.list, p.header.feed), (1, 5));
+        assert_eq!((p.header.list, p.header.source), (1, 5));
         assert_eq!(
             p.records,
             [

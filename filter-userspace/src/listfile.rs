@@ -12,7 +12,7 @@ use crate::{error::Error, prefix::parse_prefix};
 const SHOWN_ERRORS: usize = 20;
 
 /// Parse every line; on any bad line return an error listing them (by line number) instead.
-pub fn parse_feed(reader: impl BufRead, name: &str) -> Result<Vec<IpNet>, Error> {
+pub fn parse_list_file(reader: impl BufRead, name: &str) -> Result<Vec<IpNet>, Error> {
     let mut entries = Vec::new();
     let mut bad = Vec::new();
     for (i, line) in reader.lines().enumerate() {
@@ -41,7 +41,7 @@ pub fn parse_feed(reader: impl BufRead, name: &str) -> Result<Vec<IpNet>, Error>
         if count > SHOWN_ERRORS {
             details.push(format!("  ... and {} more", count - SHOWN_ERRORS));
         }
-        return Err(Error::BadFeed {
+        return Err(Error::BadListFile {
             path: name.to_string(),
             count,
             details: details.join("\n"),
@@ -55,7 +55,7 @@ mod tests {
     use super::*;
 
     fn parse(s: &str) -> Result<Vec<String>, Error> {
-        parse_feed(s.as_bytes(), "test").map(|v| v.iter().map(|n| n.to_string()).collect())
+        parse_list_file(s.as_bytes(), "test").map(|v| v.iter().map(|n| n.to_string()).collect())
     }
 
     #[test]

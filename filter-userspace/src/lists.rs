@@ -17,18 +17,18 @@ use aya::{
 };
 use filter_common::{
     ALLOW_EXACT_MAX, ALLOW_PREFIX_MAX, BLOCK_EXACT_MAX, BLOCK_PREFIX_MAX, COMMENT_MAX, EntryMeta,
-    FEED_AUTO, FEED_CLI, LIST_ALLOW, LIST_BLOCK, LIST_RULE, ListEntry, MetaKey, entry_live,
+    LIST_ALLOW, LIST_BLOCK, LIST_RULE, ListEntry, MetaKey, SOURCE_AUTO, SOURCE_CLI, entry_live,
     map_names as names,
 };
 use ipnet::IpNet;
 
 use crate::{
     error::{Error, IoContext, MapContext, Result},
-    feeds::{FeedNames, Feeds},
     front::Front,
     journal::{Journal, Undo},
     loader::PinDir,
     prefix::is_host,
+    sources::{SourceNames, Sources},
     sys::monotonic_now,
 };
 
@@ -120,8 +120,8 @@ pub struct Entry {
     pub comment: Option<String>,
     /// Added by the data plane's auto-ban, not by an operator.
     pub auto: bool,
-    /// The feed (source) that added it.
-    pub feed: u32,
+    /// The list source that added it.
+    pub source: u32,
 }
 
 /// The four maps of one list.
@@ -373,11 +373,11 @@ fn meta_key(kind: ListKind, net: &IpNet) -> MetaKey {
     }
 }
 
-/// Both lists, the shared comment map and the feed registry.
+/// Both lists, the shared comment map and the source registry.
 pub struct Lists {
     pub allow: ListMaps,
     pub block: ListMaps,
-    pub feeds: Feeds,
+    pub sources: Sources,
     meta: HashMap<MapData, MetaKey, EntryMeta>,
     /// The bitmap the data plane reads before the list maps.
     pub front: Front,
@@ -426,7 +426,7 @@ impl Lists {
         let lists = Lists {
             allow: ListMaps::take(ebpf, pin, ListKind::Allow)?,
             block: ListMaps::take(ebpf, pin, ListKind::Block)?,
-            feeds: Feeds::take(ebpf)?,
+            sources: Sources::take(ebpf)?,
             meta: take_map(ebpf, names::LIST_META)?,
             front: Front::take(ebpf)?,
             journal_path: crate::sys::run_file(pin.root(), ".journal")?,
@@ -497,11 +497,11 @@ impl Lists {
         }
     }
 
-    /// Add (or update) entries of feed `feed` with one TTL and comment: see [`Lists::upsert`].
+    /// Add (or update) entries of source `source` with one TTL and comment: see [`Lists::upsert`].
     pub fn add(
         &mut self,
         kind: ListKind,
-        feed: u32,
+        source: u32,
         nets: &[IpNet],
         ttl: Option<Duration>,
         comment: Option<&str>,
@@ -515,26 +515,26 @@ impl Lists {
                 comment: comment.map(str::to_string),
             })
             .collect();
-        self.upsert(kind, feed, &items, progress)
+        self.upsert(kind, source, &items, progress)
     }
 
     /// Add (or update) entries, all or nothing, also across a crash ([`crate::journal`]). An
     /// entry already present keeps its hit count and, when no new comment is given, its
-    /// comment; its TTL becomes the item's (None = never) and it now belongs to `feed` (an
-    /// entry belongs to the feed that last added it). `progress(done, total)` is called every
+    /// comment; its TTL becomes the item's (None = never) and it now belongs to `source` (an
+    /// entry belongs to the source that last added it). `progress(done, total)` is called every
     /// few thousand entries.
     pub fn upsert(
         &mut self,
         kind: ListKind,
-        feed: u32,
+        source: u32,
         items: &[Item],
         progress: &mut dyn FnMut(usize, usize),
     ) -> Result<Added> {
         for i in items {
             crate::entry::check_item(i)?;
         }
-        self.journaled(kind, feed, |lists, j| {
-            lists.upsert_journaled(j, kind, feed, items, progress)
+        self.journaled(kind, source, |lists, j| {
+            lists.upsert_journaled(j, kind, source, items, progress)
         })
     }
 
@@ -543,11 +543,11 @@ impl Lists {
     fn journaled<T>(
         &mut self,
         kind: ListKind,
-        feed: u32,
+        source: u32,
         change: impl FnOnce(&mut Lists, &mut Journal) -> Result<T>,
     ) -> Result<T> {
         let list = u8::from(kind == ListKind::Block);
-        let mut journal = Journal::begin(&self.journal_path, list, feed, self.map_id)?;
+        let mut journal = Journal::begin(&self.journal_path, list, source, self.map_id)?;
         match change(self, &mut journal) {
             Ok(out) => {
                 journal.finish()?;
@@ -567,7 +567,7 @@ impl Lists {
         &mut self,
         j: &mut Journal,
         kind: ListKind,
-        feed: u32,
+        source: u32,
         items: &[Item],
         progress: &mut dyn FnMut(usize, usize),
     ) -> Result<Added> {
@@ -581,7 +581,7 @@ impl Lists {
             }),
             hits,
             prefix_len: item.net.prefix_len() as u32,
-            feed,
+            source,
         };
         // Front first: the data plane may match an entry as soon as it is in its map.
         for item in items {
@@ -739,7 +739,7 @@ impl Lists {
         };
         let mut out = Recovered {
             list: kind.name(),
-            source: self.feeds.names()?.get(h.feed),
+            source: self.sources.names()?.get(h.source),
             pid: h.pid,
             started_unix_s: h.started_unix_s,
             undone: pending.records.len(),
@@ -796,7 +796,7 @@ impl Lists {
                 entries: missing.join(", "),
             });
         }
-        self.journaled(kind, FEED_CLI, |lists, j| {
+        self.journaled(kind, SOURCE_CLI, |lists, j| {
             lists.remove_journaled(j, kind, nets).map(|_| ())
         })
     }
@@ -812,7 +812,7 @@ impl Lists {
         kind: ListKind,
         nets: &[IpNet],
     ) -> Result<(Vec<IpNet>, Vec<IpNet>)> {
-        let removed = self.journaled(kind, FEED_CLI, |lists, j| {
+        let removed = self.journaled(kind, SOURCE_CLI, |lists, j| {
             lists.remove_journaled(j, kind, nets)
         })?;
         let (mut gone, mut absent) = (Vec::new(), Vec::new());
@@ -827,13 +827,13 @@ impl Lists {
     }
 
     /// The id of source `name`, registering it if new. When every id is taken, the named
-    /// sources with no entry left on either list are freed first ([`Feeds::free`]), so rotating
+    /// sources with no entry left on either list are freed first ([`Sources::free`]), so rotating
     /// source names never run out. Call with the state lock held.
     pub fn register_source(&mut self, name: &str) -> Result<u32> {
-        match self.feeds.id_or_register(name) {
-            Err(Error::TooManyFeeds { .. }) => {
+        match self.sources.id_or_register(name) {
+            Err(Error::TooManySources { .. }) => {
                 self.free_unused_sources()?;
-                self.feeds.id_or_register(name)
+                self.sources.id_or_register(name)
             }
             r => r,
         }
@@ -843,47 +843,52 @@ impl Lists {
     pub fn free_unused_sources(&mut self) -> Result<usize> {
         let mut used: HashSet<u32> = HashSet::new();
         for kind in [ListKind::Allow, ListKind::Block] {
-            used.extend(self.list(kind).entries()?.into_iter().map(|(_, v)| v.feed));
+            used.extend(
+                self.list(kind)
+                    .entries()?
+                    .into_iter()
+                    .map(|(_, v)| v.source),
+            );
         }
         let mut freed = 0;
-        for (id, _) in self.feeds.all()? {
-            if id >= filter_common::FEEDS_FIXED && !used.contains(&id) {
-                self.feeds.free(id)?;
+        for (id, _) in self.sources.all()? {
+            if id >= filter_common::SOURCES_FIXED && !used.contains(&id) {
+                self.sources.free(id)?;
                 freed += 1;
             }
         }
         Ok(freed)
     }
 
-    /// Remove every entry of feed `feed`; returns how many. A named feed left with no entry
-    /// on either list is freed ([`Feeds::free`]).
-    pub fn remove_feed(&mut self, kind: ListKind, feed: u32) -> Result<usize> {
-        let n = self.remove_feed_entries(kind, feed)?;
+    /// Remove every entry of source `source`; returns how many. A named source left with no entry
+    /// on either list is freed ([`Sources::free`]).
+    pub fn remove_source(&mut self, kind: ListKind, source: u32) -> Result<usize> {
+        let n = self.remove_source_entries(kind, source)?;
         let other = match kind {
             ListKind::Allow => ListKind::Block,
             ListKind::Block => ListKind::Allow,
         };
-        if feed >= filter_common::FEEDS_FIXED
+        if source >= filter_common::SOURCES_FIXED
             && !self
                 .list(other)
                 .entries()?
                 .iter()
-                .any(|(_, v)| v.feed == feed)
+                .any(|(_, v)| v.source == source)
         {
-            self.feeds.free(feed)?;
+            self.sources.free(source)?;
         }
         Ok(n)
     }
 
-    fn remove_feed_entries(&mut self, kind: ListKind, feed: u32) -> Result<usize> {
+    fn remove_source_entries(&mut self, kind: ListKind, source: u32) -> Result<usize> {
         let entries: Vec<IpNet> = self
             .list(kind)
             .entries()?
             .into_iter()
-            .filter(|(_, v)| v.feed == feed)
+            .filter(|(_, v)| v.source == source)
             .map(|(n, _)| n)
             .collect();
-        self.journaled(kind, feed, |lists, j| {
+        self.journaled(kind, source, |lists, j| {
             lists.remove_journaled(j, kind, &entries)
         })?;
         Ok(entries.len())
@@ -897,7 +902,7 @@ impl Lists {
             .into_iter()
             .map(|(n, _)| n)
             .collect();
-        self.journaled(kind, FEED_CLI, |lists, j| {
+        self.journaled(kind, SOURCE_CLI, |lists, j| {
             lists.remove_journaled(j, kind, &entries)
         })?;
         // Empty now: clearing the front costs nothing.
@@ -907,28 +912,28 @@ impl Lists {
         Ok(entries.len())
     }
 
-    /// Make feed `feed`'s entries exactly `items`: add or refresh those, then remove the
-    /// feed's others. Entries present in both never disappear in between; other feeds' entries
+    /// Make source `source`'s entries exactly `items`: add or refresh those, then remove the
+    /// source's others. Entries present in both never disappear in between; other sources' entries
     /// (auto-bans included) are not touched. All or nothing, also across a crash. Returns what
     /// was added and how many were removed.
     pub fn replace(
         &mut self,
         kind: ListKind,
-        feed: u32,
+        source: u32,
         items: &[Item],
         progress: &mut dyn FnMut(usize, usize),
     ) -> Result<(Added, usize)> {
         for i in items {
             crate::entry::check_item(i)?;
         }
-        self.journaled(kind, feed, |lists, j| {
-            let added = lists.upsert_journaled(j, kind, feed, items, progress)?;
+        self.journaled(kind, source, |lists, j| {
+            let added = lists.upsert_journaled(j, kind, source, items, progress)?;
             let keep: HashSet<&IpNet> = items.iter().map(|i| &i.net).collect();
             let stale: Vec<IpNet> = lists
                 .list(kind)
                 .entries()?
                 .into_iter()
-                .filter(|(n, v)| v.feed == feed && !keep.contains(n))
+                .filter(|(n, v)| v.source == source && !keep.contains(n))
                 .map(|(n, _)| n)
                 .collect();
             lists.remove_journaled(j, kind, &stale)?;
@@ -981,14 +986,14 @@ impl Lists {
         Ok(expired.len())
     }
 
-    /// Live entries per feed, as [IPv4, IPv6] counts. One pass over the maps, without the
+    /// Live entries per source, as [IPv4, IPv6] counts. One pass over the maps, without the
     /// per-entry comment lookups [`Lists::entries`] makes.
-    pub fn feed_counts(&self, kind: ListKind) -> Result<BTreeMap<u32, [usize; 2]>> {
+    pub fn source_counts(&self, kind: ListKind) -> Result<BTreeMap<u32, [usize; 2]>> {
         let now = monotonic_now().as_nanos() as u64;
         let mut out: BTreeMap<u32, [usize; 2]> = BTreeMap::new();
         for (net, v) in self.list(kind).entries()? {
             if entry_live(v.expires_at_ns, now) {
-                out.entry(v.feed).or_default()[usize::from(net.addr().is_ipv6())] += 1;
+                out.entry(v.source).or_default()[usize::from(net.addr().is_ipv6())] += 1;
             }
         }
         Ok(out)
@@ -1010,8 +1015,8 @@ impl Lists {
                         .then(|| Duration::from_nanos(v.expires_at_ns - now)),
                     hits: v.hits,
                     comment,
-                    auto: v.feed == FEED_AUTO,
-                    feed: v.feed,
+                    auto: v.source == SOURCE_AUTO,
+                    source: v.source,
                 }
             })
             .collect();
@@ -1030,14 +1035,14 @@ pub struct JsonEntry {
     pub expires_in_s: Option<u64>,
     pub hits: u64,
     pub comment: Option<String>,
-    /// The feed that added it: cli, config, auto or a feed's name.
+    /// The source that added it: cli, config, auto or a named source.
     pub source: String,
-    /// "manual" (CLI, file, feed) or "auto" (auto-ban by a rate limit).
+    /// "manual" (CLI, configuration file, API) or "auto" (auto-ban by a rate limit).
     pub origin: &'static str,
 }
 
 /// Entries as JSON rows, sources named.
-pub fn json_entries(names: &FeedNames, entries: &[Entry]) -> Vec<JsonEntry> {
+pub fn json_entries(names: &SourceNames, entries: &[Entry]) -> Vec<JsonEntry> {
     entries
         .iter()
         .map(|e| JsonEntry {
@@ -1047,7 +1052,7 @@ pub fn json_entries(names: &FeedNames, entries: &[Entry]) -> Vec<JsonEntry> {
                 .map(|d| d.as_secs() + u64::from(d.subsec_nanos() > 0)),
             hits: e.hits,
             comment: e.comment.clone(),
-            source: names.get(e.feed),
+            source: names.get(e.source),
             origin: if e.auto { "auto" } else { "manual" },
         })
         .collect()

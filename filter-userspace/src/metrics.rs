@@ -108,19 +108,19 @@ pub fn render(state: &State, daemon: &DaemonMetrics) -> Result<String> {
             .inc_by(c.bytes);
     }
 
-    let feeds = state.lists.feeds.all()?;
+    let sources = state.lists.sources.all()?;
     let drops = counter(
         "floodgate_source_drops_total",
-        "Packets dropped by blocklist entries of this source (feed).",
+        "Packets dropped by blocklist entries of this source.",
         &["source"],
     );
     let drop_bytes = counter(
         "floodgate_source_dropped_bytes_total",
-        "Bytes dropped by blocklist entries of this source (feed).",
+        "Bytes dropped by blocklist entries of this source.",
         &["source"],
     );
-    for (id, name) in &feeds {
-        let c = state.lists.feeds.drops(*id)?;
+    for (id, name) in &sources {
+        let c = state.lists.sources.drops(*id)?;
         drops.with_label_values(&[name.as_str()]).inc_by(c.packets);
         drop_bytes
             .with_label_values(&[name.as_str()])
@@ -132,7 +132,7 @@ pub fn render(state: &State, daemon: &DaemonMetrics) -> Result<String> {
             ListKind::Block,
             gauge(
                 "floodgate_blocklist_entries",
-                "Live blocklist entries by address family and source (feed).",
+                "Live blocklist entries by address family and source.",
                 &["family", "source"],
             ),
         ),
@@ -140,7 +140,7 @@ pub fn render(state: &State, daemon: &DaemonMetrics) -> Result<String> {
             ListKind::Allow,
             gauge(
                 "floodgate_allowlist_entries",
-                "Live allowlist entries by address family and source (feed).",
+                "Live allowlist entries by address family and source.",
                 &["family", "source"],
             ),
         ),
@@ -150,10 +150,10 @@ pub fn render(state: &State, daemon: &DaemonMetrics) -> Result<String> {
         "Entries in a list map over its capacity (1 = full: further adds are refused).",
         &["map"],
     );
-    let names = state.lists.feeds.names()?;
+    let names = state.lists.sources.names()?;
     for (kind, g) in &entries {
-        for (feed, by_family) in state.lists.feed_counts(*kind)? {
-            let name = names.get(feed);
+        for (id, by_family) in state.lists.source_counts(*kind)? {
+            let name = names.get(id);
             for (family, n) in ["ipv4", "ipv6"].into_iter().zip(by_family) {
                 if n > 0 {
                     g.with_label_values(&[family, name.as_str()]).set(n as f64);

@@ -14,7 +14,7 @@ use std::{
     time::{Duration, SystemTime, UNIX_EPOCH},
 };
 
-use filter_common::FEED_AUTO;
+use filter_common::SOURCE_AUTO;
 use serde::{Deserialize, Serialize};
 
 use crate::{
@@ -56,14 +56,14 @@ fn unix_now() -> Duration {
 /// Read both lists into a snapshot.
 pub fn take(lists: &Lists) -> Result<Snapshot> {
     let now = unix_now();
-    let names = lists.feeds.names()?;
+    let names = lists.sources.names()?;
     let saved = |kind| -> Result<Vec<SavedEntry>> {
         Ok(lists
             .entries(kind)?
             .into_iter()
             .map(|e| SavedEntry {
                 cidr: display(&e.net),
-                source: names.get(e.feed),
+                source: names.get(e.source),
                 // Round up to the second: never shorten an entry's life.
                 expires_unix_s: e.expires_in.map(|d| (now + d).as_secs_f64().ceil() as u64),
                 comment: e.comment,
@@ -205,7 +205,7 @@ fn restore_entries(lists: &mut Lists, snap: &Snapshot) -> Result<Restored> {
                 crate::entry::check_comment(c).map_err(damaged)?;
             }
             if e.source != "auto" {
-                crate::feeds::validate_name(&e.source).map_err(damaged)?;
+                crate::sources::validate_name(&e.source).map_err(damaged)?;
             }
             let ttl = match e.expires_unix_s {
                 Some(at) if at <= now => {
@@ -232,13 +232,13 @@ fn restore_entries(lists: &mut Lists, snap: &Snapshot) -> Result<Restored> {
         } else {
             ListKind::Allow
         };
-        let feed = if source == "auto" {
-            FEED_AUTO
+        let id = if source == "auto" {
+            SOURCE_AUTO
         } else {
             lists.register_source(&source)?
         };
         // A batch that does not fit fails on the map's own limit and is rolled back.
-        lists.upsert(kind, feed, &items, &mut |_, _| {})?;
+        lists.upsert(kind, id, &items, &mut |_, _| {})?;
         done.entries += items.len();
     }
     Ok(done)

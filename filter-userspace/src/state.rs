@@ -3,7 +3,7 @@
 
 use aya::Ebpf;
 
-use filter_common::FEED_CONFIG;
+use filter_common::SOURCE_CONFIG;
 
 use crate::{
     config::Desired,
@@ -96,7 +96,7 @@ impl State {
         for (kind, items) in lists {
             if let Some(items) = items {
                 self.lists
-                    .replace(kind, FEED_CONFIG, items, &mut |_, _| {})?;
+                    .replace(kind, SOURCE_CONFIG, items, &mut |_, _| {})?;
             }
         }
         self.write_settings(&desired.settings)

@@ -51,7 +51,7 @@ impl Stats {
     }
 }
 
-/// A per-CPU counter slot summed over CPUs (STATS, RULE_STATS, FEED_DROPS).
+/// A per-CPU counter slot summed over CPUs (STATS, RULE_STATS, SOURCE_DROPS).
 pub fn sum_cpus(per_cpu: &aya::maps::PerCpuValues<Counter>) -> Counter {
     per_cpu.iter().fold(Counter::default(), |a, c| Counter {
         packets: a.packets + c.packets,

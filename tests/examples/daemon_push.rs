@@ -3,7 +3,7 @@
 //!
 //! Latency: a sender in the attacker namespace sends a frame every ~50 us from an address
 //! not yet listed; the clock starts just before the POST that lists it and stops when the
-//! feed's drop counter (read from the pinned map in this process) moves. It includes HTTP,
+//! source's drop counter (read from the pinned map in this process) moves. It includes HTTP,
 //! JSON, the state lock, the map write and the wait for the next frame.
 
 use std::{
@@ -108,13 +108,13 @@ fn main() -> anyhow::Result<()> {
                 );
                 assert!(r.starts_with("HTTP/1.1 200"), "{r}");
                 let posted = t0.elapsed().as_secs_f64() * 1e3;
-                let feed = state
+                let id = state
                     .lists
-                    .feeds
+                    .sources
                     .id(&source)
                     .expect("id")
                     .expect("registered");
-                while state.lists.feeds.drops(feed).expect("drops").packets == 0 {
+                while state.lists.sources.drops(id).expect("drops").packets == 0 {
                     assert!(t0.elapsed() < Duration::from_secs(5), "no drop in 5 s");
                 }
                 let ms = t0.elapsed().as_secs_f64() * 1e3;

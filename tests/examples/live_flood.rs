@@ -16,7 +16,7 @@ use aya::{
     maps::{HashMap, MapData},
     programs::{ProgramFd, ProgramInfo, Xdp},
 };
-use filter_common::FEED_CLI;
+use filter_common::SOURCE_CLI;
 use floodgate::{
     lists::ListKind,
     loader::{self, PinDir},
@@ -164,7 +164,7 @@ fn main() {
             .lists
             .add(
                 ListKind::Block,
-                FEED_CLI,
+                SOURCE_CLI,
                 &list[loaded..size],
                 None,
                 None,

@@ -147,7 +147,7 @@ fn main() {
         .lists
         .add(
             ListKind::Block,
-            filter_common::FEED_CLI,
+            filter_common::SOURCE_CLI,
             &nets(&["198.18.66.6", "198.19.0.0/16"]),
             None,
             None,
@@ -158,7 +158,7 @@ fn main() {
         .lists
         .add(
             ListKind::Allow,
-            filter_common::FEED_CLI,
+            filter_common::SOURCE_CLI,
             &nets(&["198.19.1.0/24"]),
             None,
             None,

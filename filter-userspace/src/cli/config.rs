@@ -16,7 +16,7 @@ use floodgate::{
 /// The whole file is checked before anything changes: an error names the line and the field,
 /// and nothing is applied. Sections left out get their defaults; `[lists]` left out leaves the
 /// lists alone, and a list given in `[lists]` replaces only the entries of source `config`
-/// (entries added with the CLI, by feeds or by auto-ban stay). A commented example:
+/// (entries added with the CLI, by other sources or by auto-ban stay). A commented example:
 /// examples/floodgate.toml in the source tree.
 ///
 /// Examples:
@@ -78,6 +78,6 @@ pub fn show_config(pin: &PinDir, a: ShowConfigArgs) -> anyhow::Result<()> {
 /// The entries the file owns: those of the `config` source.
 fn config_entries(state: &State, kind: ListKind) -> anyhow::Result<Vec<floodgate::lists::Entry>> {
     let mut entries = state.lists.entries(kind)?;
-    entries.retain(|e| e.feed == filter_common::FEED_CONFIG);
+    entries.retain(|e| e.source == filter_common::SOURCE_CONFIG);
     Ok(entries)
 }

@@ -9,11 +9,11 @@ use anyhow::Context as _;
 use clap::{Args, Subcommand};
 use floodgate::{
     entry::{check_breadth, printable},
-    feeds::FeedNames,
-    listfile::parse_feed,
+    listfile::parse_list_file,
     lists::{Entry, Item, ListKind},
     loader::PinDir,
     prefix::{display, parse_prefix},
+    sources::SourceNames,
     state::{Access, State},
 };
 use ipnet::IpNet;
@@ -37,7 +37,7 @@ pub enum ListCommand {
     ///   floodgate block del 198.18.0.0/24 198.18.7.7
     #[command(verbatim_doc_comment)]
     Del(DelArgs),
-    /// List live entries: prefix, time left, hits, source (cli, config, auto or a feed's
+    /// List live entries: prefix, time left, hits, source (cli, config, auto or a source's
     /// name), comment.
     ///
     /// Examples:
@@ -96,10 +96,10 @@ fn parse_ttl(text: &str) -> Result<Duration, String> {
     floodgate::entry::parse_ttl(text).map_err(|e| e.to_string())
 }
 
-/// The feed an entry belongs to (the API's "source").
+/// The list source entries belong to.
 #[derive(Args)]
 pub struct SourceArg {
-    /// Source (feed) the entries belong to: drops are counted per source, and
+    /// Source the entries belong to: drops are counted per source, and
     /// `load --replace` and `flush --source` touch only this source's entries.
     #[arg(long, value_name = "NAME", default_value = "cli")]
     source: String,
@@ -215,10 +215,10 @@ fn run(pin: &PinDir, kind: ListKind, cmd: ListCommand) -> anyhow::Result<()> {
     let name = kind.name();
     match cmd {
         ListCommand::Add(a) => {
-            let feed = feed_id(&mut state, &a.source.source)?;
+            let id = source_id(&mut state, &a.source.source)?;
             state.lists.add(
                 kind,
-                feed,
+                id,
                 &nets,
                 a.ttl,
                 a.comment.as_deref(),
@@ -245,18 +245,18 @@ fn run(pin: &PinDir, kind: ListKind, cmd: ListCommand) -> anyhow::Result<()> {
         ListCommand::List(a) => {
             let mut entries = state.lists.entries(kind)?;
             if let Some(name) = &a.source {
-                let id = state.lists.feeds.id(name)?;
-                entries.retain(|e| Some(e.feed) == id);
+                let id = state.lists.sources.id(name)?;
+                entries.retain(|e| Some(e.source) == id);
             }
-            print_entries(&state.lists.feeds.names()?, &entries, a.json)?
+            print_entries(&state.lists.sources.names()?, &entries, a.json)?
         }
         ListCommand::Load(a) => {
             let nets = if a.file == "-" {
-                parse_feed(std::io::stdin().lock(), "<stdin>")?
+                parse_list_file(std::io::stdin().lock(), "<stdin>")?
             } else {
                 let f =
                     std::fs::File::open(&a.file).with_context(|| format!("opening {}", a.file))?;
-                parse_feed(BufReader::new(f), &a.file)?
+                parse_list_file(BufReader::new(f), &a.file)?
             };
             if !a.force.force {
                 let broad: Vec<String> = nets
@@ -273,7 +273,7 @@ fn run(pin: &PinDir, kind: ListKind, cmd: ListCommand) -> anyhow::Result<()> {
                     );
                 }
             }
-            let feed = feed_id(&mut state, &a.source.source)?;
+            let id = source_id(&mut state, &a.source.source)?;
             let mut progress = progress_printer();
             if a.replace {
                 let items: Vec<Item> = nets
@@ -284,7 +284,7 @@ fn run(pin: &PinDir, kind: ListKind, cmd: ListCommand) -> anyhow::Result<()> {
                         comment: None,
                     })
                     .collect();
-                let (_, removed) = state.lists.replace(kind, feed, &items, &mut progress)?;
+                let (_, removed) = state.lists.replace(kind, id, &items, &mut progress)?;
                 println!(
                     "{name}: loaded {} entries, removed {removed} not in {}",
                     nets.len(),
@@ -293,7 +293,7 @@ fn run(pin: &PinDir, kind: ListKind, cmd: ListCommand) -> anyhow::Result<()> {
             } else {
                 state
                     .lists
-                    .add(kind, feed, &nets, a.ttl, None, &mut progress)?;
+                    .add(kind, id, &nets, a.ttl, None, &mut progress)?;
                 println!("{name}: loaded {} entries from {}", nets.len(), a.file);
             }
         }
@@ -304,8 +304,8 @@ fn run(pin: &PinDir, kind: ListKind, cmd: ListCommand) -> anyhow::Result<()> {
         ListCommand::Flush(FlushArgs {
             source: Some(source),
         }) => {
-            let n = match state.lists.feeds.id(&source)? {
-                Some(id) => state.lists.remove_feed(kind, id)?,
+            let n = match state.lists.sources.id(&source)? {
+                Some(id) => state.lists.remove_source(kind, id)?,
                 None => 0,
             };
             println!("{name}: flushed {n} entries of source {source}");
@@ -315,12 +315,12 @@ fn run(pin: &PinDir, kind: ListKind, cmd: ListCommand) -> anyhow::Result<()> {
 }
 
 /// The id of source `name` (registered on first use); `auto` and `config` are floodgate's own.
-fn feed_id(state: &mut State, name: &str) -> anyhow::Result<u32> {
-    floodgate::feeds::check_not_reserved(name)?;
+fn source_id(state: &mut State, name: &str) -> anyhow::Result<u32> {
+    floodgate::sources::check_not_reserved(name)?;
     Ok(state.lists.register_source(name)?)
 }
 
-fn print_entries(names: &FeedNames, entries: &[Entry], json: bool) -> anyhow::Result<()> {
+fn print_entries(names: &SourceNames, entries: &[Entry], json: bool) -> anyhow::Result<()> {
     if json {
         let out = floodgate::lists::json_entries(names, entries);
         println!("{}", serde_json::to_string_pretty(&out)?);
@@ -344,7 +344,7 @@ fn print_entries(names: &FeedNames, entries: &[Entry], json: bool) -> anyhow::Re
             display(&e.net),
             expires,
             e.hits,
-            names.get(e.feed),
+            names.get(e.source),
             // Comments are checked on the way in, but the maps are writable by anyone with
             // CAP_BPF: never let their bytes drive the terminal.
             printable(e.comment.as_deref().unwrap_or(""))

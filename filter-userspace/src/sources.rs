@@ -1,20 +1,21 @@
-//! Feeds: who put a list entry there. Every entry carries a feed id (`ListEntry::feed`); the
-//! names live in the pinned `FEED_NAMES` array, so the CLI, the daemon and its API agree on
-//! them with no process running, and the data plane counts blocklist drops per feed in
-//! `FEED_DROPS`. The API and the metrics call a feed the entry's "source".
+//! List sources: who put a list entry there (not a packet's source address). Every entry
+//! carries a source id (`ListEntry::source`); the names live in the pinned `SOURCE_NAMES` array,
+//! so the CLI, the daemon and its API agree on them with no process running, and the data plane
+//! counts blocklist drops per source in `SOURCE_DROPS`.
 //!
-//! Three ids are fixed: `cli` (the CLI without `--source`), `auto` (auto-bans written by the
-//! data plane) and `config` (the `[lists]` section of the configuration file). Named feeds get
-//! the next free id the first time they add an entry, and keep it: their drop counter must not
-//! pass to another feed.
+//! Four ids are fixed: `cli` (the CLI without `--source`), `auto` (auto-bans written by the
+//! data plane), `config` (the `[lists]` section of the configuration file) and `retired` (the
+//! drops of freed sources). Named sources
+//! get the next free id the first time they add an entry, and keep it: their drop counter must
+//! not pass to another source.
 
 use aya::{
     Ebpf,
     maps::{Array, MapData, PerCpuArray},
 };
 use filter_common::{
-    Counter, FEED_AUTO, FEED_CLI, FEED_CONFIG, FEED_NAME_MAX, FEED_RETIRED, FEEDS_FIXED, FEEDS_MAX,
-    FeedName, map_names as names,
+    Counter, SOURCE_AUTO, SOURCE_CLI, SOURCE_CONFIG, SOURCE_NAME_MAX, SOURCE_RETIRED,
+    SOURCES_FIXED, SOURCES_MAX, SourceName, map_names as names,
 };
 
 use crate::{
@@ -22,19 +23,19 @@ use crate::{
     lists::take_map,
 };
 
-/// The fixed feeds, by id.
+/// The fixed sources, by id.
 const FIXED: [(u32, &str); 4] = [
-    (FEED_CLI, "cli"),
-    (FEED_AUTO, "auto"),
-    (FEED_CONFIG, "config"),
-    (FEED_RETIRED, "retired"),
+    (SOURCE_CLI, "cli"),
+    (SOURCE_AUTO, "auto"),
+    (SOURCE_CONFIG, "config"),
+    (SOURCE_RETIRED, "retired"),
 ];
 
-/// Is `name` a usable feed name? 1 to 32 bytes of letters, digits, `.`, `_`, `-`, starting
+/// Is `name` a usable source name? 1 to 32 bytes of letters, digits, `.`, `_`, `-`, starting
 /// with a letter or digit (it ends up in Prometheus labels and file names).
 pub fn validate_name(name: &str) -> Result<()> {
     let ok = !name.is_empty()
-        && name.len() <= FEED_NAME_MAX
+        && name.len() <= SOURCE_NAME_MAX
         && name
             .bytes()
             .next()
@@ -45,9 +46,9 @@ pub fn validate_name(name: &str) -> Result<()> {
     if ok {
         Ok(())
     } else {
-        Err(Error::BadFeedName {
+        Err(Error::BadSourceName {
             name: name.to_string(),
-            max: FEED_NAME_MAX,
+            max: SOURCE_NAME_MAX,
         })
     }
 }
@@ -61,34 +62,34 @@ pub fn check_not_reserved(name: &str) -> Result<()> {
         "config" => "the configuration file's [lists] (change the file instead)",
         _ => return Ok(()),
     };
-    Err(Error::ReservedFeed {
+    Err(Error::ReservedSource {
         name: name.to_string(),
         owner,
     })
 }
 
-/// The feed registry and the per-feed drop counters.
-pub struct Feeds {
-    names: Array<MapData, FeedName>,
+/// The source registry and the per-source drop counters.
+pub struct Sources {
+    names: Array<MapData, SourceName>,
     drops: PerCpuArray<MapData, Counter>,
 }
 
-impl Feeds {
-    pub fn take(ebpf: &mut Ebpf) -> Result<Feeds> {
-        Ok(Feeds {
-            names: take_map(ebpf, names::FEED_NAMES)?,
-            drops: take_map(ebpf, names::FEED_DROPS)?,
+impl Sources {
+    pub fn take(ebpf: &mut Ebpf) -> Result<Sources> {
+        Ok(Sources {
+            names: take_map(ebpf, names::SOURCE_NAMES)?,
+            drops: take_map(ebpf, names::SOURCE_DROPS)?,
         })
     }
 
-    /// Every feed with a name, by id (the fixed ones included).
+    /// Every source with a name, by id (the fixed ones included).
     pub fn all(&self) -> Result<Vec<(u32, String)>> {
         let mut out: Vec<(u32, String)> = FIXED.iter().map(|(i, n)| (*i, n.to_string())).collect();
-        for id in FEEDS_FIXED..FEEDS_MAX {
+        for id in SOURCES_FIXED..SOURCES_MAX {
             let v = self
                 .names
                 .get(&id, 0)
-                .map_context(|| format!("reading feed name {id}"))?;
+                .map_context(|| format!("reading source name {id}"))?;
             if v.len > 0 {
                 out.push((id, decode(&v)));
             }
@@ -96,13 +97,13 @@ impl Feeds {
         Ok(out)
     }
 
-    /// Every feed's name, read once: callers naming many entries look them up here rather
+    /// Every source's name, read once: callers naming many entries look them up here rather
     /// than reading the map once per entry.
-    pub fn names(&self) -> Result<FeedNames> {
-        Ok(FeedNames(self.all()?.into_iter().collect()))
+    pub fn names(&self) -> Result<SourceNames> {
+        Ok(SourceNames(self.all()?.into_iter().collect()))
     }
 
-    /// The id of feed `name`, if it has one.
+    /// The id of source `name`, if it has one.
     pub fn id(&self, name: &str) -> Result<Option<u32>> {
         Ok(self
             .all()?
@@ -111,39 +112,39 @@ impl Feeds {
             .map(|(i, _)| i))
     }
 
-    /// The id of feed `name`, registering it if new. Call with the state lock held.
+    /// The id of source `name`, registering it if new. Call with the state lock held.
     pub fn id_or_register(&mut self, name: &str) -> Result<u32> {
         validate_name(name)?;
         let all = self.all()?;
         if let Some((id, _)) = all.iter().find(|(_, n)| n == name) {
             return Ok(*id);
         }
-        let id = (FEEDS_FIXED..FEEDS_MAX)
+        let id = (SOURCES_FIXED..SOURCES_MAX)
             .find(|i| !all.iter().any(|(j, _)| j == i))
-            .ok_or(Error::TooManyFeeds {
-                max: FEEDS_MAX - FEEDS_FIXED,
+            .ok_or(Error::TooManySources {
+                max: SOURCES_MAX - SOURCES_FIXED,
             })?;
-        let mut v = FeedName {
+        let mut v = SourceName {
             len: name.len() as u32,
-            ..FeedName::default()
+            ..SourceName::default()
         };
         v.name[..name.len()].copy_from_slice(name.as_bytes());
         self.names
             .set(id, v, 0)
-            .map_context(|| format!("registering feed {name}"))?;
+            .map_context(|| format!("registering source {name}"))?;
         Ok(id)
     }
 
-    /// Free named feed `id` (it has no entries left): its blocklist drops are added to
-    /// `retired`, its counter is zeroed and its name cleared, so the id can serve a new feed.
+    /// Free named source `id` (it has no entries left): its blocklist drops are added to
+    /// `retired`, its counter is zeroed and its name cleared, so the id can serve a new source.
     /// Call with the state lock held.
     pub fn free(&mut self, id: u32) -> Result<()> {
-        if !(FEEDS_FIXED..FEEDS_MAX).contains(&id) {
+        if !(SOURCES_FIXED..SOURCES_MAX).contains(&id) {
             return Ok(());
         }
         let what = || format!("freeing source id {id}");
         let gone = self.drops.get(&id, 0).map_context(what)?;
-        let kept = self.drops.get(&FEED_RETIRED, 0).map_context(what)?;
+        let kept = self.drops.get(&SOURCE_RETIRED, 0).map_context(what)?;
         let sum: Vec<Counter> = kept
             .iter()
             .zip(gone.iter())
@@ -160,40 +161,40 @@ impl Feeds {
             })
         };
         self.drops
-            .set(FEED_RETIRED, values(sum)?, 0)
+            .set(SOURCE_RETIRED, values(sum)?, 0)
             .map_context(what)?;
         self.drops.set(id, values(zero)?, 0).map_context(what)?;
         self.names
-            .set(id, FeedName::default(), 0)
+            .set(id, SourceName::default(), 0)
             .map_context(what)?;
         Ok(())
     }
 
-    /// Enforced blocklist drops of feed `id`, summed over CPUs.
+    /// Enforced blocklist drops of source `id`, summed over CPUs.
     pub fn drops(&self, id: u32) -> Result<Counter> {
         let per_cpu = self
             .drops
             .get(&id, 0)
-            .map_context(|| format!("reading drops of feed {id}"))?;
+            .map_context(|| format!("reading drops of source {id}"))?;
         Ok(crate::stats::sum_cpus(&per_cpu))
     }
 }
 
-/// Feed names by id ([`Feeds::names`]).
-pub struct FeedNames(std::collections::HashMap<u32, String>);
+/// Source names by id ([`Sources::names`]).
+pub struct SourceNames(std::collections::HashMap<u32, String>);
 
-impl FeedNames {
-    /// The name of feed `id` (`feed-N` for an id with no name, which only a damaged map has).
+impl SourceNames {
+    /// The name of source `id` (`source-N` for an id with no name, which only a damaged map has).
     pub fn get(&self, id: u32) -> String {
         self.0
             .get(&id)
             .cloned()
-            .unwrap_or_else(|| format!("feed-{id}"))
+            .unwrap_or_else(|| format!("source-{id}"))
     }
 }
 
-fn decode(v: &FeedName) -> String {
-    let len = (v.len as usize).min(FEED_NAME_MAX);
+fn decode(v: &SourceName) -> String {
+    let len = (v.len as usize).min(SOURCE_NAME_MAX);
     String::from_utf8_lossy(&v.name[..len]).into_owned()
 }
 
@@ -202,7 +203,7 @@ mod tests {
     use super::validate_name;
 
     #[test]
-    fn feed_names() {
+    fn source_names() {
         for good in ["spamhaus-drop", "feed.1", "A_b", "x", &"a".repeat(32)] {
             assert!(validate_name(good).is_ok(), "{good} should be accepted");
         }
