@@ -1059,7 +1059,7 @@ fn auto_ban_puts_the_source_on_the_blocklist_until_it_expires() {
         .iter()
         .find(|e| e.net == parse_prefix("198.18.44.4").unwrap())
         .unwrap_or_else(|| panic!("auto-ban listed: {entries:?}"));
-    assert!(ban.auto, "marked as an auto-ban");
+    assert!(ban.auto(), "marked as an auto-ban");
     let left = ban.expires_in.expect("an auto-ban expires");
     assert!(
         left <= Duration::from_secs(2) && left > Duration::from_millis(1500),
@@ -1083,7 +1083,7 @@ fn auto_ban_puts_the_source_on_the_blocklist_until_it_expires() {
     assert!(
         entries
             .iter()
-            .any(|e| e.auto && e.net == parse_prefix("2001:db8:44::/64").unwrap()),
+            .any(|e| e.auto() && e.net == parse_prefix("2001:db8:44::/64").unwrap()),
         "the /64 is listed as an auto-ban: {entries:?}"
     );
 

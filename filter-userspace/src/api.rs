@@ -28,8 +28,9 @@ use serde_json::{Value, json};
 
 use crate::{
     daemon::Shared,
+    entry::{Item, json_entries},
     error::Error,
-    lists::{Item, ListKind, json_entries},
+    lists::ListKind,
     prefix::parse_prefix,
 };
 

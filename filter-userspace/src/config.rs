@@ -17,7 +17,7 @@ use serde::{Deserialize, Deserializer, Serialize, de::Error as _};
 use toml::Spanned;
 
 use crate::{
-    lists::Entry,
+    entry::Entry,
     prefix::{display, parse_prefix},
     settings::{
         ClassKey, LimitSpec, RateSpec, Reflection, RuleText, Sanity, Settings, parse_class,
@@ -336,7 +336,7 @@ pub struct ListsFile {
 }
 
 /// A list entry: `"198.18.0.0/24"` or `{ cidr = "...", ttl = "1h", comment = "..." }`.
-pub use crate::lists::Item as ListItem;
+pub use crate::entry::Item as ListItem;
 
 #[derive(Deserialize)]
 #[serde(untagged)]
@@ -533,7 +533,7 @@ fn to_desired(file: FileConfig, text: &str) -> Result<Desired, String> {
 fn list_items(entries: Vec<Entry>) -> Vec<ListItem> {
     entries
         .into_iter()
-        .filter(|e| !e.auto)
+        .filter(|e| !e.auto())
         .map(|e| ListItem {
             net: e.net,
             // Whole seconds: the file is for people.
@@ -628,7 +628,6 @@ mod tests {
                     expires_in: i.ttl,
                     hits: 0,
                     comment: i.comment,
-                    auto: false,
                     source: filter_common::SOURCE_CONFIG,
                 })
                 .collect()

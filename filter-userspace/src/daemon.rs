@@ -28,6 +28,7 @@ use crate::{
     attack,
     config::{self, DaemonFile, Desired, LogFormat},
     error::{Error, Result, one_line},
+    lists::ListKind,
     loader::{self, PinDir},
     metrics::DaemonMetrics,
     snapshot,
@@ -515,8 +516,8 @@ async fn sweeper(sh: Arc<Shared>) {
         let s = sh.clone();
         let r = tokio::task::spawn_blocking(move || {
             s.write(|st| {
-                let b = st.lists.sweep_expired(crate::lists::ListKind::Block)?;
-                let a = st.lists.sweep_expired(crate::lists::ListKind::Allow)?;
+                let b = st.lists.sweep_expired(ListKind::Block)?;
+                let a = st.lists.sweep_expired(ListKind::Allow)?;
                 // Auto-bans since the last sweep: mark them in the front, so the data plane
                 // goes back to skipping the blocklist for sources nobody listed.
                 st.lists.refresh_front()?;
@@ -583,8 +584,8 @@ async fn snapshotter(sh: Arc<Shared>) {
         let _ = tokio::task::spawn_blocking(move || {
             let counts = {
                 let st = s.state();
-                let mut c = st.lists.block.map_counts().to_vec();
-                c.extend(st.lists.allow.map_counts());
+                let mut c = st.lists.list(ListKind::Block).map_counts().to_vec();
+                c.extend(st.lists.list(ListKind::Allow).map_counts());
                 c
             };
             let changes = s.changes.load(Ordering::Relaxed);

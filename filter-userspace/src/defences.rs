@@ -14,7 +14,7 @@ use std::{
 
 use aya::{
     Ebpf,
-    maps::{Array, LpmTrie, MapData, MapError, PerCpuHashMap, PerCpuValues, lpm_trie::Key},
+    maps::{Array, LpmTrie, MapData, PerCpuHashMap, PerCpuValues, lpm_trie::Key},
     util::nr_cpus,
 };
 use filter_common::{
@@ -26,7 +26,7 @@ use ipnet::{IpNet, Ipv4Net, Ipv6Net};
 
 use crate::{
     error::{Error, MapContext, Result},
-    lists::take_map,
+    maps::{not_found, sum_cpus, take_map},
     settings::{
         ClassKey, Family, LimitSpec, RateSpec, Reflection, RuleAction, RuleSpec, Sanity, Settings,
         TcpFlags,
@@ -205,14 +205,6 @@ pub fn from_rule(r: &Rule) -> RuleSpec {
         },
         dry_run: r.dry_run != 0,
         comment: None,
-    }
-}
-
-fn not_found(e: &MapError) -> bool {
-    match e {
-        MapError::KeyNotFound => true,
-        MapError::SyscallError(s) => s.io_error.raw_os_error() == Some(libc::ENOENT),
-        _ => false,
     }
 }
 
@@ -434,7 +426,7 @@ impl Defences {
                 let mut spec = from_rule(r);
                 spec.comment = comments(r.id);
                 let hits = match self.rule_stats.get(&r.id, 0) {
-                    Ok(per_cpu) => crate::stats::sum_cpus(&per_cpu),
+                    Ok(per_cpu) => sum_cpus(&per_cpu),
                     Err(e) if not_found(&e) => Counter::default(),
                     Err(e) => return Err(e).map_context(|| format!("reading rule {} hits", r.id)),
                 };

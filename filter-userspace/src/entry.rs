@@ -1,6 +1,7 @@
-//! List entries as people and list sources write them, checked by one set of rules for every front end
-//! (CLI, TOML file, push API, snapshot): the TTL, the comment, how broad a prefix may be, and
-//! how input is quoted back in an error or printed in a listing.
+//! List entries as people and list sources write and read them: one set of rules for every
+//! front end (CLI, TOML file, push API, snapshot) for the TTL, the comment and how broad a
+//! prefix may be; how input is quoted back in an error; and the one shape of a listed entry
+//! (the CLI's `--json` and the API's `GET`).
 //!
 //! The limits (README, "Limits"):
 //! - a TTL is more than 0 and at most [`TTL_MAX`] (no TTL: the entry never expires);
@@ -10,14 +11,72 @@
 
 use std::{net::IpAddr, time::Duration};
 
-use filter_common::COMMENT_MAX;
+use filter_common::{COMMENT_MAX, SOURCE_AUTO};
 use ipnet::IpNet;
 
 use crate::{
     error::{Error, Result},
-    lists::Item,
     prefix::{display, parse_prefix},
+    sources::SourceNames,
 };
+
+/// A list entry to add: prefix, TTL (None = never expires), comment.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Item {
+    pub net: IpNet,
+    pub ttl: Option<Duration>,
+    pub comment: Option<String>,
+}
+
+/// One list entry as users see it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Entry {
+    pub net: IpNet,
+    /// Time left; `None` = never expires.
+    pub expires_in: Option<Duration>,
+    pub hits: u64,
+    pub comment: Option<String>,
+    /// The list source that added it ([`SOURCE_AUTO`]: the data plane's auto-ban).
+    pub source: u32,
+}
+
+impl Entry {
+    /// Added by the data plane's auto-ban, not by an operator.
+    pub fn auto(&self) -> bool {
+        self.source == SOURCE_AUTO
+    }
+}
+
+/// One entry in `floodgate block list --json` and the API's `GET /v1/blocklist`.
+#[derive(Debug, serde::Serialize)]
+pub struct JsonEntry {
+    pub cidr: String,
+    /// Seconds left, rounded up (an entry with 0.4 s left still matches); null = never.
+    pub expires_in_s: Option<u64>,
+    pub hits: u64,
+    pub comment: Option<String>,
+    /// The source that added it: cli, config, auto or a named source.
+    pub source: String,
+    /// "manual" (CLI, configuration file, API) or "auto" (auto-ban by a rate limit).
+    pub origin: &'static str,
+}
+
+/// Entries as JSON rows, sources named.
+pub fn json_entries(names: &SourceNames, entries: &[Entry]) -> Vec<JsonEntry> {
+    entries
+        .iter()
+        .map(|e| JsonEntry {
+            cidr: e.net.to_string(),
+            expires_in_s: e
+                .expires_in
+                .map(|d| d.as_secs() + u64::from(d.subsec_nanos() > 0)),
+            hits: e.hits,
+            comment: e.comment.clone(),
+            source: names.get(e.source),
+            origin: if e.auto() { "auto" } else { "manual" },
+        })
+        .collect()
+}
 
 /// The longest TTL: ten years. Longer is a typo or an overflow; leave the TTL out instead.
 pub const TTL_MAX: Duration = Duration::from_secs(10 * 365 * 86_400);

@@ -37,7 +37,7 @@ const META_LEN: usize = KEY_LEN + size_of::<EntryMeta>();
 /// Who was writing: the header of a journal.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Header {
-    /// 0 = allowlist, 1 = blocklist.
+    /// `filter_common::LIST_ALLOW` or `LIST_BLOCK` ([`crate::lists::ListKind::id`]).
     pub list: u8,
     pub source: u32,
     pub pid: u32,
@@ -86,17 +86,7 @@ fn from_bytes<T: Copy>(b: &[u8]) -> T {
 }
 
 fn push_key(buf: &mut Vec<u8>, tag: u8, net: &IpNet, has_old: bool) {
-    let mut addr = [0u8; 16];
-    let family = match net.addr() {
-        IpAddr::V4(a) => {
-            addr[..4].copy_from_slice(&a.octets());
-            4
-        }
-        IpAddr::V6(a) => {
-            addr = a.octets();
-            6
-        }
-    };
+    let (family, addr) = crate::prefix::wide_addr(net);
     buf.extend_from_slice(&[tag, family, net.prefix_len(), u8::from(has_old)]);
     buf.extend_from_slice(&addr);
 }

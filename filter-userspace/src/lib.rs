@@ -8,6 +8,7 @@
 pub mod api;
 pub mod attack;
 pub mod batch;
+pub mod comments;
 pub mod config;
 pub mod connections;
 pub mod daemon;
@@ -19,6 +20,7 @@ pub mod journal;
 pub mod listfile;
 pub mod lists;
 pub mod loader;
+pub mod maps;
 pub mod metrics;
 pub mod netlink;
 pub mod prefix;

@@ -1,34 +1,37 @@
-//! The allowlist and the blocklist: typed access to their maps, with expiry, hit counts and
-//! comments. Each list is an exact-host hash plus a prefix trie per family; hosts (/32, /128)
-//! go to the hash, which the data plane checks first.
+//! The allowlist and the blocklist: their maps, with expiry, hit counts, comments and the list
+//! source of every entry. Each list is an exact-host hash plus a prefix trie per family; hosts
+//! (/32, /128) go to the hash, which the data plane checks first. Every operation is written
+//! once over [`ListMap`]; [`MapKind`] says which of the four maps holds an entry.
 //!
-//! Every change is all-or-nothing: a batch that fails part-way (a full map) is rolled back.
+//! Every change is all-or-nothing, also across a crash: its old state goes to a write journal
+//! ([`crate::journal`]) before the maps change, and a batch that fails part-way (a full map) or
+//! whose process dies is undone from it.
 
 use std::{
     collections::{BTreeMap, HashSet},
-    net::{IpAddr, Ipv4Addr, Ipv6Addr},
-    time::{Duration, SystemTime, UNIX_EPOCH},
+    path::PathBuf,
+    time::Duration,
 };
 
 use aya::{
     Ebpf,
-    maps::{HashMap, LpmTrie, MapData, MapError, lpm_trie::Key},
-    sys::SyscallError,
+    maps::{HashMap, LpmTrie, MapData},
 };
 use filter_common::{
-    ALLOW_EXACT_MAX, ALLOW_PREFIX_MAX, BLOCK_EXACT_MAX, BLOCK_PREFIX_MAX, COMMENT_MAX, EntryMeta,
-    LIST_ALLOW, LIST_BLOCK, LIST_RULE, ListEntry, MetaKey, SOURCE_AUTO, SOURCE_CLI, entry_live,
-    map_names as names,
+    LIST_ALLOW, LIST_BLOCK, ListEntry, SOURCE_CLI, SOURCES_FIXED, entry_live, map_names as names,
 };
 use ipnet::IpNet;
 
 use crate::{
+    comments::Comments,
+    entry::{Entry, Item},
     error::{Error, IoContext, MapContext, Result},
     front::Front,
     journal::{Journal, Undo},
     loader::PinDir,
+    maps::{ListMap, full_errno, is_full, not_found, take_map},
     prefix::is_host,
-    sources::{SourceNames, Sources},
+    sources::Sources,
     sys::monotonic_now,
 };
 
@@ -45,12 +48,21 @@ impl ListKind {
             ListKind::Block => "blocklist",
         }
     }
-    fn meta_id(self) -> u32 {
+    /// [`LIST_ALLOW`] or [`LIST_BLOCK`]: the list in a comment's key and a journal's header.
+    pub fn id(self) -> u32 {
         match self {
             ListKind::Allow => LIST_ALLOW,
             ListKind::Block => LIST_BLOCK,
         }
     }
+    /// The other list.
+    fn other(self) -> ListKind {
+        match self {
+            ListKind::Allow => ListKind::Block,
+            ListKind::Block => ListKind::Allow,
+        }
+    }
+    /// The names of the list's maps, in [`MapKind::ALL`] order.
     fn map_names(self) -> [&'static str; 4] {
         match self {
             ListKind::Allow => [
@@ -67,39 +79,50 @@ impl ListKind {
             ],
         }
     }
-    /// Built-in sizes of [exact, prefix] maps, used when the pins cannot say.
-    fn default_capacities(self) -> (u32, u32) {
-        match self {
-            ListKind::Allow => (ALLOW_EXACT_MAX, ALLOW_PREFIX_MAX),
-            ListKind::Block => (BLOCK_EXACT_MAX, BLOCK_PREFIX_MAX),
-        }
-    }
 }
 
-/// The four maps of a list, in the order of [`ListKind::map_names`].
-pub const MAP_LABELS: [&str; 4] = ["IPv4 host", "IPv4 prefix", "IPv6 host", "IPv6 prefix"];
+/// Which of a list's four maps holds an entry: by family, and host or prefix.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum MapKind {
+    V4Host,
+    V4Prefix,
+    V6Host,
+    V6Prefix,
+}
 
-/// Which of the four maps holds `net`.
-fn slot(net: &IpNet) -> usize {
-    match (net, is_host(net)) {
-        (IpNet::V4(_), true) => 0,
-        (IpNet::V4(_), false) => 1,
-        (IpNet::V6(_), true) => 2,
-        (IpNet::V6(_), false) => 3,
+impl MapKind {
+    pub const ALL: [MapKind; 4] = [
+        MapKind::V4Host,
+        MapKind::V4Prefix,
+        MapKind::V6Host,
+        MapKind::V6Prefix,
+    ];
+
+    pub fn of(net: &IpNet) -> MapKind {
+        match (net, is_host(net)) {
+            (IpNet::V4(_), true) => MapKind::V4Host,
+            (IpNet::V4(_), false) => MapKind::V4Prefix,
+            (IpNet::V6(_), true) => MapKind::V6Host,
+            (IpNet::V6(_), false) => MapKind::V6Prefix,
+        }
+    }
+
+    /// How errors and metrics name the map.
+    pub fn label(self) -> &'static str {
+        match self {
+            MapKind::V4Host => "IPv4 host",
+            MapKind::V4Prefix => "IPv4 prefix",
+            MapKind::V6Host => "IPv6 host",
+            MapKind::V6Prefix => "IPv6 prefix",
+        }
     }
 }
 
 /// Entries per BPF_MAP_UPDATE_BATCH call, and the fewest worth a batch.
 const BATCH: usize = 8192;
 const BATCH_MIN: usize = 16;
-
-/// A list entry to add: prefix, TTL (None = never expires), comment.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Item {
-    pub net: IpNet,
-    pub ttl: Option<Duration>,
-    pub comment: Option<String>,
-}
+/// Entries whose old state is journaled (and written) at a time, before they change.
+const CHUNK: usize = 4096;
 
 /// What an add did.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Serialize)]
@@ -110,101 +133,48 @@ pub struct Added {
     pub updated: usize,
 }
 
-/// One list entry as users see it.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct Entry {
-    pub net: IpNet,
-    /// Time left; `None` = never expires.
-    pub expires_in: Option<Duration>,
-    pub hits: u64,
-    pub comment: Option<String>,
-    /// Added by the data plane's auto-ban, not by an operator.
-    pub auto: bool,
-    /// The list source that added it.
-    pub source: u32,
-}
-
 /// The four maps of one list.
 pub struct ListMaps {
     kind: ListKind,
-    v4_exact: HashMap<MapData, [u8; 4], ListEntry>,
-    v4: LpmTrie<MapData, [u8; 4], ListEntry>,
-    v6_exact: HashMap<MapData, [u8; 16], ListEntry>,
-    v6: LpmTrie<MapData, [u8; 16], ListEntry>,
-    /// max_entries of each map, in [`MAP_LABELS`] order.
+    /// In [`MapKind::ALL`] order.
+    maps: [Box<dyn ListMap>; 4],
+    /// max_entries of each map, in [`MapKind::ALL`] order.
     capacities: [u32; 4],
 }
 
-/// Take a map out of the object as its typed wrapper.
-pub fn take_map<T: TryFrom<aya::maps::Map, Error = MapError>>(
-    ebpf: &mut Ebpf,
-    name: &str,
-) -> Result<T> {
-    let map = ebpf.take_map(name).ok_or_else(|| Error::MissingInObject {
-        what: "map",
-        name: name.to_string(),
-    })?;
-    T::try_from(map).map_context(|| format!("opening map {name}"))
-}
-
-fn v4(net: &IpNet) -> [u8; 4] {
-    match net.addr() {
-        IpAddr::V4(a) => a.octets(),
-        IpAddr::V6(_) => unreachable!("caller matched the family"),
-    }
-}
-
-fn v6(net: &IpNet) -> [u8; 16] {
-    match net.addr() {
-        IpAddr::V6(a) => a.octets(),
-        IpAddr::V4(_) => unreachable!("caller matched the family"),
-    }
-}
-
-fn is_full(e: &MapError) -> bool {
-    matches!(e, MapError::SyscallError(SyscallError { io_error, .. })
-        if matches!(io_error.raw_os_error(), Some(libc::E2BIG) | Some(libc::ENOSPC) | Some(libc::ENOMEM)))
-}
-
-fn not_found(e: &MapError) -> bool {
-    match e {
-        MapError::KeyNotFound => true,
-        MapError::SyscallError(SyscallError { io_error, .. }) => {
-            io_error.raw_os_error() == Some(libc::ENOENT)
-        }
-        _ => false,
-    }
-}
-
 impl ListMaps {
-    pub fn take(ebpf: &mut Ebpf, pin: &PinDir, kind: ListKind) -> Result<ListMaps> {
-        let [e4, p4, e6, p6] = kind.map_names();
-        let (exact, prefix) = kind.default_capacities();
-        let mut capacities = [exact, prefix, exact, prefix];
-        for (cap, name) in capacities.iter_mut().zip(kind.map_names()) {
-            if let Ok(info) = aya::maps::MapInfo::from_pin(pin.maps().join(name)) {
-                *cap = info.max_entries();
-            }
+    pub fn take(ebpf: &mut Ebpf, kind: ListKind) -> Result<ListMaps> {
+        let [h4, p4, h6, p6] = kind.map_names();
+        let maps: [Box<dyn ListMap>; 4] = [
+            Box::new(take_map::<HashMap<MapData, [u8; 4], ListEntry>>(ebpf, h4)?),
+            Box::new(take_map::<LpmTrie<MapData, [u8; 4], ListEntry>>(ebpf, p4)?),
+            Box::new(take_map::<HashMap<MapData, [u8; 16], ListEntry>>(ebpf, h6)?),
+            Box::new(take_map::<LpmTrie<MapData, [u8; 16], ListEntry>>(ebpf, p6)?),
+        ];
+        let mut capacities = [0; 4];
+        for ((cap, map), name) in capacities.iter_mut().zip(&maps).zip(kind.map_names()) {
+            *cap = map
+                .capacity()
+                .map_context(|| format!("reading the size of map {name}"))?;
         }
         Ok(ListMaps {
-            capacities,
             kind,
-            v4_exact: take_map(ebpf, e4)?,
-            v4: take_map(ebpf, p4)?,
-            v6_exact: take_map(ebpf, e6)?,
-            v6: take_map(ebpf, p6)?,
+            maps,
+            capacities,
         })
     }
 
+    fn map(&self, m: MapKind) -> &dyn ListMap {
+        &*self.maps[m as usize]
+    }
+
+    fn map_mut(&mut self, m: MapKind) -> &mut dyn ListMap {
+        &mut *self.maps[m as usize]
+    }
+
     fn get(&self, net: &IpNet) -> Result<Option<ListEntry>> {
-        let r = match (net, is_host(net)) {
-            (IpNet::V4(_), true) => self.v4_exact.get(&v4(net), 0),
-            (IpNet::V4(_), false) => self.v4.get(&Key::new(net.prefix_len() as u32, v4(net)), 0),
-            (IpNet::V6(_), true) => self.v6_exact.get(&v6(net), 0),
-            (IpNet::V6(_), false) => self.v6.get(&Key::new(net.prefix_len() as u32, v6(net)), 0),
-        };
-        match r {
-            Ok(v) if v.prefix_len == net.prefix_len() as u32 => Ok(Some(v)),
+        match self.map(MapKind::of(net)).get(net) {
+            Ok(v) if v.prefix_len == u32::from(net.prefix_len()) => Ok(Some(v)),
             // The trie answers a lookup with the longest covering prefix: not this entry.
             Ok(_) => Ok(None),
             Err(e) if not_found(&e) => Ok(None),
@@ -212,95 +182,18 @@ impl ListMaps {
         }
     }
 
-    /// max_entries of each map, in [`MAP_LABELS`] order.
-    pub fn capacities(&self) -> [u32; 4] {
-        self.capacities
-    }
-
     fn insert(&mut self, net: &IpNet, value: ListEntry) -> Result<()> {
-        let r = match (net, is_host(net)) {
-            (IpNet::V4(_), true) => self.v4_exact.insert(v4(net), value, 0),
-            (IpNet::V4(_), false) => {
-                self.v4
-                    .insert(&Key::new(net.prefix_len() as u32, v4(net)), value, 0)
-            }
-            (IpNet::V6(_), true) => self.v6_exact.insert(v6(net), value, 0),
-            (IpNet::V6(_), false) => {
-                self.v6
-                    .insert(&Key::new(net.prefix_len() as u32, v6(net)), value, 0)
-            }
-        };
-        match r {
+        let m = MapKind::of(net);
+        match self.map_mut(m).insert(net, value) {
             Ok(()) => Ok(()),
-            Err(e) if is_full(&e) => Err(Error::ListFull {
-                list: self.kind.name(),
-                map: MAP_LABELS[slot(net)],
-                capacity: self.capacities[slot(net)],
-            }),
+            Err(e) if is_full(&e) => Err(self.full(m)),
             Err(e) => Err(e).map_context(|| format!("adding {net} to the {}", self.kind.name())),
         }
     }
 
-    /// Is map `slot` ([`slot`]) empty? One get_next_key.
-    fn is_empty(&self, slot: usize) -> bool {
-        match slot {
-            0 => self.v4_exact.keys().next().is_none(),
-            1 => self.v4.keys().next().is_none(),
-            2 => self.v6_exact.keys().next().is_none(),
-            _ => self.v6.keys().next().is_none(),
-        }
-    }
-
-    /// Write entries, all of one map ([`slot`]), with one BPF_MAP_UPDATE_BATCH (entries that
-    /// exist are overwritten). Returns how many were written and why it stopped early, if it
-    /// did (E2BIG: full; EINVAL: no batch support here).
-    fn insert_batch(
-        &self,
-        nets: &[IpNet],
-        values: &[ListEntry],
-    ) -> (usize, Option<std::io::Error>) {
-        use aya::maps::IterableMap;
-        use std::os::fd::AsFd;
-        // aya's trie key is the kernel's layout (prefix length, then address), packed.
-        let trie4 = |n: &IpNet| Key::new(n.prefix_len() as u32, v4(n));
-        let trie6 = |n: &IpNet| Key::new(n.prefix_len() as u32, v6(n));
-        let flags = 0;
-        match slot(&nets[0]) {
-            0 => {
-                let keys: Vec<[u8; 4]> = nets.iter().map(v4).collect();
-                crate::batch::update(self.v4_exact.map().fd().as_fd(), &keys, values, flags)
-            }
-            1 => {
-                let keys: Vec<_> = nets.iter().map(trie4).collect();
-                crate::batch::update(self.v4.map().fd().as_fd(), &keys, values, flags)
-            }
-            2 => {
-                let keys: Vec<[u8; 16]> = nets.iter().map(v6).collect();
-                crate::batch::update(self.v6_exact.map().fd().as_fd(), &keys, values, flags)
-            }
-            _ => {
-                let keys: Vec<_> = nets.iter().map(trie6).collect();
-                crate::batch::update(self.v6.map().fd().as_fd(), &keys, values, flags)
-            }
-        }
-    }
-
-    fn full(&self, net: &IpNet) -> Error {
-        Error::ListFull {
-            list: self.kind.name(),
-            map: MAP_LABELS[slot(net)],
-            capacity: self.capacities[slot(net)],
-        }
-    }
-
+    /// Remove `net`; returns whether it was there.
     fn remove(&mut self, net: &IpNet) -> Result<bool> {
-        let r = match (net, is_host(net)) {
-            (IpNet::V4(_), true) => self.v4_exact.remove(&v4(net)),
-            (IpNet::V4(_), false) => self.v4.remove(&Key::new(net.prefix_len() as u32, v4(net))),
-            (IpNet::V6(_), true) => self.v6_exact.remove(&v6(net)),
-            (IpNet::V6(_), false) => self.v6.remove(&Key::new(net.prefix_len() as u32, v6(net))),
-        };
-        match r {
+        match self.map_mut(MapKind::of(net)).remove(net) {
             Ok(()) => Ok(true),
             Err(e) if not_found(&e) => Ok(false),
             Err(e) => {
@@ -309,86 +202,94 @@ impl ListMaps {
         }
     }
 
+    fn full(&self, m: MapKind) -> Error {
+        Error::ListFull {
+            list: self.kind.name(),
+            map: m.label(),
+            capacity: self.capacities[m as usize],
+        }
+    }
+
     /// Every entry with its value.
     pub fn entries(&self) -> Result<Vec<(IpNet, ListEntry)>> {
-        let what = || "listing entries".to_string();
-        let mut out = Vec::new();
-        for kv in self.v4_exact.iter() {
-            let (k, v) = kv.map_context(what)?;
-            out.push((IpNet::from(IpAddr::V4(Ipv4Addr::from(k))), v));
-        }
-        for kv in self.v4.iter() {
-            let (k, v) = kv.map_context(what)?;
-            let net = ipnet::Ipv4Net::new(Ipv4Addr::from(k.data()), k.prefix_len() as u8)
-                .expect("the kernel only stores valid prefix lengths");
-            out.push((IpNet::V4(net), v));
-        }
-        for kv in self.v6_exact.iter() {
-            let (k, v) = kv.map_context(what)?;
-            out.push((IpNet::from(IpAddr::V6(Ipv6Addr::from(k))), v));
-        }
-        for kv in self.v6.iter() {
-            let (k, v) = kv.map_context(what)?;
-            let net = ipnet::Ipv6Net::new(Ipv6Addr::from(k.data()), k.prefix_len() as u8)
-                .expect("the kernel only stores valid prefix lengths");
-            out.push((IpNet::V6(net), v));
-        }
-        Ok(out)
+        self.maps
+            .iter()
+            .flat_map(|m| m.entries())
+            .map(|kv| kv.map_context(|| "listing entries".to_string()))
+            .collect()
     }
 
     /// Entry counts: (IPv4, IPv6).
-    pub fn counts(&self) -> Result<(usize, usize)> {
+    pub fn counts(&self) -> (usize, usize) {
         let [h4, p4, h6, p6] = self.map_counts();
-        Ok((h4 + p4, h6 + p6))
+        (h4 + p4, h6 + p6)
     }
 
-    /// Entries in each map, in [`MAP_LABELS`] order (expired ones not yet swept included).
+    /// Entries in each map, in [`MapKind::ALL`] order (expired ones not yet swept included).
     pub fn map_counts(&self) -> [usize; 4] {
-        [
-            self.v4_exact.keys().count(),
-            self.v4.keys().count(),
-            self.v6_exact.keys().count(),
-            self.v6.keys().count(),
-        ]
+        self.maps.each_ref().map(|m| m.len())
+    }
+
+    /// max_entries of each map, in [`MapKind::ALL`] order.
+    pub fn capacities(&self) -> [u32; 4] {
+        self.capacities
     }
 }
 
-fn meta_key(kind: ListKind, net: &IpNet) -> MetaKey {
-    let mut addr = [0u8; 16];
-    let family = match net.addr() {
-        IpAddr::V4(a) => {
-            addr[..4].copy_from_slice(&a.octets());
-            4
-        }
-        IpAddr::V6(a) => {
-            addr = a.octets();
-            6
-        }
-    };
-    MetaKey {
-        list: kind.meta_id(),
-        family,
-        prefix_len: net.prefix_len() as u32,
-        addr,
-    }
-}
-
-/// Both lists, the shared comment map and the source registry.
+/// Both lists, the comments of their entries and rules, and the source registry.
 pub struct Lists {
-    pub allow: ListMaps,
-    pub block: ListMaps,
+    allow: ListMaps,
+    block: ListMaps,
     pub sources: Sources,
-    meta: HashMap<MapData, MetaKey, EntryMeta>,
+    pub comments: Comments,
     /// The bitmap the data plane reads before the list maps.
     pub front: Front,
     /// Where a batch's write journal goes ([`crate::journal`]).
-    journal_path: std::path::PathBuf,
+    journal_path: PathBuf,
     /// Kernel id of the comment map: a journal names the maps it belongs to.
     map_id: u32,
 }
 
-/// Entries whose old state is journaled (and written) at a time, before they change.
-const CHUNK: usize = 4096;
+/// One upsert under way: what each of its writes needs.
+struct Upsert<'a> {
+    kind: ListKind,
+    source: u32,
+    items: &'a [Item],
+    now: Duration,
+    added: Added,
+    /// Entries written so far: a repeat in the batch is an update, not a second add.
+    seen: HashSet<IpNet>,
+    done: usize,
+    progress: &'a mut dyn FnMut(usize, usize),
+}
+
+impl Upsert<'_> {
+    fn value(&self, item: &Item, hits: u64) -> ListEntry {
+        ListEntry {
+            // check_item bounds the TTL, so this cannot wrap; saturate rather than panic.
+            expires_at_ns: item.ttl.map_or(0, |t| {
+                u64::try_from(self.now.saturating_add(t).as_nanos()).unwrap_or(u64::MAX)
+            }),
+            hits,
+            prefix_len: u32::from(item.net.prefix_len()),
+            source: self.source,
+        }
+    }
+
+    /// `net` was written; it was listed before (`existed`) or not.
+    fn count(&mut self, net: IpNet, existed: bool) {
+        if self.seen.insert(net) && !existed {
+            self.added.added += 1;
+        } else {
+            self.added.updated += 1;
+        }
+    }
+
+    fn advance(&mut self, n: usize) {
+        self.done += n;
+        (self.progress)(self.done, self.items.len());
+    }
+}
 
 /// What undoing an unfinished batch did ([`Lists::recover`]).
 #[derive(Debug, Clone)]
@@ -423,20 +324,16 @@ impl std::fmt::Display for Recovered {
 
 impl Lists {
     pub fn take(ebpf: &mut Ebpf, pin: &PinDir) -> Result<Lists> {
+        let comments = Comments::take(ebpf)?;
         let lists = Lists {
-            allow: ListMaps::take(ebpf, pin, ListKind::Allow)?,
-            block: ListMaps::take(ebpf, pin, ListKind::Block)?,
+            allow: ListMaps::take(ebpf, ListKind::Allow)?,
+            block: ListMaps::take(ebpf, ListKind::Block)?,
             sources: Sources::take(ebpf)?,
-            meta: take_map(ebpf, names::LIST_META)?,
+            map_id: comments.map_id()?,
+            comments,
             front: Front::take(ebpf)?,
             journal_path: crate::sys::run_file(pin.root(), ".journal")?,
-            map_id: 0,
         };
-        let mut lists = lists;
-        lists.map_id = aya::maps::IterableMap::map(&lists.meta)
-            .info()
-            .map_context(|| "reading the comment map's id".into())?
-            .id();
         if !lists.front.ready() {
             // Maps from a floodgate without a front (or just created): build it once.
             for kind in [ListKind::Allow, ListKind::Block] {
@@ -447,16 +344,39 @@ impl Lists {
         Ok(lists)
     }
 
+    pub fn list(&self, kind: ListKind) -> &ListMaps {
+        match kind {
+            ListKind::Allow => &self.allow,
+            ListKind::Block => &self.block,
+        }
+    }
+
+    fn list_mut(&mut self, kind: ListKind) -> &mut ListMaps {
+        match kind {
+            ListKind::Allow => &mut self.allow,
+            ListKind::Block => &mut self.block,
+        }
+    }
+
+    /// The prefixes of `kind`'s entries whose value `keep` takes.
+    fn nets_where(
+        &self,
+        kind: ListKind,
+        keep: impl Fn(&IpNet, &ListEntry) -> bool,
+    ) -> Result<Vec<IpNet>> {
+        Ok(self
+            .list(kind)
+            .entries()?
+            .into_iter()
+            .filter(|(n, v)| keep(n, v))
+            .map(|(n, _)| n)
+            .collect())
+    }
+
     /// Make the front show exactly `kind`'s entries.
     pub fn rebuild_front(&self, kind: ListKind) -> Result<()> {
-        self.front.rebuild(kind, || {
-            Ok(self
-                .list(kind)
-                .entries()?
-                .into_iter()
-                .map(|(n, _)| n)
-                .collect())
-        })
+        self.front
+            .rebuild(kind, || self.nets_where(kind, |_, _| true))
     }
 
     /// After `n` removals from `kind`: rebuild the front once enough slots may be stale.
@@ -483,21 +403,8 @@ impl Lists {
         Ok(did)
     }
 
-    pub fn list(&self, kind: ListKind) -> &ListMaps {
-        match kind {
-            ListKind::Allow => &self.allow,
-            ListKind::Block => &self.block,
-        }
-    }
-
-    fn list_mut(&mut self, kind: ListKind) -> &mut ListMaps {
-        match kind {
-            ListKind::Allow => &mut self.allow,
-            ListKind::Block => &mut self.block,
-        }
-    }
-
-    /// Add (or update) entries of source `source` with one TTL and comment: see [`Lists::upsert`].
+    /// Add (or update) entries of source `source` with one TTL and comment: see
+    /// [`Lists::upsert`].
     pub fn add(
         &mut self,
         kind: ListKind,
@@ -521,8 +428,8 @@ impl Lists {
     /// Add (or update) entries, all or nothing, also across a crash ([`crate::journal`]). An
     /// entry already present keeps its hit count and, when no new comment is given, its
     /// comment; its TTL becomes the item's (None = never) and it now belongs to `source` (an
-    /// entry belongs to the source that last added it). `progress(done, total)` is called every
-    /// few thousand entries.
+    /// entry belongs to the source that last added it). `progress(done, total)` is called
+    /// every few thousand entries.
     pub fn upsert(
         &mut self,
         kind: ListKind,
@@ -546,8 +453,7 @@ impl Lists {
         source: u32,
         change: impl FnOnce(&mut Lists, &mut Journal) -> Result<T>,
     ) -> Result<T> {
-        let list = u8::from(kind == ListKind::Block);
-        let mut journal = Journal::begin(&self.journal_path, list, source, self.map_id)?;
+        let mut journal = Journal::begin(&self.journal_path, kind.id() as u8, source, self.map_id)?;
         match change(self, &mut journal) {
             Ok(out) => {
                 journal.finish()?;
@@ -571,122 +477,119 @@ impl Lists {
         items: &[Item],
         progress: &mut dyn FnMut(usize, usize),
     ) -> Result<Added> {
-        let now = monotonic_now();
-        let total = items.len();
-        let mut added = Added::default();
-        let value_of = |item: &Item, hits: u64| ListEntry {
-            // check_item bounds the TTL, so this cannot wrap; saturate rather than panic.
-            expires_at_ns: item.ttl.map_or(0, |t| {
-                u64::try_from(now.saturating_add(t).as_nanos()).unwrap_or(u64::MAX)
-            }),
-            hits,
-            prefix_len: item.net.prefix_len() as u32,
+        let mut u = Upsert {
+            kind,
             source,
+            items,
+            now: monotonic_now(),
+            added: Added::default(),
+            seen: HashSet::new(),
+            done: 0,
+            progress,
         };
         // Front first: the data plane may match an entry as soon as it is in its map.
         for item in items {
             self.front.mark(kind, &item.net);
         }
-        // Entries grouped by map (stable: a repeated entry keeps its order). A map that is
-        // empty when its turn comes (a first load) takes its entries with one
-        // BPF_MAP_UPDATE_BATCH per few thousand: none can have a hit count to keep. Otherwise
-        // each entry is looked up and written on its own, as an update keeps its hit count.
-        let mut order: Vec<usize> = (0..items.len()).collect();
-        order.sort_by_key(|&i| slot(&items[i].net));
-        // Where each map's entries end in `order`.
-        let mut slot_end = [0usize; 4];
-        for &j in &order {
-            slot_end[slot(&items[j].net)] += 1;
-        }
-        for s in 1..4 {
-            slot_end[s] += slot_end[s - 1];
+        // Entries grouped by map (stable: a repeated entry keeps its order).
+        let mut by_map: [Vec<usize>; 4] = Default::default();
+        for (i, item) in items.iter().enumerate() {
+            by_map[MapKind::of(&item.net) as usize].push(i);
         }
         let mut batch_ok = true;
-        let mut empty: [Option<bool>; 4] = [None; 4];
-        // Entries written so far: a repeat in the batch is an update, not a second add.
-        let mut seen: HashSet<IpNet> = HashSet::new();
-        let mut count = |net: IpNet, existed: bool, added: &mut Added| {
-            if seen.insert(net) && !existed {
-                added.added += 1;
-            } else {
-                added.updated += 1;
+        for (m, run) in MapKind::ALL.into_iter().zip(&by_map) {
+            let mut rest = &run[..];
+            // A map that is empty when its turn comes (a first load) takes its entries by
+            // batch: none can have a hit count to keep. Asking whether a map is empty walks
+            // its buckets (milliseconds for a big sparse hash): only when a batch could follow.
+            if batch_ok && rest.len() >= BATCH_MIN && self.list(kind).map(m).is_empty() {
+                let written;
+                (written, batch_ok) = self.insert_batches(j, &mut u, m, rest)?;
+                rest = &rest[written..];
             }
-        };
-        let mut i = 0;
-        while i < order.len() {
-            let s0 = slot(&items[order[i]].net);
-            let run_end = slot_end[s0].min(i + BATCH);
-            // Asking whether a map is empty walks its buckets (milliseconds for a big sparse
-            // hash): only when there are enough entries for a batch.
-            let batch = batch_ok
-                && run_end - i >= BATCH_MIN
-                && *empty[s0].get_or_insert_with(|| self.list(kind).is_empty(s0));
-            if batch {
-                let nets: Vec<IpNet> = order[i..run_end].iter().map(|&j| items[j].net).collect();
-                let values: Vec<ListEntry> = order[i..run_end]
-                    .iter()
-                    .map(|&j| value_of(&items[j], 0))
-                    .collect();
-                // The map was empty: undoing is removing (a repeat is removed twice, harmlessly).
-                for net in &nets {
-                    j.entry(net, None);
-                }
-                j.commit()?;
-                let (done, err) = self.list(kind).insert_batch(&nets, &values);
-                for net in &nets[..done] {
-                    count(*net, false, &mut added);
-                }
-                i += done;
-                match err.and_then(|e| e.raw_os_error()) {
-                    None => {
-                        progress(i, total);
-                        continue;
-                    }
-                    Some(libc::E2BIG) | Some(libc::ENOSPC) | Some(libc::ENOMEM) => {
-                        return Err(self.list(kind).full(&nets[done.min(nets.len() - 1)]));
-                    }
-                    // No batch support here: one at a time from now on.
-                    Some(_) => batch_ok = false,
-                }
-                if i >= order.len() {
-                    break;
-                }
-                continue;
+            // Otherwise each entry is looked up and written on its own: an update keeps its
+            // hit count.
+            for chunk in rest.chunks(CHUNK) {
+                self.insert_each(j, &mut u, chunk)?;
             }
-            // One at a time, a chunk of this map's run: journal the old values, then write.
-            let end = run_end.min(i + CHUNK);
-            let mut olds = Vec::with_capacity(end - i);
-            for &x in &order[i..end] {
-                let old = self.list(kind).get(&items[x].net)?;
-                j.entry(&items[x].net, old.as_ref());
-                olds.push(old);
+        }
+        (u.progress)(items.len(), items.len());
+        self.comment_journaled(j, kind, items)?;
+        Ok(u.added)
+    }
+
+    /// Write `run` (entries of map `m`, which was empty when its turn came) with one
+    /// BPF_MAP_UPDATE_BATCH per few thousand. Returns how many were written, and whether
+    /// batches work here (false: no batch support, the rest goes one at a time).
+    fn insert_batches(
+        &mut self,
+        j: &mut Journal,
+        u: &mut Upsert,
+        m: MapKind,
+        run: &[usize],
+    ) -> Result<(usize, bool)> {
+        let items = u.items;
+        let mut written = 0;
+        for chunk in run.chunks(BATCH) {
+            let nets: Vec<IpNet> = chunk.iter().map(|&i| items[i].net).collect();
+            let values: Vec<ListEntry> = chunk.iter().map(|&i| u.value(&items[i], 0)).collect();
+            // The map was empty: undoing is removing (a repeat is removed twice, harmlessly).
+            for net in &nets {
+                j.entry(net, None);
             }
             j.commit()?;
-            for (&x, old) in order[i..end].iter().zip(olds) {
-                let item = &items[x];
-                let value = value_of(item, old.map_or(0, |o| o.hits));
-                self.list_mut(kind).insert(&item.net, value)?;
-                count(item.net, old.is_some(), &mut added);
+            let list = self.list(u.kind);
+            let (done, err) = list.map(m).insert_batch(&nets, &values);
+            for net in &nets[..done] {
+                u.count(*net, false);
             }
-            i = end;
-            progress(i, total);
+            written += done;
+            match err {
+                None => u.advance(done),
+                Some(e) if full_errno(&e) => return Err(list.full(m)),
+                Some(_) => return Ok((written, false)),
+            }
         }
-        progress(total, total);
+        Ok((written, true))
+    }
+
+    /// Write `chunk` an entry at a time: journal the old values, then write each, keeping its
+    /// hit count.
+    fn insert_each(&mut self, j: &mut Journal, u: &mut Upsert, chunk: &[usize]) -> Result<()> {
+        let items = u.items;
+        let mut olds = Vec::with_capacity(chunk.len());
+        for &i in chunk {
+            let old = self.list(u.kind).get(&items[i].net)?;
+            j.entry(&items[i].net, old.as_ref());
+            olds.push(old);
+        }
+        j.commit()?;
+        for (&i, old) in chunk.iter().zip(olds) {
+            let value = u.value(&items[i], old.map_or(0, |o| o.hits));
+            self.list_mut(u.kind).insert(&items[i].net, value)?;
+            u.count(items[i].net, old.is_some());
+        }
+        u.advance(chunk.len());
+        Ok(())
+    }
+
+    /// Give the items that carry a comment their comment, journaling the old ones first.
+    fn comment_journaled(&mut self, j: &mut Journal, kind: ListKind, items: &[Item]) -> Result<()> {
         let commented: Vec<&Item> = items.iter().filter(|i| i.comment.is_some()).collect();
         for chunk in commented.chunks(CHUNK) {
             for item in chunk {
-                let old = self.meta.get(&meta_key(kind, &item.net), 0).ok();
-                j.meta(&item.net, old.as_ref());
+                j.meta(
+                    &item.net,
+                    self.comments.entry_meta(kind, &item.net).as_ref(),
+                );
             }
             j.commit()?;
             for item in chunk {
                 let c = item.comment.as_deref().unwrap_or_default();
-                self.meta
-                    .insert(meta_key(kind, &item.net), meta_with(c), 0)
-                    .map_context(|| format!("storing the comment for {}", item.net))?;
+                self.comments.set_entry(kind, &item.net, c)?;
             }
         }
-        Ok(added)
+        Ok(())
     }
 
     /// Remove `nets` (those present), journaling each entry and comment first. Returns which
@@ -699,30 +602,35 @@ impl Lists {
     ) -> Result<Vec<bool>> {
         let mut removed = Vec::with_capacity(nets.len());
         for chunk in nets.chunks(CHUNK) {
-            let mut olds = Vec::with_capacity(chunk.len());
+            let mut present = Vec::with_capacity(chunk.len());
             for net in chunk {
                 let old = self.list(kind).get(net)?;
-                let meta = self.meta.get(&meta_key(kind, net), 0).ok();
                 if let Some(o) = &old {
                     j.entry(net, Some(o));
                 }
-                if let Some(m) = &meta {
+                if let Some(m) = &self.comments.entry_meta(kind, net) {
                     j.meta(net, Some(m));
                 }
-                olds.push(old.is_some());
+                present.push(old.is_some());
             }
             j.commit()?;
-            for (net, present) in chunk.iter().zip(olds) {
-                if present {
-                    self.list_mut(kind).remove(net)?;
-                    self.remove_meta(kind, net);
+            for (net, &p) in chunk.iter().zip(&present) {
+                if p {
+                    self.remove_entry(kind, net)?;
                 }
-                removed.push(present);
             }
+            removed.extend(present);
         }
         let n = removed.iter().filter(|r| **r).count();
         self.removed(kind, n)?;
         Ok(removed)
+    }
+
+    /// Remove `net` and its comment; returns whether it was listed.
+    fn remove_entry(&mut self, kind: ListKind, net: &IpNet) -> Result<bool> {
+        let listed = self.list_mut(kind).remove(net)?;
+        self.comments.remove_entry(kind, net);
+        Ok(listed)
     }
 
     /// Undo a batch whose writer died (or failed) part-way, if a journal says there is one.
@@ -732,7 +640,7 @@ impl Lists {
             return Ok(None);
         };
         let h = &pending.header;
-        let kind = if h.list == 1 {
+        let kind = if u32::from(h.list) == LIST_BLOCK {
             ListKind::Block
         } else {
             ListKind::Allow
@@ -757,11 +665,8 @@ impl Lists {
                     self.list_mut(kind).insert(net, *old)?;
                     put_back.push(*net);
                 }
-                Undo::Meta(net, None) => self.remove_meta(kind, net),
-                Undo::Meta(net, Some(old)) => self
-                    .meta
-                    .insert(meta_key(kind, net), *old, 0)
-                    .map_context(|| format!("restoring the comment of {net}"))?,
+                Undo::Meta(net, None) => self.comments.remove_entry(kind, net),
+                Undo::Meta(net, Some(old)) => self.comments.put_entry(kind, net, *old)?,
             }
         }
         for net in &put_back {
@@ -801,11 +706,6 @@ impl Lists {
         })
     }
 
-    fn remove_meta(&mut self, kind: ListKind, net: &IpNet) {
-        // Most entries have no comment; a missing key is the normal case.
-        let _ = self.meta.remove(&meta_key(kind, net));
-    }
-
     /// Remove those of `nets` that are listed; returns (removed, not listed).
     pub fn remove_present(
         &mut self,
@@ -827,8 +727,8 @@ impl Lists {
     }
 
     /// The id of source `name`, registering it if new. When every id is taken, the named
-    /// sources with no entry left on either list are freed first ([`Sources::free`]), so rotating
-    /// source names never run out. Call with the state lock held.
+    /// sources with no entry left on either list are freed first ([`Sources::free`]), so
+    /// rotating source names never run out. Call with the state lock held.
     pub fn register_source(&mut self, name: &str) -> Result<u32> {
         match self.sources.id_or_register(name) {
             Err(Error::TooManySources { .. }) => {
@@ -852,7 +752,7 @@ impl Lists {
         }
         let mut freed = 0;
         for (id, _) in self.sources.all()? {
-            if id >= filter_common::SOURCES_FIXED && !used.contains(&id) {
+            if id >= SOURCES_FIXED && !used.contains(&id) {
                 self.sources.free(id)?;
                 freed += 1;
             }
@@ -860,48 +760,26 @@ impl Lists {
         Ok(freed)
     }
 
-    /// Remove every entry of source `source`; returns how many. A named source left with no entry
-    /// on either list is freed ([`Sources::free`]).
+    /// Remove every entry of source `source`; returns how many. A named source left with no
+    /// entry on either list is freed ([`Sources::free`]).
     pub fn remove_source(&mut self, kind: ListKind, source: u32) -> Result<usize> {
-        let n = self.remove_source_entries(kind, source)?;
-        let other = match kind {
-            ListKind::Allow => ListKind::Block,
-            ListKind::Block => ListKind::Allow,
-        };
-        if source >= filter_common::SOURCES_FIXED
-            && !self
-                .list(other)
-                .entries()?
-                .iter()
-                .any(|(_, v)| v.source == source)
-        {
-            self.sources.free(source)?;
-        }
-        Ok(n)
-    }
-
-    fn remove_source_entries(&mut self, kind: ListKind, source: u32) -> Result<usize> {
-        let entries: Vec<IpNet> = self
-            .list(kind)
-            .entries()?
-            .into_iter()
-            .filter(|(_, v)| v.source == source)
-            .map(|(n, _)| n)
-            .collect();
+        let entries = self.nets_where(kind, |_, v| v.source == source)?;
         self.journaled(kind, source, |lists, j| {
             lists.remove_journaled(j, kind, &entries)
         })?;
+        if source >= SOURCES_FIXED
+            && self
+                .nets_where(kind.other(), |_, v| v.source == source)?
+                .is_empty()
+        {
+            self.sources.free(source)?;
+        }
         Ok(entries.len())
     }
 
     /// Remove everything; returns how many entries were removed.
     pub fn flush(&mut self, kind: ListKind) -> Result<usize> {
-        let entries: Vec<IpNet> = self
-            .list(kind)
-            .entries()?
-            .into_iter()
-            .map(|(n, _)| n)
-            .collect();
+        let entries = self.nets_where(kind, |_, _| true)?;
         self.journaled(kind, SOURCE_CLI, |lists, j| {
             lists.remove_journaled(j, kind, &entries)
         })?;
@@ -913,9 +791,9 @@ impl Lists {
     }
 
     /// Make source `source`'s entries exactly `items`: add or refresh those, then remove the
-    /// source's others. Entries present in both never disappear in between; other sources' entries
-    /// (auto-bans included) are not touched. All or nothing, also across a crash. Returns what
-    /// was added and how many were removed.
+    /// source's others. Entries present in both never disappear in between; other sources'
+    /// entries (auto-bans included) are not touched. All or nothing, also across a crash.
+    /// Returns what was added and how many were removed.
     pub fn replace(
         &mut self,
         kind: ListKind,
@@ -929,13 +807,7 @@ impl Lists {
         self.journaled(kind, source, |lists, j| {
             let added = lists.upsert_journaled(j, kind, source, items, progress)?;
             let keep: HashSet<&IpNet> = items.iter().map(|i| &i.net).collect();
-            let stale: Vec<IpNet> = lists
-                .list(kind)
-                .entries()?
-                .into_iter()
-                .filter(|(n, v)| v.source == source && !keep.contains(n))
-                .map(|(n, _)| n)
-                .collect();
+            let stale = lists.nets_where(kind, |n, v| v.source == source && !keep.contains(n))?;
             lists.remove_journaled(j, kind, &stale)?;
             Ok((added, stale.len()))
         })
@@ -952,17 +824,12 @@ impl Lists {
         new.dedup();
         for n in new {
             if list.get(n)?.is_none() {
-                after[slot(n)] += 1;
+                after[MapKind::of(n) as usize] += 1;
             }
         }
-        for (i, count) in after.iter().enumerate() {
-            let cap = list.capacities[i];
-            if *count > cap as usize {
-                return Err(Error::ListFull {
-                    list: kind.name(),
-                    map: MAP_LABELS[i],
-                    capacity: cap,
-                });
+        for (m, count) in MapKind::ALL.into_iter().zip(after) {
+            if count > list.capacities[m as usize] as usize {
+                return Err(list.full(m));
             }
         }
         Ok(())
@@ -971,16 +838,9 @@ impl Lists {
     /// Delete entries whose TTL has passed (the data plane already ignores them).
     pub fn sweep_expired(&mut self, kind: ListKind) -> Result<usize> {
         let now = monotonic_now().as_nanos() as u64;
-        let expired: Vec<IpNet> = self
-            .list(kind)
-            .entries()?
-            .into_iter()
-            .filter(|(_, v)| !entry_live(v.expires_at_ns, now))
-            .map(|(n, _)| n)
-            .collect();
+        let expired = self.nets_where(kind, |_, v| !entry_live(v.expires_at_ns, now))?;
         for net in &expired {
-            self.list_mut(kind).remove(net)?;
-            self.remove_meta(kind, net);
+            self.remove_entry(kind, net)?;
         }
         self.removed(kind, expired.len())?;
         Ok(expired.len())
@@ -1007,17 +867,13 @@ impl Lists {
             .entries()?
             .into_iter()
             .filter(|(_, v)| entry_live(v.expires_at_ns, now))
-            .map(|(net, v)| {
-                let comment = self.comment(&meta_key(kind, &net));
-                Entry {
-                    net,
-                    expires_in: (v.expires_at_ns != 0)
-                        .then(|| Duration::from_nanos(v.expires_at_ns - now)),
-                    hits: v.hits,
-                    comment,
-                    auto: v.source == SOURCE_AUTO,
-                    source: v.source,
-                }
+            .map(|(net, v)| Entry {
+                net,
+                expires_in: (v.expires_at_ns != 0)
+                    .then(|| Duration::from_nanos(v.expires_at_ns - now)),
+                hits: v.hits,
+                comment: self.comments.entry(kind, &net),
+                source: v.source,
             })
             .collect();
         out.sort_by(|a, b| {
@@ -1025,91 +881,4 @@ impl Lists {
         });
         Ok(out)
     }
-}
-
-/// One entry in `floodgate block list --json` and the API's `GET /v1/blocklist`.
-#[derive(Debug, serde::Serialize)]
-pub struct JsonEntry {
-    pub cidr: String,
-    /// Seconds left, rounded up (an entry with 0.4 s left still matches); null = never.
-    pub expires_in_s: Option<u64>,
-    pub hits: u64,
-    pub comment: Option<String>,
-    /// The source that added it: cli, config, auto or a named source.
-    pub source: String,
-    /// "manual" (CLI, configuration file, API) or "auto" (auto-ban by a rate limit).
-    pub origin: &'static str,
-}
-
-/// Entries as JSON rows, sources named.
-pub fn json_entries(names: &SourceNames, entries: &[Entry]) -> Vec<JsonEntry> {
-    entries
-        .iter()
-        .map(|e| JsonEntry {
-            cidr: e.net.to_string(),
-            expires_in_s: e
-                .expires_in
-                .map(|d| d.as_secs() + u64::from(d.subsec_nanos() > 0)),
-            hits: e.hits,
-            comment: e.comment.clone(),
-            source: names.get(e.source),
-            origin: if e.auto { "auto" } else { "manual" },
-        })
-        .collect()
-}
-
-fn rule_meta_key(id: u32) -> MetaKey {
-    MetaKey {
-        list: LIST_RULE,
-        family: 0,
-        prefix_len: id,
-        addr: [0; 16],
-    }
-}
-
-impl Lists {
-    /// A rule's comment (rules keep theirs in the same metadata map as list entries).
-    pub fn rule_comment(&self, id: u32) -> Option<String> {
-        self.comment(&rule_meta_key(id))
-    }
-
-    fn comment(&self, key: &MetaKey) -> Option<String> {
-        self.meta.get(key, 0).ok().map(|m| {
-            let len = (m.comment_len as usize).min(COMMENT_MAX);
-            String::from_utf8_lossy(&m.comment[..len]).into_owned()
-        })
-    }
-
-    pub fn set_rule_comment(&mut self, id: u32, comment: Option<&str>) -> Result<()> {
-        if let Some(c) = comment {
-            crate::entry::check_comment(c)?;
-        }
-        match comment {
-            Some(c) => self
-                .meta
-                .insert(rule_meta_key(id), meta_with(c), 0)
-                .map_context(|| format!("storing the comment of rule {id}")),
-            None => {
-                let _ = self.meta.remove(&rule_meta_key(id));
-                Ok(())
-            }
-        }
-    }
-}
-
-/// Metadata carrying `comment` (already checked by [`crate::entry::check_comment`]), added now.
-fn meta_with(comment: &str) -> EntryMeta {
-    let mut meta = EntryMeta {
-        added_unix_s: unix_now(),
-        comment_len: comment.len() as u32,
-        ..EntryMeta::default()
-    };
-    meta.comment[..comment.len()].copy_from_slice(comment.as_bytes());
-    meta
-}
-
-fn unix_now() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map_or(0, |d| d.as_secs())
 }

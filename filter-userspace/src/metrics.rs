@@ -12,7 +12,7 @@ use prometheus::{
 
 use crate::{
     error::Result,
-    lists::{ListKind, MAP_LABELS},
+    lists::{ListKind, MapKind},
     state::State,
 };
 
@@ -161,13 +161,13 @@ pub fn render(state: &State, daemon: &DaemonMetrics) -> Result<String> {
             }
         }
         let list = state.lists.list(*kind);
-        for ((count, cap), label) in list
+        for ((count, cap), m) in list
             .map_counts()
             .iter()
             .zip(list.capacities())
-            .zip(MAP_LABELS)
+            .zip(MapKind::ALL)
         {
-            let map = format!("{} {label}", kind.name());
+            let map = format!("{} {}", kind.name(), m.label());
             capacity
                 .with_label_values(&[map.as_str()])
                 .set(*count as f64 / f64::from(cap.max(1)));

@@ -34,6 +34,19 @@ pub fn is_host(net: &IpNet) -> bool {
     net.prefix_len() == net.max_prefix_len()
 }
 
+/// The family (4 or 6) and the address in 16 bytes, an IPv4 address in the first 4 and the
+/// rest zero: how `MetaKey` and the write journal store a prefix of either family.
+pub fn wide_addr(net: &IpNet) -> (u8, [u8; 16]) {
+    let mut addr = [0u8; 16];
+    match net.addr() {
+        IpAddr::V4(a) => {
+            addr[..4].copy_from_slice(&a.octets());
+            (4, addr)
+        }
+        IpAddr::V6(a) => (6, a.octets()),
+    }
+}
+
 /// Show hosts without the /32 or /128, as people write them.
 pub fn display(net: &IpNet) -> String {
     if is_host(net) {

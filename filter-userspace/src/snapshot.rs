@@ -18,8 +18,9 @@ use filter_common::SOURCE_AUTO;
 use serde::{Deserialize, Serialize};
 
 use crate::{
+    entry::Item,
     error::{Error, IoContext, Result},
-    lists::{Item, ListKind, Lists},
+    lists::{ListKind, Lists},
     prefix::{display, parse_prefix},
 };
 

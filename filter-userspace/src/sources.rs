@@ -20,7 +20,7 @@ use filter_common::{
 
 use crate::{
     error::{Error, MapContext, Result},
-    lists::take_map,
+    maps::{sum_cpus, take_map},
 };
 
 /// The fixed sources, by id.
@@ -176,7 +176,7 @@ impl Sources {
             .drops
             .get(&id, 0)
             .map_context(|| format!("reading drops of source {id}"))?;
-        Ok(crate::stats::sum_cpus(&per_cpu))
+        Ok(sum_cpus(&per_cpu))
     }
 }
 

@@ -66,14 +66,14 @@ impl State {
     fn replace_settings(&mut self, old: &Settings, s: &Settings) -> Result<()> {
         self.defences.write(old, s)?;
         for r in &s.rules {
-            self.lists.set_rule_comment(r.id, r.comment.as_deref())?;
+            self.lists.comments.set_rule(r.id, r.comment.as_deref())?;
         }
         for r in old
             .rules
             .iter()
             .filter(|o| !s.rules.iter().any(|n| n.id == o.id))
         {
-            self.lists.set_rule_comment(r.id, None)?;
+            self.lists.comments.set_rule(r.id, None)?;
         }
         Ok(())
     }
@@ -104,7 +104,7 @@ impl State {
 
     /// The running defence settings, rule comments included.
     pub fn settings(&self) -> Result<Settings> {
-        self.defences.read(&|id| self.lists.rule_comment(id))
+        self.defences.read(&|id| self.lists.comments.rule(id))
     }
 
     pub fn open(pin: &PinDir, access: Access) -> Result<State> {

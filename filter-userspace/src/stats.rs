@@ -17,7 +17,7 @@ pub struct Stats {
 impl Stats {
     pub fn take(ebpf: &mut Ebpf) -> Result<Stats> {
         Ok(Stats {
-            map: crate::lists::take_map(ebpf, map_names::STATS)?,
+            map: crate::maps::take_map(ebpf, map_names::STATS)?,
         })
     }
 
@@ -45,18 +45,10 @@ impl Stats {
                 .map
                 .get(&stats_slot(*reason, dry_run), 0)
                 .map_context(|| "reading STATS".into())?;
-            *total = sum_cpus(&per_cpu);
+            *total = crate::maps::sum_cpus(&per_cpu);
         }
         Ok(out)
     }
-}
-
-/// A per-CPU counter slot summed over CPUs (STATS, RULE_STATS, SOURCE_DROPS).
-pub fn sum_cpus(per_cpu: &aya::maps::PerCpuValues<Counter>) -> Counter {
-    per_cpu.iter().fold(Counter::default(), |a, c| Counter {
-        packets: a.packets + c.packets,
-        bytes: a.bytes + c.bytes,
-    })
 }
 
 /// Enforced row then dry-run row ([`Stats::snapshot`]).

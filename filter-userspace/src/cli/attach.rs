@@ -1,6 +1,5 @@
 //! attach, detach, status.
 
-use anyhow::Context as _;
 use clap::Args;
 use floodgate::{
     lists::ListKind,
@@ -153,11 +152,7 @@ pub fn status(pin: &PinDir, args: StatusArgs) -> anyhow::Result<()> {
         Err(e) => return Err(e.into()),
     };
     let sizes = |kind| -> anyhow::Result<ListSizes> {
-        let (ipv4, ipv6) = state
-            .lists
-            .list(kind)
-            .counts()
-            .context("counting entries")?;
+        let (ipv4, ipv6) = state.lists.list(kind).counts();
         Ok(ListSizes { ipv4, ipv6 })
     };
     let settings = state.settings()?;

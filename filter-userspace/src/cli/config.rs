@@ -76,7 +76,7 @@ pub fn show_config(pin: &PinDir, a: ShowConfigArgs) -> anyhow::Result<()> {
 }
 
 /// The entries the file owns: those of the `config` source.
-fn config_entries(state: &State, kind: ListKind) -> anyhow::Result<Vec<floodgate::lists::Entry>> {
+fn config_entries(state: &State, kind: ListKind) -> anyhow::Result<Vec<floodgate::entry::Entry>> {
     let mut entries = state.lists.entries(kind)?;
     entries.retain(|e| e.source == filter_common::SOURCE_CONFIG);
     Ok(entries)

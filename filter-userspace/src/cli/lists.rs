@@ -8,9 +8,9 @@ use std::{
 use anyhow::Context as _;
 use clap::{Args, Subcommand};
 use floodgate::{
-    entry::{check_breadth, printable},
+    entry::{Entry, Item, check_breadth, json_entries, printable},
     listfile::parse_list_file,
-    lists::{Entry, Item, ListKind},
+    lists::ListKind,
     loader::PinDir,
     prefix::{display, parse_prefix},
     sources::SourceNames,
@@ -322,7 +322,7 @@ fn source_id(state: &mut State, name: &str) -> anyhow::Result<u32> {
 
 fn print_entries(names: &SourceNames, entries: &[Entry], json: bool) -> anyhow::Result<()> {
     if json {
-        let out = floodgate::lists::json_entries(names, entries);
+        let out = json_entries(names, entries);
         println!("{}", serde_json::to_string_pretty(&out)?);
         return Ok(());
     }

@@ -133,7 +133,7 @@ fn list(pin: &PinDir, json: bool) -> anyhow::Result<()> {
     let state = State::open(pin, Access::Read)?;
     let rows = state
         .defences
-        .rule_rows(&|id| state.lists.rule_comment(id))?;
+        .rule_rows(&|id| state.lists.comments.rule(id))?;
     if json {
         let out: Vec<JsonRule> = rows
             .iter()
