@@ -12,7 +12,7 @@ use filter_common::{Action, Class, Reason, sanity_bits};
 use floodgate::{
     lists::ListKind,
     prefix::parse_prefix,
-    settings::{ClassKey, LimitSpec, RuleText, Settings},
+    settings::{ClassKey, DefenceMode, LimitSpec, RuleText, Settings},
 };
 use floodgate_tests::{
     Harness, XDP_DROP, XDP_PASS,
@@ -652,26 +652,26 @@ fn rows() -> Vec<Row> {
         // --- global dry-run
         dry(
             "dry-run: blocklisted source counted, passed",
-            |s| s.dry_run = true,
+            |s| s.mode = DefenceMode::DryRun,
             v4_from(a4("198.19.251.1"), DST4, UDP, 0, &u),
             Blocklist,
         ),
         dry(
             "dry-run: malformed counted, passed",
-            |s| s.dry_run = true,
+            |s| s.mode = DefenceMode::DryRun,
             v4(UDP, &[0, 53]),
             Malformed,
         ),
         dry(
             "dry-run: sanity counted, passed",
-            |s| s.dry_run = true,
+            |s| s.mode = DefenceMode::DryRun,
             v4(TCP, &tcp(1, 2, 0x03, 5)),
             TcpFlags,
         ),
         dry(
             "dry-run: reflection counted, passed",
             |s| {
-                s.dry_run = true;
+                s.mode = DefenceMode::DryRun;
                 s.reflection.enabled = true;
             },
             v6(UDP, &dns_answer()),
@@ -679,13 +679,13 @@ fn rows() -> Vec<Row> {
         ),
         row(
             "dry-run: clean traffic is plain pass",
-            |s| s.dry_run = true,
+            |s| s.mode = DefenceMode::DryRun,
             v4(UDP, &u),
             Pass,
         ),
         row(
             "dry-run: allowlist still counts as allowlist",
-            |s| s.dry_run = true,
+            |s| s.mode = DefenceMode::DryRun,
             v4_from(a4("198.19.250.1"), DST4, UDP, 0, &u),
             Allowlist,
         ),
@@ -1088,7 +1088,7 @@ fn auto_ban_puts_the_source_on_the_blocklist_until_it_expires() {
     );
 
     // Dry-run never bans.
-    s.dry_run = true;
+    s.mode = DefenceMode::DryRun;
     h.state.write_settings(&s).unwrap();
     let g = v4_from(a4("198.18.44.5"), DST4, UDP, 0, &packet::udp(1, 2, b"x"));
     for _ in 0..3 {

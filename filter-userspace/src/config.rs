@@ -20,8 +20,8 @@ use crate::{
     entry::Entry,
     prefix::{display, parse_prefix},
     settings::{
-        ClassKey, LimitSpec, RateSpec, Reflection, RuleText, Sanity, Settings, parse_class,
-        parse_duration,
+        ClassKey, DefenceMode, LimitSpec, RateSpec, Reflection, RuleText, Sanity, Settings,
+        parse_class, parse_duration,
     },
 };
 
@@ -31,7 +31,7 @@ use crate::{
 pub struct FileConfig {
     /// `enforce` (default) or `dry-run`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub mode: Option<Mode>,
+    pub mode: Option<DefenceMode>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub sanity: Option<SanityFile>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -57,7 +57,7 @@ pub struct DaemonFile {
     /// Interfaces dropped from the list on a reload are detached.
     pub interfaces: Vec<String>,
     /// XDP mode for `interfaces`: auto, native or skb.
-    pub attach_mode: crate::loader::Mode,
+    pub attach_mode: crate::netlink::XdpMode,
     /// Address of the HTTP API and /metrics.
     pub listen: std::net::SocketAddr,
     /// File holding the bearer token API writes need. Without it, writes are refused (401).
@@ -97,7 +97,7 @@ impl Default for DaemonFile {
     fn default() -> Self {
         DaemonFile {
             interfaces: Vec::new(),
-            attach_mode: crate::loader::Mode::Auto,
+            attach_mode: crate::netlink::XdpMode::Auto,
             listen: ([127, 0, 0, 1], 9477).into(),
             token_file: None,
             protect_reads: false,
@@ -176,13 +176,6 @@ mod humantime_serde_compat {
         }
         Ok(v)
     }
-}
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "kebab-case")]
-pub enum Mode {
-    Enforce,
-    DryRun,
 }
 
 #[derive(Debug, Default, Serialize, Deserialize)]
@@ -519,7 +512,7 @@ fn to_desired(file: FileConfig, text: &str) -> Result<Desired, String> {
     Ok(Desired {
         daemon,
         settings: Settings {
-            dry_run: file.mode == Some(Mode::DryRun),
+            mode: file.mode.unwrap_or_default(),
             sanity,
             reflection,
             rules,
@@ -558,11 +551,7 @@ pub fn render(s: &Settings, block: Option<Vec<Entry>>, allow: Option<Vec<Entry>>
     sanity.fragment_min_bytes = Some(s.sanity.fragment_min_bytes);
     let defaults = Reflection::default();
     let file = FileConfig {
-        mode: Some(if s.dry_run {
-            Mode::DryRun
-        } else {
-            Mode::Enforce
-        }),
+        mode: Some(s.mode),
         sanity: Some(sanity),
         reflection: Some(ReflectionFile {
             enabled: s.reflection.enabled,

@@ -219,9 +219,9 @@ fn attach_configured(
     let outcomes = loader::attach(&mut state.ebpf, pin, &new.interfaces, new.attach_mode)?;
     for o in outcomes {
         if o.already {
-            info!(event = "interface_adopted", interface = %o.iface, mode = o.mode);
+            info!(event = "interface_adopted", interface = %o.iface, mode = o.mode.name());
         } else {
-            info!(event = "interface_attached", interface = %o.iface, mode = o.mode,
+            info!(event = "interface_attached", interface = %o.iface, mode = o.mode.name(),
                   fell_back = o.fell_back.as_deref().unwrap_or(""));
         }
     }
@@ -489,7 +489,7 @@ pub fn reload(sh: &Shared, why: &str) {
         trigger = why,
         rules = s.rules.len(),
         limit_classes = s.limits.len(),
-        mode = if s.dry_run { "dry-run" } else { "enforce" }
+        mode = s.mode.name()
     );
 }
 

@@ -28,8 +28,8 @@ use crate::{
     error::{Error, MapContext, Result},
     maps::{not_found, sum_cpus, take_map},
     settings::{
-        ClassKey, Family, LimitSpec, RateSpec, Reflection, RuleAction, RuleSpec, Sanity, Settings,
-        TcpFlags,
+        ClassKey, DefenceMode, Family, LimitSpec, RateSpec, Reflection, RuleAction, RuleSpec,
+        Sanity, Settings, TcpFlags,
     },
 };
 
@@ -237,13 +237,15 @@ impl Defences {
         })
     }
 
-    pub fn config(&self) -> Result<Config> {
+    /// The kernel's configuration record (the `CONFIG` map the data plane reads): not the
+    /// operator's [`Settings`], nor the file they come from.
+    pub fn kernel_config(&self) -> Result<Config> {
         self.config
             .get(&0, 0)
             .map_context(|| "reading CONFIG".into())
     }
 
-    fn set_config(&mut self, cfg: &Config) -> Result<()> {
+    fn set_kernel_config(&mut self, cfg: &Config) -> Result<()> {
         self.config
             .set(0, cfg, 0)
             .map_context(|| "writing CONFIG".into())
@@ -252,7 +254,7 @@ impl Defences {
     /// Maps just created hold a zeroed CONFIG (every defence off): give them the defaults
     /// (sanity checks on) and the reflection preset's port set (the preset itself stays off).
     pub fn initialize(&mut self) -> Result<bool> {
-        if self.config()?.magic == CONFIG_MAGIC {
+        if self.kernel_config()?.magic == CONFIG_MAGIC {
             return Ok(false);
         }
         let defaults = Settings::default();
@@ -262,7 +264,7 @@ impl Defences {
             ..Reflection::default()
         };
         self.write_ports(&empty, &defaults.reflection)?;
-        self.set_config(&Config::initial())?;
+        self.set_kernel_config(&Config::initial())?;
         Ok(true)
     }
 
@@ -279,7 +281,7 @@ impl Defences {
 
     /// The running settings. Rule comments come from `comments` (kept with list metadata).
     pub fn read(&self, comments: &dyn Fn(u32) -> Option<String>) -> Result<Settings> {
-        let cfg = self.config()?;
+        let cfg = self.kernel_config()?;
         let rules = self
             .live_rules(&cfg)?
             .iter()
@@ -290,7 +292,11 @@ impl Defences {
             })
             .collect();
         Ok(Settings {
-            dry_run: cfg.dry_run != 0,
+            mode: if cfg.dry_run != 0 {
+                DefenceMode::DryRun
+            } else {
+                DefenceMode::Enforce
+            },
             sanity: Sanity {
                 bits: cfg.sanity,
                 fragment_min_bytes: cfg.fragment_min_bytes,
@@ -419,7 +425,7 @@ impl Defences {
 
     /// Rules with their hit counters, in table order.
     pub fn rule_rows(&self, comments: &dyn Fn(u32) -> Option<String>) -> Result<Vec<RuleRow>> {
-        let cfg = self.config()?;
+        let cfg = self.kernel_config()?;
         self.live_rules(&cfg)?
             .iter()
             .map(|r| {
@@ -438,7 +444,7 @@ impl Defences {
     /// Make the maps hold `s`. `old` is what [`Defences::read`] returned under the same lock:
     /// only what differs is written (the port table alone is 65,536 slots).
     pub fn write(&mut self, old_settings: &Settings, s: &Settings) -> Result<()> {
-        let mut cfg = self.config()?;
+        let mut cfg = self.kernel_config()?;
         if s.rules.len() > RULES_MAX as usize {
             return Err(Error::TooManyRules {
                 count: s.rules.len(),
@@ -487,7 +493,7 @@ impl Defences {
         self.write_aggregates(&s.limits)?;
 
         cfg.magic = CONFIG_MAGIC;
-        cfg.dry_run = s.dry_run as u32;
+        cfg.dry_run = u32::from(s.mode == DefenceMode::DryRun);
         cfg.sanity = s.sanity.bits;
         cfg.fragment_min_bytes = s.sanity.fragment_min_bytes;
         cfg.reflection = s.reflection.enabled as u32;
@@ -518,7 +524,7 @@ impl Defences {
                 };
             }
         }
-        self.set_config(&cfg)?;
+        self.set_kernel_config(&cfg)?;
 
         // Counters of rules that are gone.
         let kept: BTreeSet<u32> = s.rules.iter().map(|r| r.id).collect();

@@ -26,7 +26,8 @@ use filter_common::{PROGRAM_NAME, map_names};
 
 use crate::{
     error::{Error, IoContext, Result},
-    netlink, sys,
+    netlink::{self, XdpMode},
+    sys,
 };
 
 /// The XDP object built by build.rs.
@@ -70,28 +71,6 @@ impl PinDir {
     }
     pub fn prog(&self) -> PathBuf {
         self.root.join("prog")
-    }
-}
-
-/// XDP attach mode as the user asks for it.
-#[derive(
-    Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum, serde::Serialize, serde::Deserialize,
-)]
-#[serde(rename_all = "kebab-case")]
-pub enum Mode {
-    /// Native (driver) mode if the driver supports it, else generic (skb) mode.
-    Auto,
-    /// Native (driver) XDP: runs before the kernel allocates an skb.
-    Native,
-    /// Generic XDP: works on any interface, runs after skb allocation (slower).
-    Skb,
-}
-
-fn mode_flag(mode: &str) -> u32 {
-    match mode {
-        "native" => netlink::XDP_FLAGS_DRV_MODE,
-        "skb" => netlink::XDP_FLAGS_SKB_MODE,
-        _ => 0,
     }
 }
 
@@ -170,8 +149,8 @@ pub fn program(ebpf: &mut Ebpf) -> Result<&mut Xdp> {
 pub struct Attachment {
     pub iface: String,
     pub ifindex: u32,
-    /// "native" or "skb".
-    pub mode: &'static str,
+    /// Native or skb.
+    pub mode: XdpMode,
     pub program_id: u32,
 }
 
@@ -179,7 +158,8 @@ pub struct Attachment {
 #[derive(Debug)]
 pub struct AttachOutcome {
     pub iface: String,
-    pub mode: &'static str,
+    /// Native or skb.
+    pub mode: XdpMode,
     /// It was attached before this call; nothing changed.
     pub already: bool,
     /// `auto` asked for native mode and the driver refused, so skb mode was used: the reason.
@@ -193,7 +173,7 @@ pub fn attach(
     ebpf: &mut Ebpf,
     pin: &PinDir,
     ifaces: &[String],
-    mode: Mode,
+    mode: XdpMode,
 ) -> Result<Vec<AttachOutcome>> {
     let mut indexes = Vec::new();
     for iface in ifaces {
@@ -218,21 +198,20 @@ pub fn attach(
             });
             continue;
         }
-        let try_mode = |m: &'static str| -> Result<&'static str> {
-            netlink::attach(ifindex, prog_fd.as_fd(), mode_flag(m))
+        let try_mode = |m: XdpMode| -> Result<XdpMode> {
+            netlink::attach(ifindex, prog_fd.as_fd(), m)
                 .map(|()| m)
                 .map_err(|e| attach_error(iface, m, e))
         };
         let (got, fell_back) = match mode {
-            Mode::Native => (try_mode("native")?, None),
-            Mode::Skb => (try_mode("skb")?, None),
-            Mode::Auto => match try_mode("native") {
+            XdpMode::Auto => match try_mode(XdpMode::Native) {
                 Ok(m) => (m, None),
                 Err(Error::NativeUnsupported { source, .. }) => {
-                    (try_mode("skb")?, Some(source.to_string()))
+                    (try_mode(XdpMode::Skb)?, Some(source.to_string()))
                 }
                 Err(e) => return Err(e),
             },
+            m => (try_mode(m)?, None),
         };
         out.push(AttachOutcome {
             iface: iface.clone(),
@@ -260,12 +239,12 @@ fn pinned_program(ebpf: &mut Ebpf, pin: &PinDir) -> Result<ProgramInfo> {
     })
 }
 
-fn attach_error(iface: &str, mode: &str, e: std::io::Error) -> Error {
+fn attach_error(iface: &str, mode: XdpMode, e: std::io::Error) -> Error {
     match e.raw_os_error() {
         Some(libc::EBUSY) | Some(libc::EEXIST) => Error::InterfaceBusy {
             iface: iface.to_string(),
         },
-        Some(libc::EOPNOTSUPP) | Some(libc::EINVAL) if mode == "native" => {
+        Some(libc::EOPNOTSUPP) | Some(libc::EINVAL) if mode == XdpMode::Native => {
             Error::NativeUnsupported {
                 iface: iface.to_string(),
                 source: e,
@@ -370,7 +349,7 @@ pub fn detach(pin: &PinDir, ifaces: &[String], all: bool, purge: bool) -> Result
             context: format!("{}: opening its program", a.iface),
             source,
         })?;
-        netlink::detach(a.ifindex, fd.as_fd(), mode_flag(a.mode))
+        netlink::detach(a.ifindex, fd.as_fd(), a.mode)
             .io_context(|| format!("{}: detaching", a.iface))?;
         done.push(a.iface.clone());
     }

@@ -19,18 +19,56 @@ use netlink_packet_route::{
 };
 use netlink_sys::{Socket, SocketAddr, protocols::NETLINK_ROUTE};
 
-pub const XDP_FLAGS_UPDATE_IF_NOEXIST: u32 = 1 << 0;
-pub const XDP_FLAGS_SKB_MODE: u32 = 1 << 1;
-pub const XDP_FLAGS_DRV_MODE: u32 = 1 << 2;
-pub const XDP_FLAGS_REPLACE: u32 = 1 << 4;
+const XDP_FLAGS_UPDATE_IF_NOEXIST: u32 = 1 << 0;
+const XDP_FLAGS_SKB_MODE: u32 = 1 << 1;
+const XDP_FLAGS_DRV_MODE: u32 = 1 << 2;
+const XDP_FLAGS_REPLACE: u32 = 1 << 4;
+
+/// XDP attach mode: as the user asks for it, and as an attachment has it (never `Auto`).
+#[derive(
+    Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum, serde::Serialize, serde::Deserialize,
+)]
+#[serde(rename_all = "kebab-case")]
+pub enum XdpMode {
+    /// Native (driver) mode if the driver supports it, else generic (skb) mode.
+    Auto,
+    /// Native (driver) XDP: runs before the kernel allocates an skb.
+    Native,
+    /// Generic XDP: works on any interface, runs after skb allocation (slower).
+    Skb,
+}
+
+impl XdpMode {
+    pub fn name(self) -> &'static str {
+        match self {
+            XdpMode::Auto => "auto",
+            XdpMode::Native => "native",
+            XdpMode::Skb => "skb",
+        }
+    }
+
+    /// The mode's attach flag (none for `Auto`: the kernel picks).
+    fn flag(self) -> u32 {
+        match self {
+            XdpMode::Auto => 0,
+            XdpMode::Native => XDP_FLAGS_DRV_MODE,
+            XdpMode::Skb => XDP_FLAGS_SKB_MODE,
+        }
+    }
+}
+
+impl std::fmt::Display for XdpMode {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.pad(self.name())
+    }
+}
 
 /// The XDP program on one interface of the caller's network namespace.
 #[derive(Clone, Debug)]
 pub struct XdpState {
     pub ifindex: u32,
     pub ifname: String,
-    /// "native", "skb", "hw" or "multi".
-    pub mode: &'static str,
+    pub mode: XdpMode,
     pub prog_id: u32,
 }
 
@@ -83,29 +121,31 @@ fn request(msg: RouteNetlinkMessage, flags: u16) -> io::Result<Vec<RouteNetlinkM
 }
 
 /// Attach `prog` to `ifindex` in the given mode; fails with EBUSY if any XDP program is there.
-pub fn attach(ifindex: u32, prog: BorrowedFd<'_>, mode_flag: u32) -> io::Result<()> {
+pub fn attach(ifindex: u32, prog: BorrowedFd<'_>, mode: XdpMode) -> io::Result<()> {
     let mut msg = LinkMessage::default();
     msg.header.index = ifindex;
     msg.attributes.push(LinkAttribute::Xdp(vec![
         LinkXdp::Fd(prog.as_raw_fd()),
-        LinkXdp::Flags(XDP_FLAGS_UPDATE_IF_NOEXIST | mode_flag),
+        LinkXdp::Flags(XDP_FLAGS_UPDATE_IF_NOEXIST | mode.flag()),
     ]));
     request(RouteNetlinkMessage::SetLink(msg), NLM_F_ACK).map(drop)
 }
 
 /// Remove `expected` from `ifindex`; fails (EEXIST) if another program is attached there.
-pub fn detach(ifindex: u32, expected: BorrowedFd<'_>, mode_flag: u32) -> io::Result<()> {
+pub fn detach(ifindex: u32, expected: BorrowedFd<'_>, mode: XdpMode) -> io::Result<()> {
     let mut msg = LinkMessage::default();
     msg.header.index = ifindex;
     msg.attributes.push(LinkAttribute::Xdp(vec![
         LinkXdp::Fd(-1),
         LinkXdp::ExpectedFd(expected.as_raw_fd() as u32),
-        LinkXdp::Flags(XDP_FLAGS_REPLACE | mode_flag),
+        LinkXdp::Flags(XDP_FLAGS_REPLACE | mode.flag()),
     ]));
     request(RouteNetlinkMessage::SetLink(msg), NLM_F_ACK).map(drop)
 }
 
-/// Every interface of this network namespace that has an XDP program.
+/// Every interface of this network namespace that has an XDP program in native or skb mode.
+/// Offloaded (hw) programs and several programs at once (multi, which names no single
+/// program) are left out: floodgate attaches neither, so none of them is its own.
 pub fn xdp_interfaces() -> io::Result<Vec<XdpState>> {
     let replies = request(
         RouteNetlinkMessage::GetLink(LinkMessage::default()),
@@ -125,10 +165,10 @@ pub fn xdp_interfaces() -> io::Result<Vec<XdpState>> {
                 LinkAttribute::Xdp(xdp) => {
                     for x in xdp {
                         match x {
-                            LinkXdp::Attached(XdpAttached::Driver) => mode = Some("native"),
-                            LinkXdp::Attached(XdpAttached::SocketBuffer) => mode = Some("skb"),
-                            LinkXdp::Attached(XdpAttached::Hardware) => mode = Some("hw"),
-                            LinkXdp::Attached(XdpAttached::Multiple) => mode = Some("multi"),
+                            LinkXdp::Attached(XdpAttached::Driver) => mode = Some(XdpMode::Native),
+                            LinkXdp::Attached(XdpAttached::SocketBuffer) => {
+                                mode = Some(XdpMode::Skb)
+                            }
                             LinkXdp::ProgId(id) => prog_id = *id,
                             _ => {}
                         }

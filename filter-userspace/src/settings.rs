@@ -683,10 +683,29 @@ impl LimitSpec {
     }
 }
 
+/// Whether the defences drop, or only count what they would drop.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize, clap::ValueEnum)]
+#[serde(rename_all = "kebab-case")]
+pub enum DefenceMode {
+    #[default]
+    Enforce,
+    /// Every packet a drop reason matches is counted under that reason, and passes.
+    DryRun,
+}
+
+impl DefenceMode {
+    pub fn name(self) -> &'static str {
+        match self {
+            DefenceMode::Enforce => "enforce",
+            DefenceMode::DryRun => "dry-run",
+        }
+    }
+}
+
 /// Everything but the lists: what `apply` sets and `show-config` prints.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct Settings {
-    pub dry_run: bool,
+    pub mode: DefenceMode,
     pub sanity: Sanity,
     pub reflection: Reflection,
     pub rules: Vec<RuleSpec>,

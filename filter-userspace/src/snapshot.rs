@@ -27,7 +27,7 @@ use crate::{
 const VERSION: u32 = 1;
 
 #[derive(Debug, Serialize, Deserialize)]
-pub struct Snapshot {
+pub struct ListSnapshot {
     /// Where it was read from (not saved).
     #[serde(skip)]
     pub path: std::path::PathBuf,
@@ -55,7 +55,7 @@ fn unix_now() -> Duration {
 }
 
 /// Read both lists into a snapshot.
-pub fn take(lists: &Lists) -> Result<Snapshot> {
+pub fn take(lists: &Lists) -> Result<ListSnapshot> {
     let now = unix_now();
     let names = lists.sources.names()?;
     let saved = |kind| -> Result<Vec<SavedEntry>> {
@@ -71,7 +71,7 @@ pub fn take(lists: &Lists) -> Result<Snapshot> {
             })
             .collect())
     };
-    Ok(Snapshot {
+    Ok(ListSnapshot {
         path: Default::default(),
         version: VERSION,
         written_unix_s: now.as_secs(),
@@ -115,7 +115,7 @@ pub fn kept_aside(path: &Path) -> Vec<std::path::PathBuf> {
 }
 
 /// Write `snap` to `path` atomically (temporary file, fsync, rename, fsync of the directory).
-pub fn write(path: &Path, snap: &Snapshot) -> Result<()> {
+pub fn write(path: &Path, snap: &ListSnapshot) -> Result<()> {
     let dir = path.parent().unwrap_or(Path::new("."));
     if let Ok(m) = fs::symlink_metadata(path) {
         if !m.is_file() {
@@ -149,14 +149,14 @@ pub struct Restored {
 }
 
 /// Read the snapshot at `path` (None if there is none).
-pub fn read(path: &Path) -> Result<Option<Snapshot>> {
+pub fn read(path: &Path) -> Result<Option<ListSnapshot>> {
     // Only a regular file: a FIFO would hang the start with no word said.
     let text = match crate::sys::read_regular(path) {
         Ok(t) => t,
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
         Err(e) => return Err(e).io_context(|| format!("reading snapshot {}", path.display())),
     };
-    let mut snap: Snapshot = serde_json::from_slice(&text).map_err(|e| Error::Snapshot {
+    let mut snap: ListSnapshot = serde_json::from_slice(&text).map_err(|e| Error::Snapshot {
         path: path.to_path_buf(),
         message: if text.is_empty() {
             "the file is empty".into()
@@ -176,7 +176,7 @@ pub fn read(path: &Path) -> Result<Option<Snapshot>> {
 
 /// Put a snapshot's live entries back, each under its source, with the time it has left.
 /// Every entry is checked first: a damaged snapshot restores nothing.
-pub fn restore(lists: &mut Lists, snap: &Snapshot) -> Result<Restored> {
+pub fn restore(lists: &mut Lists, snap: &ListSnapshot) -> Result<Restored> {
     restore_entries(lists, snap).map_err(|e| match e {
         Error::Snapshot { message, .. } => Error::Snapshot {
             path: snap.path.clone(),
@@ -186,7 +186,7 @@ pub fn restore(lists: &mut Lists, snap: &Snapshot) -> Result<Restored> {
     })
 }
 
-fn restore_entries(lists: &mut Lists, snap: &Snapshot) -> Result<Restored> {
+fn restore_entries(lists: &mut Lists, snap: &ListSnapshot) -> Result<Restored> {
     let now = unix_now().as_secs();
     let mut done = Restored::default();
     // (list, source) -> items, all parsed before anything changes.

@@ -22,8 +22,8 @@ impl Stats {
     }
 
     /// Enforced row then dry-run row, as one array.
-    pub fn snapshot(&self) -> Result<Snapshot> {
-        let mut all: Snapshot = self.read()?.to_vec();
+    pub fn snapshot(&self) -> Result<StatsSnapshot> {
+        let mut all: StatsSnapshot = self.read()?.to_vec();
         all.extend(self.read_dry_run()?);
         Ok(all)
     }
@@ -52,7 +52,7 @@ impl Stats {
 }
 
 /// Enforced row then dry-run row ([`Stats::snapshot`]).
-pub type Snapshot = Vec<(Reason, Counter)>;
+pub type StatsSnapshot = Vec<(Reason, Counter)>;
 
 /// One reason's counters in `floodgate stats --json` and the API's `GET /v1/stats`.
 #[derive(Debug, serde::Serialize)]
@@ -75,7 +75,11 @@ pub struct JsonStats {
 }
 
 /// Packets and bits per second of slot `i` since `prev`, taken `secs` earlier.
-pub fn rate(now: &Snapshot, prev: Option<(&Snapshot, f64)>, i: usize) -> Option<(f64, f64)> {
+pub fn rate(
+    now: &StatsSnapshot,
+    prev: Option<(&StatsSnapshot, f64)>,
+    i: usize,
+) -> Option<(f64, f64)> {
     prev.map(|(p, secs)| {
         let dp = now[i].1.packets.saturating_sub(p[i].1.packets) as f64 / secs;
         let db = now[i].1.bytes.saturating_sub(p[i].1.bytes) as f64 * 8.0 / secs;
@@ -84,7 +88,7 @@ pub fn rate(now: &Snapshot, prev: Option<(&Snapshot, f64)>, i: usize) -> Option<
 }
 
 /// The JSON shape of a snapshot (with rates when `prev` is given).
-pub fn json(now: &Snapshot, prev: Option<(&Snapshot, f64)>) -> JsonStats {
+pub fn json(now: &StatsSnapshot, prev: Option<(&StatsSnapshot, f64)>) -> JsonStats {
     let row = |from: usize| {
         now.iter()
             .enumerate()

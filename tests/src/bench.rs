@@ -39,7 +39,7 @@ pub fn victim_xdp(lab: &Lab, fd: &ProgramFd, on: bool) {
         .victim
         .run(|| floodgate::sys::if_index(VICTIM_IF).expect("victim veth"))
         .expect("victim namespace");
-    let mode = netlink::XDP_FLAGS_DRV_MODE;
+    let mode = netlink::XdpMode::Native;
     lab.victim
         .run(|| {
             if on {

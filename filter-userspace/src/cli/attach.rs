@@ -3,7 +3,9 @@
 use clap::Args;
 use floodgate::{
     lists::ListKind,
-    loader::{self, Mode, PinDir},
+    loader::{self, PinDir},
+    netlink::XdpMode,
+    settings::DefenceMode,
     state::{Access, State},
 };
 
@@ -23,7 +25,7 @@ pub struct AttachArgs {
     ifaces: Vec<String>,
     /// XDP mode: auto tries native (driver) mode and falls back to skb (generic) mode.
     #[arg(long, value_enum, default_value = "auto")]
-    mode: Mode,
+    mode: XdpMode,
     /// Start in dry-run: count what would be dropped, drop nothing (`floodgate mode enforce`
     /// to start dropping).
     #[arg(long)]
@@ -71,7 +73,7 @@ pub fn attach(pin: &PinDir, args: AttachArgs) -> anyhow::Result<()> {
     if args.dry_run {
         // Before attaching, so not one packet is dropped.
         state.update_settings(|s| {
-            s.dry_run = true;
+            s.mode = DefenceMode::DryRun;
             Ok::<_, floodgate::Error>(())
         })?;
         println!(
@@ -162,11 +164,7 @@ pub fn status(pin: &PinDir, args: StatusArgs) -> anyhow::Result<()> {
         .map(|(_, n)| *n)
         .collect();
     let defences = Defences {
-        mode: if settings.dry_run {
-            "dry-run"
-        } else {
-            "enforce"
-        },
+        mode: settings.mode.name(),
         sanity: sanity_on.join(" "),
         rules: settings.rules.len(),
         reflection: settings.reflection.enabled,

@@ -52,7 +52,7 @@ pub fn apply(pin: &PinDir, a: ApplyArgs) -> anyhow::Result<()> {
     println!(
         "applied {}: mode {}, {} rule(s), {} limit class(es), reflection preset {}",
         a.file.display(),
-        if s.dry_run { "dry-run" } else { "enforce" },
+        s.mode.name(),
         s.rules.len(),
         s.limits.len(),
         if s.reflection.enabled { "on" } else { "off" }

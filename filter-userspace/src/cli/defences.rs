@@ -6,7 +6,7 @@ use floodgate::{
     error::Error,
     loader::PinDir,
     prefix::{display, parse_prefix},
-    settings::sanity_bit,
+    settings::{DefenceMode, sanity_bit},
     state::{Access, State},
 };
 use ipnet::IpNet;
@@ -220,28 +220,20 @@ pub fn sanity(pin: &PinDir, cmd: SanityCommand) -> anyhow::Result<()> {
 #[command(verbatim_doc_comment)]
 pub struct ModeArgs {
     #[arg(value_enum)]
-    mode: Option<Mode>,
-}
-
-#[derive(Clone, Copy, ValueEnum)]
-pub enum Mode {
-    Enforce,
-    DryRun,
+    mode: Option<DefenceMode>,
 }
 
 pub fn mode(pin: &PinDir, a: ModeArgs) -> anyhow::Result<()> {
     let Some(mode) = a.mode else {
         let state = State::open(pin, Access::Read)?;
-        let dry = state.settings()?.dry_run;
-        println!("{}", if dry { "dry-run" } else { "enforce" });
+        println!("{}", state.settings()?.mode.name());
         return Ok(());
     };
     let mut state = State::open(pin, Access::Write)?;
-    let dry_run = matches!(mode, Mode::DryRun);
     state.update_settings(|s| {
-        s.dry_run = dry_run;
+        s.mode = mode;
         Ok::<_, Error>(())
     })?;
-    println!("mode: {}", if dry_run { "dry-run" } else { "enforce" });
+    println!("mode: {}", mode.name());
     Ok(())
 }

@@ -7,7 +7,7 @@ use filter_common::{Action, REASON_COUNT};
 use floodgate::{
     loader::PinDir,
     state::{Access, State},
-    stats::Snapshot,
+    stats::StatsSnapshot,
 };
 
 /// Packets and bytes per reason, summed over CPUs since the maps were created.
@@ -37,7 +37,7 @@ pub struct StatsArgs {
     interval: Duration,
 }
 
-fn read(state: &State) -> anyhow::Result<Snapshot> {
+fn read(state: &State) -> anyhow::Result<StatsSnapshot> {
     Ok(state.stats.snapshot()?)
 }
 
@@ -63,7 +63,11 @@ pub fn stats(pin: &PinDir, args: StatsArgs) -> anyhow::Result<()> {
     }
 }
 
-fn print(now: &Snapshot, prev: Option<(&Snapshot, f64)>, json: bool) -> anyhow::Result<()> {
+fn print(
+    now: &StatsSnapshot,
+    prev: Option<(&StatsSnapshot, f64)>,
+    json: bool,
+) -> anyhow::Result<()> {
     let rate = |i: usize| floodgate::stats::rate(now, prev, i);
     if json {
         println!(
