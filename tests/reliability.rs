@@ -54,7 +54,7 @@ fn cli_refuses_bad_entries_whole_and_says_why() {
         (
             &["--comment", "red\u{1b}[31m"],
             1,
-            "control character \\u{1b}",
+            "--comment: holds the control character \\u{1b}",
         ),
         (
             &["--comment", "fake\n198.18.9.9"],
@@ -143,7 +143,7 @@ fn api_refuses_bad_entries_whole_with_bounded_json_errors() {
     for (bad, text) in [
         (
             json!({"cidr": "198.18.1.2", "ttl": "18446744073709551615s"}),
-            "ttl",
+            "entries[1].ttl:",
         ),
         (
             json!({"cidr": "198.18.1.2", "ttl": "18446744073s"}),
@@ -152,10 +152,10 @@ fn api_refuses_bad_entries_whole_with_bounded_json_errors() {
         (json!({"cidr": "198.18.1.2", "ttl": "0s"}), "more than 0"),
         (
             json!({"cidr": "198.18.1.2", "comment": "a\u{1b}[2J"}),
-            "control character",
+            "entries[1].comment: holds the control character",
         ),
-        (json!("0.0.0.0/0"), "--force"),
-        (json!("::/0"), "--force"),
+        (json!("0.0.0.0/0"), "entries[1]: 0.0.0.0/0 is broader"),
+        (json!("::/0"), "send \"force\": true"),
     ] {
         let r = push(json!({"source": "feed", "entries": ["198.18.1.1", bad]}));
         assert_eq!(r.status, 400, "{bad}: {r:?}");

@@ -28,7 +28,7 @@ use serde_json::{Value, json};
 
 use crate::{
     daemon::Shared,
-    entry::{Item, json_entries},
+    entry::{EntryText, Field, Item, json_entries},
     error::Error,
     lists::ListKind,
     prefix::parse_prefix,
@@ -247,12 +247,7 @@ fn from_error(e: Error) -> Response {
         Error::BadSourceName { .. }
         | Error::ReservedSource { .. }
         | Error::BadPrefix { .. }
-        | Error::CommentTooLong { .. }
-        | Error::CommentControl { .. }
-        | Error::BadTtl { .. }
-        | Error::TtlZero
-        | Error::TtlTooLong { .. }
-        | Error::PrefixTooBroad { .. } => StatusCode::BAD_REQUEST,
+        | Error::Entry(_) => StatusCode::BAD_REQUEST,
         _ => StatusCode::INTERNAL_SERVER_ERROR,
     };
     let message = crate::error::chain(&e);
@@ -316,45 +311,21 @@ fn push_source(name: &str) -> Result<(), Error> {
     crate::sources::check_not_reserved(name)
 }
 
-/// One entry: `"CIDR"` or `{"cidr": "...", "ttl": "10m", "comment": "..."}`.
-fn parse_entry(raw: &serde_json::value::RawValue, force: bool) -> Result<Item, String> {
-    #[derive(Deserialize)]
-    #[serde(deny_unknown_fields)]
-    struct Full {
-        cidr: String,
-        #[serde(default)]
-        ttl: Option<String>,
-        #[serde(default)]
-        comment: Option<String>,
-    }
-    #[derive(Deserialize)]
-    #[serde(untagged)]
-    enum Text {
-        Cidr(String),
-        Full(Full),
-    }
-    const SHAPE: &str = "an entry is \"CIDR\" or {\"cidr\", \"ttl\", \"comment\"}";
-    let full = match serde_json::from_str::<Text>(raw.get()) {
-        Ok(Text::Cidr(cidr)) => Full {
-            cidr,
-            ttl: None,
-            comment: None,
-        },
-        Ok(Text::Full(f)) => f,
-        // Say what is wrong with an object (an unknown field, a number for a string).
-        Err(_) if raw.get().trim_start().starts_with('{') => {
-            let e = serde_json::from_str::<Full>(raw.get()).err();
-            return Err(format!(
-                "{} ({SHAPE})",
-                e.map_or_else(|| "not an entry".into(), |e| e.to_string())
-            ));
+/// Entry `index` of a push: `"CIDR"` or `{"cidr": "...", "ttl": "10m", "comment": "..."}`.
+/// An error names the entry's field as the push wrote it (`entries[3].ttl`).
+fn parse_entry(
+    index: usize,
+    raw: &serde_json::value::RawValue,
+    force: bool,
+) -> Result<Item, String> {
+    let text: EntryText = serde_json::from_str(raw.get()).map_err(|e| e.to_string())?;
+    text.parse(force).map_err(|e| {
+        let mut field = format!("entries[{index}]");
+        if e.field != Field::Cidr {
+            field = format!("{field}.{}", e.field.name());
         }
-        Err(_) => return Err(SHAPE.into()),
-    };
-    let item = crate::entry::parse_item(&full.cidr, full.ttl.as_deref(), full.comment)
-        .map_err(|e| e.to_string())?;
-    crate::entry::check_breadth(&item.net, force).map_err(|e| e.to_string())?;
-    Ok(item)
+        e.spelled(&field, "send \"force\": true")
+    })
 }
 
 async fn list_post(
@@ -376,7 +347,7 @@ async fn list_post(
     let mut items = Vec::with_capacity(push.entries.len());
     let mut bad = BadEntries::default();
     for (index, raw) in push.entries.iter().enumerate() {
-        match parse_entry(raw, push.force) {
+        match parse_entry(index, raw, push.force) {
             Ok(i) => items.push(i),
             Err(error) => bad.push(index, raw.get(), error),
         }

@@ -17,7 +17,7 @@ use serde::{Deserialize, Deserializer, Serialize, de::Error as _};
 use toml::Spanned;
 
 use crate::{
-    entry::Entry,
+    entry::{Entry, EntryText, Field, Item},
     prefix::{display, parse_prefix},
     settings::{
         ClassKey, DefenceMode, LimitSpec, RateSpec, Reflection, RuleText, Sanity, Settings,
@@ -319,61 +319,15 @@ impl LimitText {
 #[derive(Debug, Default, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct ListsFile {
+    /// Entries: `"198.18.0.0/24"` or `{ cidr = "...", ttl = "1h", comment = "..." }`, checked
+    /// after the file is read so that an error names the entry (`lists.block[3].ttl`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub block: Option<Vec<ListItem>>,
+    pub block: Option<Vec<Spanned<EntryText>>>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub allow: Option<Vec<ListItem>>,
+    pub allow: Option<Vec<Spanned<EntryText>>>,
     /// Take entries broader than /8 (IPv4) or /16 (IPv6) (see [`crate::entry::check_breadth`]).
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub force: bool,
-}
-
-/// A list entry: `"198.18.0.0/24"` or `{ cidr = "...", ttl = "1h", comment = "..." }`.
-pub use crate::entry::Item as ListItem;
-
-#[derive(Deserialize)]
-#[serde(untagged)]
-enum ListItemText {
-    Plain(String),
-    Full {
-        cidr: String,
-        #[serde(default)]
-        ttl: Option<String>,
-        #[serde(default)]
-        comment: Option<String>,
-    },
-}
-
-impl<'de> Deserialize<'de> for ListItem {
-    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        let (cidr, ttl, comment) = match ListItemText::deserialize(d).map_err(|_| {
-            D::Error::custom(
-                "a list entry is \"PREFIX\" or { cidr = \"PREFIX\", ttl = \"1h\", comment = \"...\" }",
-            )
-        })? {
-            ListItemText::Plain(c) => (c, None, None),
-            ListItemText::Full { cidr, ttl, comment } => (cidr, ttl, comment),
-        };
-        crate::entry::parse_item(&cidr, ttl.as_deref(), comment).map_err(D::Error::custom)
-    }
-}
-
-impl Serialize for ListItem {
-    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
-        use serde::ser::SerializeMap;
-        if self.ttl.is_none() && self.comment.is_none() {
-            return s.serialize_str(&display(&self.net));
-        }
-        let mut m = s.serialize_map(None)?;
-        m.serialize_entry("cidr", &display(&self.net))?;
-        if let Some(t) = self.ttl {
-            m.serialize_entry("ttl", &humantime::format_duration(t).to_string())?;
-        }
-        if let Some(c) = &self.comment {
-            m.serialize_entry("comment", c)?;
-        }
-        m.end()
-    }
 }
 
 /// A configuration file that failed to parse or validate; nothing was applied.
@@ -398,8 +352,8 @@ pub struct Desired {
     pub daemon: DaemonFile,
     pub settings: Settings,
     /// `None`: leave that list alone.
-    pub block: Option<Vec<ListItem>>,
-    pub allow: Option<Vec<ListItem>>,
+    pub block: Option<Vec<Item>>,
+    pub allow: Option<Vec<Item>>,
 }
 
 /// Parse and check a configuration file's text.
@@ -487,15 +441,14 @@ fn to_desired(file: FileConfig, text: &str) -> Result<Desired, String> {
         limits.insert(*c, spec);
     }
     let (block, allow) = match file.lists {
-        Some(l) => {
-            for (name, items) in [("block", &l.block), ("allow", &l.allow)] {
-                for (i, item) in items.iter().flatten().enumerate() {
-                    crate::entry::check_breadth(&item.net, l.force)
-                        .map_err(|e| format!("lists.{name}[{i}]: {e}"))?;
-                }
-            }
-            (l.block, l.allow)
-        }
+        Some(ListsFile {
+            block,
+            allow,
+            force,
+        }) => (
+            list_entries(text, "block", block, force)?,
+            list_entries(text, "allow", allow, force)?,
+        ),
         None => (None, None),
     };
     let daemon = file.daemon.unwrap_or_default();
@@ -523,17 +476,47 @@ fn to_desired(file: FileConfig, text: &str) -> Result<Desired, String> {
     })
 }
 
-fn list_items(entries: Vec<Entry>) -> Vec<ListItem> {
+/// Parse the entries of `[lists] name`; an error names the line and the field.
+fn list_entries(
+    text: &str,
+    name: &str,
+    entries: Option<Vec<Spanned<EntryText>>>,
+    force: bool,
+) -> Result<Option<Vec<Item>>, String> {
+    let Some(entries) = entries else {
+        return Ok(None);
+    };
+    let mut items = Vec::with_capacity(entries.len());
+    for (i, e) in entries.into_iter().enumerate() {
+        let line = line_of(text, e.span().start);
+        let item = e.into_inner().parse(force).map_err(|err| {
+            let mut field = format!("lists.{name}[{i}]");
+            if err.field != Field::Cidr {
+                field = format!("{field}.{}", err.field.name());
+            }
+            let message = err.spelled(&field, "set force = true in [lists]");
+            format!("line {line}: {message}")
+        })?;
+        items.push(item);
+    }
+    Ok(Some(items))
+}
+
+/// Operator entries as the file writes them (auto-bans are the data plane's).
+fn list_items(entries: Vec<Entry>) -> Vec<Spanned<EntryText>> {
     entries
         .into_iter()
         .filter(|e| !e.auto())
-        .map(|e| ListItem {
-            net: e.net,
-            // Whole seconds: the file is for people.
-            ttl: e
-                .expires_in
-                .map(|d| Duration::from_secs(d.as_secs().max(1))),
-            comment: e.comment,
+        .map(|e| {
+            let item = Item {
+                net: e.net,
+                // Whole seconds: the file is for people.
+                ttl: e
+                    .expires_in
+                    .map(|d| Duration::from_secs(d.as_secs().max(1))),
+                comment: e.comment,
+            };
+            Spanned::new(0..0, EntryText::of(&item))
         })
         .collect()
 }
@@ -643,7 +626,27 @@ mod tests {
             (
                 "[lists]\nblock = [\"198.18.0.1/15\"]\n",
                 "line 2",
-                "did you mean 198.18.0.0/15",
+                "lists.block[0]: 198.18.0.1/15: host bits are set; did you mean 198.18.0.0/15",
+            ),
+            (
+                "[lists]\nblock = [\"198.18.0.1\",\n  { cidr = \"198.18.0.2\", ttl = \"0s\" }]\n",
+                "line 3",
+                "lists.block[1].ttl: must be more than 0",
+            ),
+            (
+                "[lists]\nallow = [\"0.0.0.0/0\"]\n",
+                "line 2",
+                "lists.allow[0]: 0.0.0.0/0 is broader than /8",
+            ),
+            (
+                "[lists]\nallow = [\"0.0.0.0/0\"]\n",
+                "line 2",
+                "set force = true in [lists]",
+            ),
+            (
+                "[lists]\nblock = [{ cidr = \"198.18.0.2\", tll = \"1h\" }]\n",
+                "line 2",
+                "unknown field `tll`",
             ),
             (
                 "[limits.tcp]\nper_source = \"100\"\n",

@@ -15,7 +15,6 @@ use filter_common::{COMMENT_MAX, SOURCE_AUTO};
 use ipnet::IpNet;
 
 use crate::{
-    error::{Error, Result},
     prefix::{display, parse_prefix},
     sources::SourceNames,
 };
@@ -87,47 +86,145 @@ pub const MIN_PREFIX_V6: u8 = 16;
 /// At most this many characters of user input are quoted back in an error.
 pub const QUOTE_MAX: usize = 64;
 
+/// The fields of an entry, as a validation error names them.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Field {
+    Cidr,
+    Ttl,
+    Comment,
+}
+
+impl Field {
+    pub fn name(self) -> &'static str {
+        match self {
+            Field::Cidr => "cidr",
+            Field::Ttl => "ttl",
+            Field::Comment => "comment",
+        }
+    }
+}
+
+/// What is wrong with the value of a field.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Problem {
+    /// Not an address or prefix (the message quotes the input).
+    Prefix(String),
+    BadTtl {
+        input: String,
+        reason: String,
+    },
+    TtlZero,
+    TtlTooLong {
+        given: String,
+    },
+    CommentTooLong {
+        len: usize,
+        max: usize,
+    },
+    CommentControl {
+        found: String,
+    },
+    /// Broader than /`min`, and not forced.
+    TooBroad {
+        net: String,
+        min: u8,
+    },
+}
+
+/// A field of an entry that breaks a rule. Its message names neither a flag nor a key: each
+/// front end names the field and the switch that forces a broad entry its own way
+/// ([`FieldError::spelled`]): `--ttl` and `add --force` on the CLI, `entries[3].ttl` and
+/// `"force": true` in the API, `lists.block[3].ttl` and `force = true` in the file.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+#[error("{}", self.spelled(self.field.name(), "force it"))]
+pub struct FieldError {
+    pub field: Field,
+    pub problem: Problem,
+}
+
+impl FieldError {
+    fn new(field: Field, problem: Problem) -> FieldError {
+        FieldError { field, problem }
+    }
+
+    /// The message as a front end says it: `field` is its name for the field ("" when the
+    /// message quotes the value itself, as the CLI's positional entries do), `force` how to
+    /// take a broad entry anyway.
+    pub fn spelled(&self, field: &str, force: &str) -> String {
+        let problem = match &self.problem {
+            Problem::Prefix(message) => message.clone(),
+            Problem::BadTtl { input, reason } => {
+                format!("`{input}`: {reason} (e.g. 30s, 10m, 1h, 7d)")
+            }
+            Problem::TtlZero => {
+                "must be more than 0; leave the TTL out for an entry that never expires".into()
+            }
+            Problem::TtlTooLong { given } => format!(
+                "{given} is longer than the maximum, 10years; leave the TTL out for an entry \
+                 that never expires"
+            ),
+            Problem::CommentTooLong { len, max } => {
+                format!("{len} bytes long; at most {max} are kept")
+            }
+            Problem::CommentControl { found } => {
+                format!("holds the control character {found}; use printable text only")
+            }
+            Problem::TooBroad { net, min } => format!(
+                "{net} is broader than /{min} and would drop (nearly) every source, your own \
+                 access included: if you mean it, {force}"
+            ),
+        };
+        if field.is_empty() {
+            problem
+        } else {
+            format!("{field}: {problem}")
+        }
+    }
+}
+
 /// Check a TTL: more than 0, at most [`TTL_MAX`].
-pub fn check_ttl(ttl: Duration) -> Result<Duration> {
+pub fn check_ttl(ttl: Duration) -> Result<Duration, FieldError> {
     if ttl.is_zero() {
-        return Err(Error::TtlZero);
+        return Err(FieldError::new(Field::Ttl, Problem::TtlZero));
     }
     if ttl > TTL_MAX {
-        return Err(Error::TtlTooLong {
-            given: humantime::format_duration(ttl).to_string(),
-        });
+        let given = humantime::format_duration(ttl).to_string();
+        return Err(FieldError::new(Field::Ttl, Problem::TtlTooLong { given }));
     }
     Ok(ttl)
 }
 
 /// Parse a TTL as people write it (`30s`, `10m`, `1h30m`, `7d`) and check it.
-pub fn parse_ttl(text: &str) -> Result<Duration> {
-    let d = humantime::parse_duration(text.trim()).map_err(|e| Error::BadTtl {
-        input: quote(text),
-        reason: e.to_string(),
+pub fn parse_ttl(text: &str) -> Result<Duration, FieldError> {
+    let d = humantime::parse_duration(text.trim()).map_err(|e| {
+        let (input, reason) = (quote(text), e.to_string());
+        FieldError::new(Field::Ttl, Problem::BadTtl { input, reason })
     })?;
     check_ttl(d)
 }
 
 /// Check a comment: at most [`COMMENT_MAX`] bytes, no control characters (they would run as
 /// escape sequences in the terminal of whoever lists the entries, or fake a line).
-pub fn check_comment(comment: &str) -> Result<()> {
+pub fn check_comment(comment: &str) -> Result<(), FieldError> {
     if comment.len() > COMMENT_MAX {
-        return Err(Error::CommentTooLong {
-            len: comment.len(),
-            max: COMMENT_MAX,
-        });
+        let (len, max) = (comment.len(), COMMENT_MAX);
+        return Err(FieldError::new(
+            Field::Comment,
+            Problem::CommentTooLong { len, max },
+        ));
     }
     if let Some(c) = comment.chars().find(|c| c.is_control()) {
-        return Err(Error::CommentControl {
-            found: c.escape_default().to_string(),
-        });
+        let found = c.escape_default().to_string();
+        return Err(FieldError::new(
+            Field::Comment,
+            Problem::CommentControl { found },
+        ));
     }
     Ok(())
 }
 
 /// Check a whole entry: TTL and comment (the library's own last check before any write).
-pub fn check_item(item: &Item) -> Result<()> {
+pub fn check_item(item: &Item) -> Result<(), FieldError> {
     if let Some(t) = item.ttl {
         check_ttl(t)?;
     }
@@ -140,7 +237,7 @@ pub fn check_item(item: &Item) -> Result<()> {
 /// Refuse an entry that would cover (nearly) everyone, unless `force`. Prefixes that lie wholly
 /// inside multicast and reserved space (224.0.0.0/3, ff00::/8) are fine at any length: no real
 /// peer sends from there (FireHOL's level1 list carries 224.0.0.0/3).
-pub fn check_breadth(net: &IpNet, force: bool) -> Result<()> {
+pub fn check_breadth(net: &IpNet, force: bool) -> Result<(), FieldError> {
     if force {
         return Ok(());
     }
@@ -151,20 +248,85 @@ pub fn check_breadth(net: &IpNet, force: bool) -> Result<()> {
     if net.prefix_len() >= min || harmless.contains(net) {
         return Ok(());
     }
-    Err(Error::PrefixTooBroad {
-        net: display(net),
-        min,
-    })
+    let net = display(net);
+    Err(FieldError::new(Field::Cidr, Problem::TooBroad { net, min }))
 }
 
-/// One entry from its parts as written: prefix, optional TTL text, optional comment.
-pub fn parse_item(cidr: &str, ttl: Option<&str>, comment: Option<String>) -> Result<Item> {
-    let net = parse_prefix(cidr)?;
-    let ttl = ttl.map(parse_ttl).transpose()?;
-    if let Some(c) = &comment {
-        check_comment(c)?;
+/// A list entry as written in the TOML file and the push API: `"CIDR"` or
+/// `{cidr, ttl, comment}` (the one input shape of both; the CLI has a flag per field).
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize)]
+#[serde(untagged)]
+pub enum EntryText {
+    Cidr(String),
+    Full(FullEntry),
+}
+
+/// `{cidr, ttl, comment}`.
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FullEntry {
+    pub cidr: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ttl: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub comment: Option<String>,
+}
+
+impl<'de> serde::Deserialize<'de> for EntryText {
+    /// A string or a table, each with its own errors (an unknown field is named, not lost in
+    /// "no variant matched").
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct Shape;
+        impl<'de> serde::de::Visitor<'de> for Shape {
+            type Value = EntryText;
+            fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+                f.write_str("a list entry: \"CIDR\" or {cidr, ttl, comment}")
+            }
+            fn visit_str<E: serde::de::Error>(self, s: &str) -> Result<EntryText, E> {
+                Ok(EntryText::Cidr(s.to_string()))
+            }
+            fn visit_map<A: serde::de::MapAccess<'de>>(
+                self,
+                map: A,
+            ) -> Result<EntryText, A::Error> {
+                let full = serde::de::value::MapAccessDeserializer::new(map);
+                serde::Deserialize::deserialize(full).map(EntryText::Full)
+            }
+        }
+        d.deserialize_any(Shape)
     }
-    Ok(Item { net, ttl, comment })
+}
+
+impl EntryText {
+    /// Parse and check every field; with `force` false, also refuse a broad entry
+    /// ([`check_breadth`]).
+    pub fn parse(self, force: bool) -> Result<Item, FieldError> {
+        let (cidr, ttl, comment) = match self {
+            EntryText::Cidr(cidr) => (cidr, None, None),
+            EntryText::Full(f) => (f.cidr, f.ttl, f.comment),
+        };
+        let net = parse_prefix(&cidr)
+            .map_err(|e| FieldError::new(Field::Cidr, Problem::Prefix(e.to_string())))?;
+        check_breadth(&net, force)?;
+        let ttl = ttl.as_deref().map(parse_ttl).transpose()?;
+        if let Some(c) = &comment {
+            check_comment(c)?;
+        }
+        Ok(Item { net, ttl, comment })
+    }
+
+    /// How `item` is written: a bare prefix when it has no TTL and no comment.
+    pub fn of(item: &Item) -> EntryText {
+        let cidr = display(&item.net);
+        if item.ttl.is_none() && item.comment.is_none() {
+            return EntryText::Cidr(cidr);
+        }
+        EntryText::Full(FullEntry {
+            cidr,
+            ttl: item.ttl.map(|t| humantime::format_duration(t).to_string()),
+            comment: item.comment.clone(),
+        })
+    }
 }
 
 /// Quote user input in an error: unprintable characters escaped, cut to [`QUOTE_MAX`]
@@ -246,6 +408,7 @@ mod tests {
             );
         }
         let e = parse_ttl("0s").expect_err("zero");
+        assert_eq!(e.field, Field::Ttl);
         assert!(e.to_string().contains("leave the TTL out"), "{e}");
         let e = parse_ttl("1000y").expect_err("too long");
         assert!(e.to_string().contains("maximum, 10years"), "{e}");
@@ -281,7 +444,57 @@ mod tests {
             assert!(check_breadth(&n(net), true).is_ok(), "{net} forced");
         }
         let e = check_breadth(&n("0.0.0.0/0"), false).expect_err("/0");
-        assert!(e.to_string().contains("--force"), "{e}");
+        assert_eq!(e.field, Field::Cidr);
+        let cli = e.spelled("", "add --force");
+        assert!(
+            cli.starts_with("0.0.0.0/0 is broader") && cli.ends_with("add --force"),
+            "{cli}"
+        );
+    }
+
+    #[test]
+    fn entry_text_errors_name_the_field() {
+        let parse = |json: &str, force: bool| {
+            serde_json::from_str::<EntryText>(json)
+                .map_err(|e| e.to_string())
+                .and_then(|t| t.parse(force).map_err(|e| e.spelled("at", "force it")))
+        };
+        let ok = parse(
+            r#"{"cidr": "198.18.0.0/24", "ttl": "1h", "comment": "x"}"#,
+            false,
+        );
+        assert_eq!(
+            ok.expect("a full entry").ttl,
+            Some(Duration::from_secs(3600))
+        );
+        for (json, force, want) in [
+            (r#""198.18.0.1/15""#, false, "at: 198.18.0.1/15: host bits"),
+            (r#""0.0.0.0/0""#, false, "if you mean it, force it"),
+            (
+                r#"{"cidr": "198.18.0.1", "ttl": "0s"}"#,
+                false,
+                "at: must be more than 0",
+            ),
+            (
+                r#"{"cidr": "198.18.0.1", "comment": "a\nb"}"#,
+                false,
+                "at: holds the control",
+            ),
+            (
+                r#"{"cidr": "198.18.0.1", "tll": "1h"}"#,
+                false,
+                "unknown field `tll`",
+            ),
+            (r#"{"ttl": "1h"}"#, false, "missing field `cidr`"),
+            ("7", false, "expected a list entry"),
+        ] {
+            let e = parse(json, force).expect_err(json);
+            assert!(e.contains(want), "{json}: want {want:?} in {e}");
+        }
+        assert!(parse(r#""0.0.0.0/0""#, true).is_ok(), "forced");
+        let item = parse(r#"{"cidr": "198.18.0.0/24", "ttl": "1h"}"#, false).expect("item");
+        let text = serde_json::to_string(&EntryText::of(&item)).expect("json");
+        assert_eq!(parse(&text, false).expect("round trip"), item);
     }
 
     #[test]

@@ -131,29 +131,9 @@ pub enum Error {
     #[error("{input}: host bits are set; did you mean {suggestion}?")]
     HostBitsSet { input: String, suggestion: String },
 
-    #[error("comment is {len} bytes; at most {max} are kept")]
-    CommentTooLong { len: usize, max: usize },
-
-    #[error("comment holds the control character {found}: use printable text only")]
-    CommentControl { found: String },
-
-    #[error("ttl `{input}`: {reason} (e.g. 30s, 10m, 1h, 7d)")]
-    BadTtl { input: String, reason: String },
-
-    #[error("ttl must be more than 0: leave the TTL out for an entry that never expires")]
-    TtlZero,
-
-    #[error(
-        "ttl {given} is longer than the maximum, 10years: leave the TTL out for an entry that \
-         never expires"
-    )]
-    TtlTooLong { given: String },
-
-    #[error(
-        "{net} is broader than /{min} and would drop (nearly) every source, your own access \
-         included: if you mean it, add --force (API: \"force\": true; file: [lists] force = true)"
-    )]
-    PrefixTooBroad { net: String, min: u8 },
+    /// A list entry's field breaks a rule (front ends say which field their own way).
+    #[error(transparent)]
+    Entry(#[from] crate::entry::FieldError),
 
     #[error("{path}: {count} bad line(s), nothing was changed:\n{details}")]
     BadListFile {

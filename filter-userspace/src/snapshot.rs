@@ -203,7 +203,7 @@ fn restore_entries(lists: &mut Lists, snap: &ListSnapshot) -> Result<Restored> {
             };
             let net = parse_prefix(&e.cidr).map_err(damaged)?;
             if let Some(c) = &e.comment {
-                crate::entry::check_comment(c).map_err(damaged)?;
+                crate::entry::check_comment(c).map_err(|e| damaged(e.into()))?;
             }
             if e.source != "auto" {
                 crate::sources::validate_name(&e.source).map_err(damaged)?;

@@ -8,7 +8,7 @@ use std::{
 use anyhow::Context as _;
 use clap::{Args, Subcommand};
 use floodgate::{
-    entry::{Entry, Item, check_breadth, json_entries, printable},
+    entry::{Entry, Field, FieldError, Item, check_breadth, json_entries, printable},
     listfile::parse_list_file,
     lists::ListKind,
     loader::PinDir,
@@ -93,7 +93,21 @@ pub struct ForceArg {
 }
 
 fn parse_ttl(text: &str) -> Result<Duration, String> {
-    floodgate::entry::parse_ttl(text).map_err(|e| e.to_string())
+    // clap names the flag itself.
+    floodgate::entry::parse_ttl(text).map_err(|e| e.spelled("", FORCE))
+}
+
+/// How the CLI forces a broad entry.
+const FORCE: &str = "add --force";
+
+/// An entry error as the CLI says it: fields are flags; an entry quotes itself.
+fn spelled(e: &FieldError) -> String {
+    let flag = match e.field {
+        Field::Cidr => "",
+        Field::Ttl => "--ttl",
+        Field::Comment => "--comment",
+    };
+    e.spelled(flag, FORCE)
 }
 
 /// The list source entries belong to.
@@ -160,13 +174,15 @@ fn parse_all(inputs: &[String], force: Option<bool>) -> anyhow::Result<Vec<IpNet
     let mut nets = Vec::new();
     let mut errors = Vec::new();
     for s in inputs {
-        let checked = parse_prefix(s).and_then(|n| match force {
-            Some(f) => check_breadth(&n, f).map(|()| n),
-            None => Ok(n),
-        });
+        let checked = parse_prefix(s)
+            .map_err(|e| e.to_string())
+            .and_then(|n| match force {
+                Some(f) => check_breadth(&n, f).map(|()| n).map_err(|e| spelled(&e)),
+                None => Ok(n),
+            });
         match checked {
             Ok(n) => nets.push(n),
-            Err(e) => errors.push(e.to_string()),
+            Err(e) => errors.push(e),
         }
     }
     if !errors.is_empty() {
@@ -194,7 +210,7 @@ fn run(pin: &PinDir, kind: ListKind, cmd: ListCommand) -> anyhow::Result<()> {
     let nets = match &cmd {
         ListCommand::Add(a) => {
             if let Some(c) = &a.comment {
-                floodgate::entry::check_comment(c)?;
+                floodgate::entry::check_comment(c).map_err(|e| anyhow::anyhow!(spelled(&e)))?;
             }
             parse_all(&a.entries, Some(a.force.force))?
         }
@@ -262,7 +278,7 @@ fn run(pin: &PinDir, kind: ListKind, cmd: ListCommand) -> anyhow::Result<()> {
                 let broad: Vec<String> = nets
                     .iter()
                     .filter_map(|n| check_breadth(n, false).err())
-                    .map(|e| e.to_string())
+                    .map(|e| spelled(&e))
                     .collect();
                 if let Some(first) = broad.first() {
                     anyhow::bail!(
