@@ -12,7 +12,7 @@ use filter_common::{Action, Class, Reason, sanity_bits};
 use floodgate::{
     lists::ListKind,
     prefix::parse_prefix,
-    settings::{ClassKey, DefenceMode, LimitSpec, RuleText, Settings},
+    settings::{DefenceMode, LimitSpec, RuleText, Settings},
 };
 use floodgate_tests::{
     Harness, XDP_DROP, XDP_PASS,
@@ -826,7 +826,7 @@ fn every_defence_sees_through_two_vlan_tags() {
 
 fn limit(s: &mut Settings, class: Class, l: LimitSpec) {
     l.validate(class).expect("valid limit");
-    s.limits.insert(ClassKey::of(class), l);
+    s.limits.insert(class, l);
 }
 
 /// Run `n` copies of a frame; the verdicts in order.

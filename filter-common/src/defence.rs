@@ -41,7 +41,7 @@ pub const FRAGMENT_MIN_BYTES_DEFAULT: u32 = 256;
 
 /// Rate-limit classes. A packet belongs to its protocol's class and to `all`.
 #[repr(u32)]
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub enum Class {
     /// TCP with SYN set and ACK clear (connection attempts).
     Syn = 0,

@@ -293,10 +293,6 @@ pub const FRONT_AUTO_V6: u32 = 3;
 /// `FRONT_CTL + FRONT_PENDING_ALLOW/BLOCK`: entries removed since the last rebuild.
 pub const FRONT_PENDING_ALLOW: u32 = 4;
 pub const FRONT_PENDING_BLOCK: u32 = 5;
-/// `FRONT_CTL + FRONT_READY` holds [`FRONT_MAGIC`] once the front was built from the lists
-/// (maps pinned by an older floodgate have lists but no front yet).
-pub const FRONT_READY: u32 = 6;
-pub const FRONT_MAGIC: u64 = 0x666c_6f6f_6466_7232;
 pub const FRONT_CTL_WORDS: u32 = 8;
 /// Entries of the `FRONT` array.
 pub const FRONT_LEN: u32 = FRONT_CTL + FRONT_CTL_WORDS;

@@ -20,8 +20,8 @@ use crate::{
     entry::{Entry, EntryText, Field, Item},
     prefix::{display, parse_prefix},
     settings::{
-        ClassKey, DefenceMode, LimitSpec, RateSpec, Reflection, RuleText, Sanity, Settings,
-        parse_class, parse_duration,
+        DefenceMode, LimitSpec, RateSpec, Reflection, RuleText, Sanity, Settings, parse_class,
+        parse_duration,
     },
 };
 
@@ -235,20 +235,18 @@ fn line_of(text: &str, offset: usize) -> usize {
 
 /// A class name used as a `[limits.NAME]` key.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
-pub struct ClassName(pub ClassKey);
+pub struct ClassName(pub Class);
 
 impl<'de> Deserialize<'de> for ClassName {
     fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
         let s = String::deserialize(d)?;
-        parse_class(&s)
-            .map(|c| ClassName(ClassKey::of(c)))
-            .map_err(D::Error::custom)
+        parse_class(&s).map(ClassName).map_err(D::Error::custom)
     }
 }
 
 impl Serialize for ClassName {
     fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
-        s.serialize_str(self.0.class().name())
+        s.serialize_str(self.0.name())
     }
 }
 
@@ -431,11 +429,11 @@ fn to_desired(file: FileConfig, text: &str) -> Result<Desired, String> {
     }
     let mut limits = BTreeMap::new();
     for (ClassName(c), l) in &file.limits {
-        let spec = l.get_ref().to_spec(c.class()).map_err(|e| {
+        let spec = l.get_ref().to_spec(*c).map_err(|e| {
             format!(
                 "line {}: limits.{}: {e}",
                 line_of(text, l.span().start),
-                c.class().name()
+                c.name()
             )
         })?;
         limits.insert(*c, spec);

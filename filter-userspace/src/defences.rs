@@ -18,7 +18,7 @@ use aya::{
     util::nr_cpus,
 };
 use filter_common::{
-    Aggregate, CLASSES, CONFIG_MAGIC, ClassLimit, Config, Counter, RULE_DROP, RULE_LIMIT,
+    Aggregate, CLASSES, CONFIG_MAGIC, Class, ClassLimit, Config, Counter, RULE_DROP, RULE_LIMIT,
     RULE_PASS, RULES_MAX, Rate, Rule, SOURCE_PREFIX_V4_DEFAULT, SOURCE_PREFIX_V6_DEFAULT,
     map_names as names, match_bits, port_bits,
 };
@@ -28,8 +28,8 @@ use crate::{
     error::{Error, MapContext, Result},
     maps::{not_found, sum_cpus, take_map},
     settings::{
-        ClassKey, DefenceMode, Family, LimitSpec, RateSpec, Reflection, RuleAction, RuleSpec,
-        Sanity, Settings, TcpFlags,
+        DefenceMode, Family, LimitSpec, RateSpec, Reflection, RuleAction, RuleSpec, Sanity,
+        Settings, TcpFlags,
     },
 };
 
@@ -387,7 +387,7 @@ impl Defences {
         Ok(out)
     }
 
-    fn read_limits(&self, cfg: &Config) -> Result<BTreeMap<ClassKey, LimitSpec>> {
+    fn read_limits(&self, cfg: &Config) -> Result<BTreeMap<Class, LimitSpec>> {
         let aggs = self.aggregates()?;
         let mut out = BTreeMap::new();
         for class in CLASSES {
@@ -406,7 +406,7 @@ impl Defences {
                 .map(|((_, n), r)| (n, r))
                 .collect();
             out.insert(
-                ClassKey(c),
+                class,
                 LimitSpec {
                     per_source,
                     source_prefix_v4: (l.v4_prefix != SOURCE_PREFIX_V4_DEFAULT)
@@ -507,7 +507,7 @@ impl Defences {
                 v6_prefix: SOURCE_PREFIX_V6_DEFAULT,
                 ..ClassLimit::default()
             };
-            if let Some(l) = s.limits.get(&ClassKey::of(class)) {
+            if let Some(l) = s.limits.get(&class) {
                 cfg.limit_classes |= 1 << c;
                 cfg.limits[c] = ClassLimit {
                     per_source: l.per_source.map(Rate::from).unwrap_or_default(),
@@ -588,13 +588,13 @@ impl Defences {
         Ok(())
     }
 
-    fn write_aggregates(&mut self, limits: &BTreeMap<ClassKey, LimitSpec>) -> Result<()> {
+    fn write_aggregates(&mut self, limits: &BTreeMap<Class, LimitSpec>) -> Result<()> {
         let have = self.aggregates()?;
         let mut want = BTreeMap::new();
         for (class, l) in limits {
             if let Some(rate) = l.aggregate {
                 for net in &l.dst {
-                    want.insert((class.0, *net), rate);
+                    want.insert((*class as u32, *net), rate);
                 }
             }
         }

@@ -3,9 +3,10 @@
 //!
 //! Bits are set when entries are added and cleared only by a rebuild from the lists, so a bit
 //! may be stale but is never missing: a stale bit costs the data plane a lookup, a missing one
-//! would let a listed source through. Rebuilds happen once enough entries were removed
-//! ([`REBUILD_AFTER`]), when the maps were pinned by an older floodgate (no front yet), and
-//! when the daemon sees auto-bans the front does not show yet.
+//! would let a listed source through. The front is created with the lists (all pinned maps
+//! are made by one load), empty as they are. Rebuilds happen once enough entries were removed
+//! ([`REBUILD_AFTER`]), on a flush, and when the daemon sees auto-bans the front does not show
+//! yet.
 
 use std::{
     os::fd::{AsFd, AsRawFd},
@@ -14,10 +15,9 @@ use std::{
 
 use aya::{Ebpf, maps::MapData};
 use filter_common::{
-    FRONT_ALLOW, FRONT_AUTO_V4, FRONT_AUTO_V6, FRONT_BLOCK, FRONT_CTL, FRONT_LEN, FRONT_MAGIC,
-    FRONT_NONEMPTY, FRONT_PENDING_ALLOW, FRONT_PENDING_BLOCK, FRONT_READY, FRONT_SLOT_BITS,
-    FRONT_V6_PREFIX, FRONT_V6_SHORT, FRONT_WORDS, front_nonempty_bit, front_pos, front_slot_v4,
-    front_slot_v6, map_names,
+    FRONT_ALLOW, FRONT_AUTO_V4, FRONT_AUTO_V6, FRONT_BLOCK, FRONT_CTL, FRONT_LEN, FRONT_NONEMPTY,
+    FRONT_PENDING_ALLOW, FRONT_PENDING_BLOCK, FRONT_SLOT_BITS, FRONT_V6_PREFIX, FRONT_V6_SHORT,
+    FRONT_WORDS, front_nonempty_bit, front_pos, front_slot_v4, front_slot_v6, map_names,
 };
 use ipnet::IpNet;
 
@@ -177,16 +177,6 @@ impl Front {
         [FRONT_AUTO_V4, FRONT_AUTO_V6]
             .iter()
             .any(|w| self.word(FRONT_CTL + w).load(Ordering::Relaxed) != 0)
-    }
-
-    /// Was the front ever built (false for maps pinned by a floodgate without one)?
-    pub fn ready(&self) -> bool {
-        self.word(FRONT_CTL + FRONT_READY).load(Ordering::Relaxed) == FRONT_MAGIC
-    }
-
-    pub fn set_ready(&self) {
-        self.word(FRONT_CTL + FRONT_READY)
-            .store(FRONT_MAGIC, Ordering::Relaxed);
     }
 
     /// Make `kind`'s bits exactly those of the entries `read` returns. For the blocklist the

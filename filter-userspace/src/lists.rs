@@ -325,7 +325,7 @@ impl std::fmt::Display for Recovered {
 impl Lists {
     pub fn take(ebpf: &mut Ebpf, pin: &PinDir) -> Result<Lists> {
         let comments = Comments::take(ebpf)?;
-        let lists = Lists {
+        Ok(Lists {
             allow: ListMaps::take(ebpf, ListKind::Allow)?,
             block: ListMaps::take(ebpf, ListKind::Block)?,
             sources: Sources::take(ebpf)?,
@@ -333,15 +333,7 @@ impl Lists {
             comments,
             front: Front::take(ebpf)?,
             journal_path: crate::sys::run_file(pin.root(), ".journal")?,
-        };
-        if !lists.front.ready() {
-            // Maps from a floodgate without a front (or just created): build it once.
-            for kind in [ListKind::Allow, ListKind::Block] {
-                lists.rebuild_front(kind)?;
-            }
-            lists.front.set_ready();
-        }
-        Ok(lists)
+        })
     }
 
     pub fn list(&self, kind: ListKind) -> &ListMaps {

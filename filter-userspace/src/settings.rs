@@ -709,20 +709,7 @@ pub struct Settings {
     pub sanity: Sanity,
     pub reflection: Reflection,
     pub rules: Vec<RuleSpec>,
-    pub limits: BTreeMap<ClassKey, LimitSpec>,
-}
-
-/// [`Class`] ordered for maps.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
-pub struct ClassKey(pub u32);
-
-impl ClassKey {
-    pub fn class(self) -> Class {
-        filter_common::CLASSES[self.0 as usize]
-    }
-    pub fn of(c: Class) -> ClassKey {
-        ClassKey(c as u32)
-    }
+    pub limits: BTreeMap<Class, LimitSpec>,
 }
 
 pub fn parse_class(s: &str) -> Result<Class, Invalid> {

@@ -22,7 +22,6 @@ pub fn has_state(pin: &PinDir) -> bool {
 }
 
 pub struct State {
-    pub pin: PinDir,
     pub ebpf: Ebpf,
     pub lists: Lists,
     pub stats: Stats,
@@ -138,7 +137,6 @@ impl State {
             defences.initialize()?;
         }
         Ok(State {
-            pin: pin.clone(),
             ebpf,
             lists,
             stats,

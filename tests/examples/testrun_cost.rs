@@ -14,7 +14,7 @@ use floodgate::{
     lists::ListKind,
     loader,
     prefix::parse_prefix,
-    settings::{ClassKey, LimitSpec, RuleText, Settings},
+    settings::{LimitSpec, RuleText, Settings},
 };
 use floodgate_tests::{Harness, packet::*};
 
@@ -82,7 +82,7 @@ fn everything(s: &mut Settings) {
     });
     rules(s, t);
     s.limits.insert(
-        ClassKey::of(Class::Syn),
+        Class::Syn,
         LimitSpec {
             per_source: Some("100".parse().unwrap()),
             aggregate: Some("1000".parse().unwrap()),
@@ -94,7 +94,7 @@ fn everything(s: &mut Settings) {
 
 fn per_source(s: &mut Settings) {
     s.limits.insert(
-        ClassKey::of(Class::Udp),
+        Class::Udp,
         LimitSpec {
             per_source: Some("1".parse().unwrap()),
             ..LimitSpec::default()
@@ -104,7 +104,7 @@ fn per_source(s: &mut Settings) {
 
 fn aggregate(s: &mut Settings) {
     s.limits.insert(
-        ClassKey::of(Class::Udp),
+        Class::Udp,
         LimitSpec {
             aggregate: Some("1".parse().unwrap()),
             dst: vec![parse_prefix("198.18.0.0/24").unwrap()],

@@ -171,7 +171,7 @@ pub fn status(pin: &PinDir, args: StatusArgs) -> anyhow::Result<()> {
         limits: settings
             .limits
             .keys()
-            .map(|c| c.class().name())
+            .map(|c| c.name())
             .collect::<Vec<_>>()
             .join(" "),
     };

@@ -8,7 +8,7 @@ use floodgate::{
     error::Error,
     loader::PinDir,
     prefix::{display, parse_prefix},
-    settings::{ClassKey, LimitSpec, RateSpec, parse_class},
+    settings::{LimitSpec, RateSpec, parse_class},
     state::{Access, State},
 };
 use ipnet::IpNet;
@@ -103,7 +103,7 @@ pub fn limit(pin: &PinDir, cmd: LimitCommand) -> anyhow::Result<()> {
                 let out: serde_json::Map<String, serde_json::Value> = s
                     .limits
                     .iter()
-                    .map(|(c, l)| (c.class().name().to_string(), to_json(l)))
+                    .map(|(c, l)| (c.name().to_string(), to_json(l)))
                     .collect();
                 println!("{}", serde_json::to_string_pretty(&out)?);
                 return Ok(());
@@ -112,7 +112,7 @@ pub fn limit(pin: &PinDir, cmd: LimitCommand) -> anyhow::Result<()> {
                 println!("no limits");
             }
             for (c, l) in &s.limits {
-                println!("{}", describe(c.class().name(), l));
+                println!("{}", describe(c.name(), l));
             }
             Ok(())
         }
@@ -130,7 +130,7 @@ pub fn limit(pin: &PinDir, cmd: LimitCommand) -> anyhow::Result<()> {
             spec.validate(class).map_err(Error::from)?;
             let mut state = State::open(pin, Access::Write)?;
             state.update_settings(|s| {
-                s.limits.insert(ClassKey::of(class), spec.clone());
+                s.limits.insert(class, spec.clone());
                 Ok::<_, Error>(())
             })?;
             println!("{}", describe(class.name(), &spec));
@@ -139,7 +139,7 @@ pub fn limit(pin: &PinDir, cmd: LimitCommand) -> anyhow::Result<()> {
         LimitCommand::Del { class } => {
             let mut state = State::open(pin, Access::Write)?;
             state.update_settings(|s| {
-                if s.limits.remove(&ClassKey::of(class)).is_none() {
+                if s.limits.remove(&class).is_none() {
                     anyhow::bail!(
                         "class {} has no limits (see `floodgate limit list`)",
                         class.name()
