@@ -12,7 +12,7 @@ use filter_common::{Action, Class, Reason, sanity_bits};
 use floodgate::{
     lists::ListKind,
     prefix::parse_prefix,
-    settings::{DefenceMode, LimitSpec, RuleText, Settings},
+    settings::{DefenceMode, LimitSpec, RuleText, Settings, Spelling},
 };
 use floodgate_tests::{
     Harness, XDP_DROP, XDP_PASS,
@@ -76,7 +76,7 @@ fn sanity_off(s: &mut Settings) {
 }
 
 fn rule(text: RuleText) -> floodgate::settings::RuleSpec {
-    text.to_spec(0).expect("valid rule")
+    text.to_spec(0, Spelling::Cli).expect("valid rule")
 }
 
 fn t(action: &str) -> RuleText {
@@ -825,7 +825,7 @@ fn every_defence_sees_through_two_vlan_tags() {
 }
 
 fn limit(s: &mut Settings, class: Class, l: LimitSpec) {
-    l.validate(class).expect("valid limit");
+    l.validate(class, Spelling::Cli).expect("valid limit");
     s.limits.insert(class, l);
 }
 

@@ -20,8 +20,8 @@ use crate::{
     entry::{Entry, EntryText, Field, Item},
     prefix::{display, parse_prefix},
     settings::{
-        DefenceMode, LimitSpec, RateSpec, Reflection, RuleText, Sanity, Settings, parse_class,
-        parse_duration,
+        DefenceMode, LimitSpec, RateSpec, Reflection, RuleText, Sanity, Settings, Spelling,
+        parse_class, parse_duration,
     },
 };
 
@@ -293,8 +293,7 @@ impl LimitText {
             ban_after: dur(&t.ban_after, "ban_after")?,
             ban_for: dur(&t.ban_for, "ban_for")?,
         };
-        spec.validate(class)
-            .map_err(|e| crate::settings::Invalid(e.0.replace("--", "")))?;
+        spec.validate(class, Spelling::File)?;
         Ok(spec)
     }
 
@@ -398,7 +397,7 @@ fn to_desired(file: FileConfig, text: &str) -> Result<Desired, String> {
     for (i, r) in file.rules.iter().enumerate() {
         let spec = r
             .get_ref()
-            .to_spec(0)
+            .to_spec(0, Spelling::File)
             .map_err(|e| format!("line {}: rules[{i}]: {e}", line_of(text, r.span().start)))?;
         specs.push(spec);
     }

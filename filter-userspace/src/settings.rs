@@ -22,6 +22,24 @@ fn invalid<T>(msg: impl Into<String>) -> Result<T, Invalid> {
     Err(Invalid(msg.into()))
 }
 
+/// How a front end names a setting in its messages: the CLI by flag (`--icmp-type`), the file
+/// by key (`icmp_type`). Validation is written once, with keys, and spelled by the caller.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Spelling {
+    Cli,
+    File,
+}
+
+impl Spelling {
+    /// `key` (a file key, `icmp_type`) as this front end writes it.
+    pub fn key(self, key: &str) -> String {
+        match self {
+            Spelling::Cli => format!("--{}", key.replace('_', "-")),
+            Spelling::File => key.to_string(),
+        }
+    }
+}
+
 /// Parse a count with an optional SI suffix: `1500`, `10k`, `2.5M`, `1G`.
 fn parse_si(s: &str, what: &str) -> Result<u64, Invalid> {
     let t = s.trim();
@@ -377,19 +395,21 @@ fn parse_net(s: &str, what: &str) -> Result<IpNet, Invalid> {
 }
 
 impl RuleText {
-    /// Validate into a rule with id `id` (the text's own id wins when it has one).
-    pub fn to_spec(&self, id: u32) -> Result<RuleSpec, Invalid> {
+    /// Validate into a rule with id `id` (the text's own id wins when it has one); messages
+    /// name the rule's fields as `spelling` writes them.
+    pub fn to_spec(&self, id: u32, spelling: Spelling) -> Result<RuleSpec, Invalid> {
+        let k = |key: &str| spelling.key(key);
         let mut family = self.family.as_deref().map(Family::from_str).transpose()?;
         let proto = self.proto.as_deref().map(parse_proto).transpose()?;
         let src = self
             .src
             .as_deref()
-            .map(|s| parse_net(s, "--src"))
+            .map(|s| parse_net(s, &k("src")))
             .transpose()?;
         let dst = self
             .dst
             .as_deref()
-            .map(|s| parse_net(s, "--dst"))
+            .map(|s| parse_net(s, &k("dst")))
             .transpose()?;
         for net in [src, dst].into_iter().flatten() {
             let f = match net {
@@ -431,7 +451,7 @@ impl RuleText {
             .map(|s| parse_range::<u16>(s, "destination port"))
             .transpose()?;
         if (src_port.is_some() || dst_port.is_some()) && !ports_ok {
-            return invalid("port matches need --proto tcp, udp or sctp");
+            return invalid(format!("port matches need {} tcp, udp or sctp", k("proto")));
         }
         let tcp_flags = self
             .tcp_flags
@@ -439,12 +459,17 @@ impl RuleText {
             .map(TcpFlags::from_str)
             .transpose()?;
         if tcp_flags.is_some() && proto != Some(6) {
-            return invalid("--tcp-flags needs --proto tcp");
+            return invalid(format!("{} needs {} tcp", k("tcp_flags"), k("proto")));
         }
         if (self.icmp_type.is_some() || self.icmp_code.is_some())
             && !matches!(proto, Some(1) | Some(58))
         {
-            return invalid("--icmp-type/--icmp-code need --proto icmp or icmpv6");
+            return invalid(format!(
+                "{}/{} need {} icmp or icmpv6",
+                k("icmp_type"),
+                k("icmp_code"),
+                k("proto")
+            ));
         }
         let length = self
             .length
@@ -461,12 +486,12 @@ impl RuleText {
             (p, b) => Some(RateSpec {
                 pps: p
                     .as_deref()
-                    .map(|p| parse_si(p, "--pps"))
+                    .map(|p| parse_si(p, &k("pps")))
                     .transpose()?
                     .unwrap_or(0),
                 bps: b
                     .as_deref()
-                    .map(|b| parse_si(b, "--bps"))
+                    .map(|b| parse_si(b, &k("bps")))
                     .transpose()?
                     .unwrap_or(0),
             }),
@@ -475,14 +500,26 @@ impl RuleText {
             ("drop", None) => RuleAction::Drop,
             ("pass" | "accept", None) => RuleAction::Pass,
             ("limit", Some(r)) if r.pps != 0 || r.bps != 0 => RuleAction::Limit(r),
-            ("limit", _) => return invalid("--action limit needs a non-zero --pps and/or --bps"),
+            ("limit", _) => {
+                return invalid(format!(
+                    "{} limit needs a non-zero {} and/or {}",
+                    k("action"),
+                    k("pps"),
+                    k("bps")
+                ));
+            }
             ("drop" | "pass" | "accept", Some(_)) => {
-                return invalid("--pps/--bps only go with --action limit");
+                return invalid(format!(
+                    "{}/{} only go with {} limit",
+                    k("pps"),
+                    k("bps"),
+                    k("action")
+                ));
             }
             (a, _) => return invalid(format!("action `{a}`: expected drop, pass or limit")),
         };
         if let Some(c) = &self.comment {
-            crate::entry::check_comment(c).map_err(|e| Invalid(e.to_string()))?;
+            crate::entry::check_comment(c).map_err(|e| Invalid(e.spelled(&k("comment"), "")))?;
         }
         Ok(RuleSpec {
             id: self.id.unwrap_or(id),
@@ -648,24 +685,28 @@ pub struct LimitSpec {
 }
 
 impl LimitSpec {
-    pub fn validate(&self, class: Class) -> Result<(), Invalid> {
+    /// Check the limits of `class`; messages name the fields as `spelling` writes them.
+    pub fn validate(&self, class: Class, spelling: Spelling) -> Result<(), Invalid> {
         let c = class.name();
+        let k = |key: &str| spelling.key(key);
+        let (per_source, aggregate, dst) = (k("per_source"), k("aggregate"), k("dst"));
         if self.per_source.is_none() && self.aggregate.is_none() {
             return invalid(format!(
-                "limit {c}: give --per-source and/or --aggregate with --dst"
+                "limit {c}: give {per_source} and/or {aggregate} with {dst}"
             ));
         }
         if self.aggregate.is_some() == self.dst.is_empty() {
             return invalid(format!(
-                "limit {c}: --aggregate and --dst go together (the cap protects those prefixes)"
+                "limit {c}: {aggregate} and {dst} go together (the cap protects those prefixes)"
             ));
         }
         if self.ban_after.is_some() != self.ban_for.is_some() {
-            return invalid(format!("limit {c}: --ban-after and --ban-for go together"));
+            let (after, ban_for) = (k("ban_after"), k("ban_for"));
+            return invalid(format!("limit {c}: {after} and {ban_for} go together"));
         }
         if self.ban_after.is_some() && self.per_source.is_none() {
             return invalid(format!(
-                "limit {c}: auto-ban needs a --per-source limit to be over"
+                "limit {c}: auto-ban needs a {per_source} limit to be over"
             ));
         }
         if matches!(self.ban_after, Some(d) if d.is_zero())
@@ -674,10 +715,12 @@ impl LimitSpec {
             return invalid(format!("limit {c}: ban times must be more than 0"));
         }
         if matches!(self.source_prefix_v4, Some(p) if p == 0 || p > 32) {
-            return invalid(format!("limit {c}: --source-prefix-v4 must be 1-32"));
+            let key = k("source_prefix_v4");
+            return invalid(format!("limit {c}: {key} must be 1-32"));
         }
         if matches!(self.source_prefix_v6, Some(p) if p == 0 || p > 128) {
-            return invalid(format!("limit {c}: --source-prefix-v6 must be 1-128"));
+            let key = k("source_prefix_v6");
+            return invalid(format!("limit {c}: {key} must be 1-128"));
         }
         Ok(())
     }
@@ -770,7 +813,9 @@ mod tests {
         t.dst_port = Some("53".into());
         t.length = Some("512-65535".into());
         t.pps = Some("10000".into());
-        let spec = t.to_spec(7).expect("the issue's example rule");
+        let spec = t
+            .to_spec(7, Spelling::Cli)
+            .expect("the issue's example rule");
         assert_eq!(
             spec.action,
             RuleAction::Limit(RateSpec {
@@ -778,7 +823,11 @@ mod tests {
                 bps: 0
             })
         );
-        assert_eq!(spec.to_text().to_spec(0).unwrap(), spec, "text round-trips");
+        assert_eq!(
+            spec.to_text().to_spec(0, Spelling::File).unwrap(),
+            spec,
+            "text round-trips"
+        );
 
         let cases: [(RuleText, &str); 7] = [
             (text("explode"), "expected drop, pass or limit"),
@@ -822,9 +871,24 @@ mod tests {
             ),
         ];
         for (t, want) in cases {
-            let err = t.to_spec(1).expect_err(want).to_string();
+            let err = t.to_spec(1, Spelling::Cli).expect_err(want).to_string();
             assert!(err.contains(want), "`{err}` should contain `{want}`");
         }
+        // The file names the same fields by key.
+        let err = text("limit")
+            .to_spec(1, Spelling::File)
+            .expect_err("no rate");
+        assert!(
+            err.0
+                .contains("action limit needs a non-zero pps and/or bps"),
+            "{err}"
+        );
+        let flags = RuleText {
+            tcp_flags: Some("syn".into()),
+            ..text("drop")
+        };
+        let err = flags.to_spec(1, Spelling::File).expect_err("no proto");
+        assert!(err.0.contains("tcp_flags needs proto tcp"), "{err}");
     }
 
     #[test]
@@ -835,19 +899,28 @@ mod tests {
             ban_for: Some(Duration::from_secs(60)),
             ..LimitSpec::default()
         };
-        ok.validate(Class::Udp).expect("valid");
+        ok.validate(Class::Udp, Spelling::Cli).expect("valid");
         let no_dst = LimitSpec {
             aggregate: Some("100".parse().unwrap()),
             ..LimitSpec::default()
         };
-        assert!(no_dst.validate(Class::Udp).unwrap_err().0.contains("--dst"));
+        let cli = no_dst.validate(Class::Udp, Spelling::Cli).unwrap_err().0;
+        assert!(cli.contains("--aggregate and --dst go together"), "{cli}");
+        let file = no_dst.validate(Class::Udp, Spelling::File).unwrap_err().0;
+        assert!(file.contains("aggregate and dst go together"), "{file}");
+        let prefix = LimitSpec {
+            source_prefix_v4: Some(33),
+            ..ok.clone()
+        };
+        let file = prefix.validate(Class::Udp, Spelling::File).unwrap_err().0;
+        assert!(file.contains("source_prefix_v4 must be 1-32"), "{file}");
         let half_ban = LimitSpec {
             ban_for: None,
             ..ok.clone()
         };
         assert!(
             half_ban
-                .validate(Class::Syn)
+                .validate(Class::Syn, Spelling::Cli)
                 .unwrap_err()
                 .0
                 .contains("go together")

@@ -14,7 +14,7 @@ use floodgate::{
     lists::ListKind,
     loader,
     prefix::parse_prefix,
-    settings::{LimitSpec, RuleText, Settings},
+    settings::{LimitSpec, RuleText, Settings, Spelling},
 };
 use floodgate_tests::{Harness, packet::*};
 
@@ -30,7 +30,7 @@ fn rules(s: &mut Settings, texts: Vec<RuleText>) {
     s.rules = texts
         .into_iter()
         .enumerate()
-        .map(|(i, t)| t.to_spec(i as u32 + 1).expect("rule"))
+        .map(|(i, t)| t.to_spec(i as u32 + 1, Spelling::Cli).expect("rule"))
         .collect();
 }
 

@@ -8,7 +8,7 @@ use floodgate::{
     error::Error,
     loader::PinDir,
     prefix::{display, parse_prefix},
-    settings::{LimitSpec, RateSpec, parse_class},
+    settings::{LimitSpec, RateSpec, Spelling, parse_class},
     state::{Access, State},
 };
 use ipnet::IpNet;
@@ -127,7 +127,7 @@ pub fn limit(pin: &PinDir, cmd: LimitCommand) -> anyhow::Result<()> {
                 ban_after: a.ban_after,
                 ban_for: a.ban_for,
             };
-            spec.validate(class).map_err(Error::from)?;
+            spec.validate(class, Spelling::Cli).map_err(Error::from)?;
             let mut state = State::open(pin, Access::Write)?;
             state.update_settings(|s| {
                 s.limits.insert(class, spec.clone());

@@ -4,7 +4,7 @@ use clap::{Args, Subcommand};
 use floodgate::{
     error::Error,
     loader::PinDir,
-    settings::{RuleSpec, RuleText},
+    settings::{RuleSpec, RuleText, Spelling},
     state::{Access, State},
 };
 
@@ -72,7 +72,7 @@ pub fn rule(pin: &PinDir, cmd: RuleCommand) -> anyhow::Result<()> {
             let mut state = State::open(pin, Access::Write)?;
             let (id, at) = state.update_settings(|s| {
                 let id = s.rules.iter().map(|r| r.id).max().unwrap_or(0) + 1;
-                let spec = a.rule.to_spec(id)?;
+                let spec = a.rule.to_spec(id, Spelling::Cli)?;
                 let at = match a.before {
                     Some(b) => s
                         .rules
