@@ -91,7 +91,7 @@ pub enum Error {
     },
 
     #[error(
-        "bad source name {name:?}: use 1 to {max} letters, digits, '.', '_' or '-', starting \
+        "bad source name `{name}`: use 1 to {max} letters, digits, '.', '_' or '-', starting \
          with a letter or digit"
     )]
     BadSourceName { name: String, max: usize },

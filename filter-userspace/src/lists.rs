@@ -536,8 +536,9 @@ impl Lists {
                 u.count(*net, false);
             }
             written += done;
+            u.advance(done);
             match err {
-                None => u.advance(done),
+                None => {}
                 Some(e) if full_errno(&e) => return Err(list.full(m)),
                 Some(_) => return Ok((written, false)),
             }

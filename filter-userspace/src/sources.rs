@@ -47,7 +47,7 @@ pub fn validate_name(name: &str) -> Result<()> {
         Ok(())
     } else {
         Err(Error::BadSourceName {
-            name: name.to_string(),
+            name: crate::entry::quote(name),
             max: SOURCE_NAME_MAX,
         })
     }
@@ -210,5 +210,10 @@ mod tests {
         for bad in ["", "-x", ".x", "a b", "a/b", "é", &"a".repeat(33), "a{b}"] {
             assert!(validate_name(bad).is_err(), "{bad:?} should be refused");
         }
+        // Quoted short and escaped: a pushed name can be megabytes of anything.
+        let e = validate_name(&format!("\u{1b}[2J{}", "x".repeat(1 << 20)))
+            .expect_err("too long")
+            .to_string();
+        assert!(e.len() < 300 && !e.contains('\u{1b}'), "{e}");
     }
 }
