@@ -228,6 +228,7 @@ impl Default for EntryMeta {
 /// Map names, as pinned under the pin directory. The eBPF side names its statics the same.
 pub mod map_names {
     pub const STATS: &str = "STATS";
+    pub const STAGES: &str = "STAGES";
     pub const ALLOW_V4: &str = "ALLOW_V4";
     pub const ALLOW_V6: &str = "ALLOW_V6";
     pub const ALLOW_V4_EXACT: &str = "ALLOW_V4_EXACT";
@@ -335,6 +336,15 @@ pub const IPV6_EXT_MAX: usize = 6;
 
 /// Name of the XDP program in the object file.
 pub const PROGRAM_NAME: &str = "floodgate";
+
+/// The data plane's later stages, each its own XDP program verified on its own, reached by a
+/// tail call through the `STAGES` program array (see filter-ebpf/src/main.rs). The first stage
+/// is [`PROGRAM_NAME`] (parse, lists, L4, sanity); index = position in this table.
+pub const STAGES: [(u32, &str); 1] = [(STAGE_DEFENCES, DEFENCES_PROGRAM_NAME)];
+/// `STAGES` index of the defences stage: rules, reflection preset, rate limits.
+pub const STAGE_DEFENCES: u32 = 0;
+/// The defences stage's program name (the kernel keeps 15 bytes of a name).
+pub const DEFENCES_PROGRAM_NAME: &str = "fg_defences";
 
 /// Does a list entry still match at monotonic time `now_ns`? Shared so the host tests the same
 /// rule the kernel runs.

@@ -82,14 +82,23 @@ impl Clock {
 /// An unconfigured program (maps just created) runs with every defence off.
 static OFF: Config = Config::off();
 
+/// What the first stage decided: a verdict, or "the defences stage decides" (the facts are in
+/// `SCRATCH`).
+pub enum Next {
+    Done(Verdict),
+    Defences,
+}
+
+/// The first stage: parse, allowlist, blocklist, L4 parse, sanity.
 #[inline(always)]
-pub fn classify(ctx: &XdpContext) -> Verdict {
+pub fn classify(ctx: &XdpContext) -> Next {
+    let done = Next::Done;
     let cfg = maps::CONFIG.get(0).unwrap_or(&OFF);
     let dry = cfg.dry_run != 0;
     let ip = match parse::parse_ip(ctx) {
         Ok(Frame::Ip(ip)) => ip,
-        Ok(Frame::NotIp) => return pass(Reason::Pass),
-        Err(parse::Malformed) => return drop(Reason::Malformed, dry),
+        Ok(Frame::NotIp) => return done(pass(Reason::Pass)),
+        Err(parse::Malformed) => return done(drop(Reason::Malformed, dry)),
     };
     let mut clock = Clock::new();
     match ip.addrs {
@@ -98,13 +107,13 @@ pub fn classify(ctx: &XdpContext) -> Verdict {
             if front & FRONT_ALLOW != 0
                 && listed(&maps::ALLOW_V4_EXACT, &maps::ALLOW_V4, src, 32, &mut clock).is_some()
             {
-                return pass(Reason::Allowlist);
+                return done(pass(Reason::Allowlist));
             }
             if front & FRONT_BLOCK != 0 {
                 if let Some(feed) =
                     listed(&maps::BLOCK_V4_EXACT, &maps::BLOCK_V4, src, 32, &mut clock)
                 {
-                    return blocked(ctx, feed, dry);
+                    return done(blocked(ctx, feed, dry));
                 }
             }
         }
@@ -113,14 +122,14 @@ pub fn classify(ctx: &XdpContext) -> Verdict {
             if front & FRONT_ALLOW != 0
                 && listed(&maps::ALLOW_V6_EXACT, &maps::ALLOW_V6, src, 128, &mut clock).is_some()
             {
-                return pass(Reason::Allowlist);
+                return done(pass(Reason::Allowlist));
             }
             if front & FRONT_BLOCK != 0 {
                 if let Some(feed) =
                     listed(&maps::BLOCK_V6_EXACT, &maps::BLOCK_V6, src, 128, &mut clock)
                 {
                     if !parse::is_neighbour_discovery(ctx, &ip) {
-                        return blocked(ctx, feed, dry);
+                        return done(blocked(ctx, feed, dry));
                     }
                 }
             }
@@ -129,29 +138,40 @@ pub fn classify(ctx: &XdpContext) -> Verdict {
     let l4 = match ip.l4_off {
         Some(off) => match parse::parse_l4(ctx, ip.protocol, off) {
             Ok(l4) => l4,
-            Err(parse::Malformed) => return drop(Reason::Malformed, dry),
+            Err(parse::Malformed) => return done(drop(Reason::Malformed, dry)),
         },
         None => L4::default(),
     };
     // Every later stage off: nothing more to learn about this packet.
     if cfg.sanity | cfg.rule_count | cfg.reflection | cfg.limit_classes == 0 {
-        return pass(Reason::Pass);
+        return done(pass(Reason::Pass));
     }
-    // Sanity runs on a copy on the stack; only the later stages need the laundered copy.
+    // Sanity runs on a copy on the stack; only the later stages need the copy in SCRATCH.
     let facts = Facts::of(ctx, &ip, &l4);
     if cfg.sanity != 0 {
         if let Some(reason) = sanity::check(cfg, &facts) {
-            return drop(reason, dry);
+            return done(drop(reason, dry));
         }
     }
     if cfg.rule_count | cfg.reflection | cfg.limit_classes == 0 {
-        return pass(Reason::Pass);
+        return done(pass(Reason::Pass));
     }
     let Some(pkt) = maps::SCRATCH.get_ptr_mut(0) else {
-        return pass(Reason::Pass);
+        return done(pass(Reason::Pass));
     };
     unsafe { core::ptr::write(pkt, facts) };
-    let pkt = unsafe { &*pkt };
+    Next::Defences
+}
+
+/// The defences stage, on the facts the first stage left in `SCRATCH`: rules, reflection
+/// preset, rate limits, else pass. Verified as its own program, so its budget is its own.
+#[inline(always)]
+pub fn defend() -> Verdict {
+    let cfg = maps::CONFIG.get(0).unwrap_or(&OFF);
+    let dry = cfg.dry_run != 0;
+    let Some(pkt) = maps::SCRATCH.get(0) else {
+        return pass(Reason::Pass);
+    };
     // A matching dry-run rule is remembered and evaluation goes on as if it had not matched.
     let mut would_drop = None;
     if cfg.rule_count != 0 {
@@ -179,7 +199,7 @@ pub fn classify(ctx: &XdpContext) -> Verdict {
 }
 
 #[inline(always)]
-fn pass(reason: Reason) -> Verdict {
+pub fn pass(reason: Reason) -> Verdict {
     Verdict {
         reason,
         dry_run: false,
