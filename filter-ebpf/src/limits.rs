@@ -12,7 +12,7 @@ use filter_common::{
 
 use crate::{
     bucket,
-    decide::{Clock, Facts},
+    facts::{Clock, Facts},
     maps::{AGGREGATE_V4, AGGREGATE_V6, BLOCK_V4, BLOCK_V4_EXACT, BLOCK_V6, FRONT, SOURCE_STATE},
     parse::{IPPROTO_ICMP, IPPROTO_ICMPV6, IPPROTO_TCP, IPPROTO_UDP},
 };

@@ -13,11 +13,17 @@ mod bucket;
 #[cfg(target_arch = "bpf")]
 mod decide;
 #[cfg(target_arch = "bpf")]
+mod facts;
+#[cfg(target_arch = "bpf")]
 mod limits;
+#[cfg(target_arch = "bpf")]
+mod lists;
 #[cfg(target_arch = "bpf")]
 mod maps;
 #[cfg(target_arch = "bpf")]
 mod parse;
+#[cfg(target_arch = "bpf")]
+mod reflection;
 #[cfg(target_arch = "bpf")]
 mod rules;
 #[cfg(target_arch = "bpf")]
@@ -31,7 +37,8 @@ mod program {
     use filter_common::{Action, Reason, STAGE_DEFENCES};
 
     use crate::{
-        decide::{self, Next, Verdict},
+        decide::{self, Next},
+        facts::{self, Verdict},
         maps, stats,
     };
 
@@ -46,7 +53,7 @@ mod program {
                 // SAFETY: a tail call replaces this program; it returns only when it fails.
                 unsafe { maps::STAGES.tail_call(&ctx, STAGE_DEFENCES) };
                 // No defences stage loaded (it is filled by the loader): as if all were off.
-                exit(&ctx, &decide::pass(Reason::Pass))
+                exit(&ctx, &facts::pass(Reason::Pass))
             }
         }
     }

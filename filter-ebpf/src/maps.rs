@@ -109,8 +109,8 @@ pub static AGGREGATE_V6: LpmTrie<[u8; 17], Aggregate> = LpmTrie::pinned(AGGREGAT
 #[map(name = "STAGES")]
 pub static STAGES: ProgramArray = ProgramArray::pinned(filter_common::STAGES.len() as u32, 0);
 
-/// Per-CPU scratch for the packet facts the defences read (see `decide::Facts`), written by
+/// Per-CPU scratch for the packet facts the defences read (see `facts::Facts`), written by
 /// the first stage, read by the defences stage after the tail call (same CPU, no preemption
 /// in between). Pinned: the first stage and the stage it jumps to may come from two loads.
 #[map(name = "SCRATCH")]
-pub static SCRATCH: PerCpuArray<crate::decide::Facts> = PerCpuArray::pinned(1, 0);
+pub static SCRATCH: PerCpuArray<crate::facts::Facts> = PerCpuArray::pinned(1, 0);

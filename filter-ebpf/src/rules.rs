@@ -7,13 +7,14 @@ use core::ffi::c_void;
 
 use aya_ebpf::helpers::{bpf_ktime_get_ns, bpf_loop};
 use filter_common::{
-    Config, Counter, RULE_DROP, RULE_LIMIT, RULE_PASS, RULES_MAX, Reason, Rule, match_bits,
+    Config, RULE_DROP, RULE_LIMIT, RULE_PASS, RULES_MAX, Reason, Rule, match_bits,
 };
 
 use crate::{
     bucket,
-    decide::Facts,
+    facts::Facts,
     maps::{RULE_STATS, RULES},
+    stats,
 };
 
 pub enum Outcome {
@@ -162,12 +163,7 @@ extern "C" fn step(index: u64, ctx: *mut c_void) -> i64 {
 #[inline(always)]
 fn count_rule(id: u32, bytes: u64) {
     if let Some(c) = RULE_STATS.get_ptr_mut(&id) {
-        let c: *mut Counter = c;
-        // Per-CPU value: plain adds are exact.
-        unsafe {
-            (*c).packets += 1;
-            (*c).bytes += bytes;
-        }
+        stats::add(c, bytes);
     }
 }
 

@@ -453,9 +453,3 @@ pub fn program_id(pin: &PinDir) -> Option<u32> {
     let info = aya::programs::ProgramInfo::from_pin(&path).ok()?;
     Some(info.id())
 }
-
-/// The empty XDP_DROP program (`filter-ebpf/src/floor.rs`), for benchmarks only.
-pub static FLOOR_OBJECT: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/floor"));
-
-/// The benchmarks' flood generator (see filter-ebpf/src/flood.rs); not used by floodgate.
-pub static FLOOD_OBJECT: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/flood"));

@@ -26,6 +26,8 @@ pub fn run(opts: Options) -> anyhow::Result<()> {
         "--workspace",
         "--exclude",
         "filter-ebpf",
+        "--exclude",
+        "bench-ebpf",
         "--lib",
         "--bins",
         "--tests",
