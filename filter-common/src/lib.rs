@@ -284,9 +284,10 @@ pub const FRONT_NONEMPTY: u32 = 0;
 /// `FRONT_CTL + FRONT_V6_SHORT`: [`FRONT_ALLOW`]/[`FRONT_BLOCK`] of lists holding an IPv6
 /// prefix shorter than /48 (which spans many slots): every IPv6 source is looked up there.
 pub const FRONT_V6_SHORT: u32 = 1;
-/// `FRONT_CTL + FRONT_AUTO_V4/V6`: non-zero once the data plane has auto-banned a source of
-/// that family and no rebuild has marked it yet: every source of the family is then looked
-/// up in the blocklist. (The data plane can only store whole words, never OR a bit in.)
+/// `FRONT_CTL + FRONT_AUTO_V4/V6`: non-zero once the data plane has auto-banned a prefix of
+/// that family too broad for one slot (IPv4 shorter than /24, IPv6 shorter than /48) and no
+/// rebuild has marked it yet: every source of the family is then looked up in the blocklist.
+/// (Bans of one slot or less set their slot's bit themselves, see [`FRONT_AUTO_MARKED`].)
 pub const FRONT_AUTO_V4: u32 = 2;
 pub const FRONT_AUTO_V6: u32 = 3;
 /// `FRONT_CTL + FRONT_PENDING_ALLOW/BLOCK`: entries removed since the last rebuild.
@@ -296,6 +297,11 @@ pub const FRONT_PENDING_BLOCK: u32 = 5;
 /// (maps pinned by an older floodgate have lists but no front yet).
 pub const FRONT_READY: u32 = 6;
 pub const FRONT_MAGIC: u64 = 0x666c_6f6f_6466_7232;
+/// `FRONT_CTL + FRONT_AUTO_MARKED`: non-zero once the data plane has set a slot's bit for an
+/// auto-ban (an atomic OR, BPF CPU v3). A rebuild clears it before it reads the lists; found
+/// set again afterwards, a ban raced the read, so that rebuild clears no bits and the next one
+/// is due.
+pub const FRONT_AUTO_MARKED: u32 = 7;
 pub const FRONT_CTL_WORDS: u32 = 8;
 /// Entries of the `FRONT` array.
 pub const FRONT_LEN: u32 = FRONT_CTL + FRONT_CTL_WORDS;
