@@ -17,7 +17,9 @@ pub use defence::*;
 
 /// Why a packet got its verdict. The numeric value indexes the per-CPU `STATS` array; the
 /// name (see [`Reason::name`]) is part of the user interface (`floodgate stats`, metrics).
-/// The order is the order of the pipeline (README "Design").
+/// The values are slot numbers, given in the order the reasons were added, not the pipeline's
+/// order: that is README's reason table (malformed headers, lists, sanity, rules, reflection,
+/// limits, pass) and `filter-ebpf/src/decide.rs`. A new reason takes the next free value.
 #[repr(u32)]
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub enum Reason {
@@ -342,6 +344,75 @@ pub const IPV6_EXT_MAX: usize = 6;
 
 /// Name of the XDP program in the object file.
 pub const PROGRAM_NAME: &str = "floodgate";
+
+/// IP protocol numbers (IANA), and the names the CLI, the TOML file and `rule list` use.
+pub mod proto {
+    pub const ICMP: u8 = 1;
+    pub const TCP: u8 = 6;
+    pub const UDP: u8 = 17;
+    pub const GRE: u8 = 47;
+    pub const ESP: u8 = 50;
+    pub const ICMPV6: u8 = 58;
+    pub const SCTP: u8 = 132;
+    /// (number, name) of the protocols known by name; others are written as numbers.
+    pub const NAMES: [(u8, &str); 7] = [
+        (TCP, "tcp"),
+        (UDP, "udp"),
+        (ICMP, "icmp"),
+        (ICMPV6, "icmpv6"),
+        (GRE, "gre"),
+        (ESP, "esp"),
+        (SCTP, "sctp"),
+    ];
+    /// Do packets of this protocol carry ports where rules can match them?
+    pub const fn has_ports(p: u8) -> bool {
+        matches!(p, TCP | UDP | SCTP)
+    }
+}
+
+/// An address as two native-endian words over its network-order bytes (IPv4 in the first 4,
+/// the rest zero): how the rule table stores addresses and masks, so a prefix match is two
+/// AND-and-compare steps.
+#[inline(always)]
+pub fn addr_words(a: [u8; 16]) -> [u64; 2] {
+    [
+        u64::from_ne_bytes([a[0], a[1], a[2], a[3], a[4], a[5], a[6], a[7]]),
+        u64::from_ne_bytes([a[8], a[9], a[10], a[11], a[12], a[13], a[14], a[15]]),
+    ]
+}
+
+/// The bytes of [`addr_words`] back.
+#[inline(always)]
+pub fn words_addr(w: [u64; 2]) -> [u8; 16] {
+    let (a, b) = (w[0].to_ne_bytes(), w[1].to_ne_bytes());
+    [
+        a[0], a[1], a[2], a[3], a[4], a[5], a[6], a[7], b[0], b[1], b[2], b[3], b[4], b[5], b[6],
+        b[7],
+    ]
+}
+
+/// Key data of `AGGREGATE_V4`: the class byte, then the destination address; its trie prefix
+/// length is [`AGGREGATE_CLASS_BITS`] + the destination prefix length.
+#[inline(always)]
+pub fn aggregate_key_v4(class: u8, dst: [u8; 4]) -> [u8; 5] {
+    [class, dst[0], dst[1], dst[2], dst[3]]
+}
+
+/// Key data of `AGGREGATE_V6`: the class byte, then the destination address.
+#[inline(always)]
+pub fn aggregate_key_v6(class: u8, dst: [u8; 16]) -> [u8; 17] {
+    let mut k = [0u8; 17];
+    k[0] = class;
+    let mut i = 0;
+    while i < 16 {
+        k[i + 1] = dst[i];
+        i += 1;
+    }
+    k
+}
+
+/// Bits of an aggregate key before the address: the class must match exactly.
+pub const AGGREGATE_CLASS_BITS: u32 = 8;
 
 /// The data plane's later stages, each its own XDP program verified on its own, reached by a
 /// tail call through the `STAGES` program array (see filter-ebpf/src/main.rs). The first stage

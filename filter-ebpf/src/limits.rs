@@ -7,10 +7,10 @@ use core::intrinsics::{AtomicOrdering, atomic_or};
 
 use aya_ebpf::{bindings::BPF_NOEXIST, maps::lpm_trie::Key};
 use filter_common::{
-    Class, ClassLimit, Config, FEED_AUTO, FRONT_AUTO_MARKED, FRONT_AUTO_V4, FRONT_AUTO_V6,
-    FRONT_BLOCK, FRONT_CTL, FRONT_NONEMPTY, FRONT_SLOT_BITS, FRONT_V6_PREFIX, ListEntry,
-    OVER_LIMIT_GAP_NS, Reason, SourceKey, SourceState, front_nonempty_bit, front_pos,
-    front_slot_v4, front_slot_v6,
+    AGGREGATE_CLASS_BITS, Class, ClassLimit, Config, FEED_AUTO, FRONT_AUTO_MARKED, FRONT_AUTO_V4,
+    FRONT_AUTO_V6, FRONT_BLOCK, FRONT_CTL, FRONT_NONEMPTY, FRONT_SLOT_BITS, FRONT_V6_PREFIX,
+    ListEntry, OVER_LIMIT_GAP_NS, Reason, SourceKey, SourceState, aggregate_key_v4,
+    aggregate_key_v6, front_nonempty_bit, front_pos, front_slot_v4, front_slot_v6,
     sanity::{TCP_ACK, TCP_SYN},
 };
 
@@ -199,12 +199,13 @@ fn aggregate(class: Class, pkt: &Facts, clock: &mut Clock) -> bool {
     let c = class as u8;
     let dst = pkt.dst;
     let entry = if pkt.v6 == 0 {
-        AGGREGATE_V4.get(Key::new(8 + 32, [c, dst[0], dst[1], dst[2], dst[3]]))
+        let key = aggregate_key_v4(c, [dst[0], dst[1], dst[2], dst[3]]);
+        AGGREGATE_V4.get(Key::new(AGGREGATE_CLASS_BITS + 32, key))
     } else {
-        let mut k = [0u8; 17];
-        k[0] = c;
-        k[1..].copy_from_slice(&dst);
-        AGGREGATE_V6.get(Key::new(8 + 128, k))
+        AGGREGATE_V6.get(Key::new(
+            AGGREGATE_CLASS_BITS + 128,
+            aggregate_key_v6(c, dst),
+        ))
     };
     let Some(agg) = entry else {
         return true;
