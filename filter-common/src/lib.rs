@@ -403,11 +403,7 @@ pub fn aggregate_key_v4(class: u8, dst: [u8; 4]) -> [u8; 5] {
 pub fn aggregate_key_v6(class: u8, dst: [u8; 16]) -> [u8; 17] {
     let mut k = [0u8; 17];
     k[0] = class;
-    let mut i = 0;
-    while i < 16 {
-        k[i + 1] = dst[i];
-        i += 1;
-    }
+    k[1..].copy_from_slice(&dst);
     k
 }
 
