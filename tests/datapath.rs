@@ -7,7 +7,7 @@ use std::{
 };
 
 use filter_common::{Reason, SOURCE_CLI, SOURCE_RETIRED};
-use floodgate::{lists::ListKind, prefix::parse_prefix};
+use floodgate::{lists::ListKind, loader, prefix::parse_prefix};
 use floodgate_tests::{
     Harness, XDP_DROP, XDP_PASS,
     packet::{self, *},
@@ -865,4 +865,22 @@ fn the_front_shows_every_entry_and_rebuilds_after_removals() {
         h.run(&v6(CLEAN6, UDP, &udp(1, 2, &[0; 8]))),
         (XDP_DROP, Reason::Blocklist)
     );
+}
+
+/// Each stage of the pipeline is verified as its own program: none may use more than 40% of
+/// the verifier's 1M processed instructions, so the next stage never has to fight for budget.
+/// (Not a speed target: the count is what the kernel reports for this build.)
+#[test]
+fn every_stage_fits_in_its_verifier_budget() {
+    let mut h = Harness::new();
+    let counts = loader::stage_instructions(&mut h.state.ebpf).expect("stages");
+    assert_eq!(counts.len(), 1 + filter_common::STAGES.len(), "{counts:?}");
+    for (name, count) in counts {
+        let n = count.unwrap_or_else(|| panic!("{name}: the kernel reports no verified count"));
+        println!("{name}: {n} verified instructions");
+        assert!(
+            n <= 400_000,
+            "{name}: {n} verified instructions, over 40% of 1M"
+        );
+    }
 }

@@ -1048,11 +1048,20 @@ fn auto_ban_puts_the_source_on_the_blocklist_until_it_expires() {
         "first over-limit packet"
     );
     std::thread::sleep(Duration::from_millis(5));
+    let marked = h.state.lists.front.marked(ListKind::Block);
     assert_eq!(
         h.run(&f).1,
         Ratelimit,
         "over the limit for more than ban_after: banned now"
     );
+    // The data plane marks the ban's /24 in the front itself (no rebuild in between), so other
+    // sources keep skipping the blocklist; the next sweep's rebuild is due.
+    assert_eq!(
+        h.state.lists.front.marked(ListKind::Block),
+        [marked[0] + 1, marked[1]],
+        "the ban's slot is marked at once"
+    );
+    assert!(h.state.lists.front.auto_pending(), "a rebuild is due");
     assert_eq!(h.run(&f).1, Blocklist, "the ban is on the blocklist");
     let entries = h.state.lists.entries(ListKind::Block).unwrap();
     let ban = entries

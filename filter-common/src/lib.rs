@@ -17,7 +17,9 @@ pub use defence::*;
 
 /// Why a packet got its verdict. The numeric value indexes the per-CPU `STATS` array; the
 /// name (see [`Reason::name`]) is part of the user interface (`floodgate stats`, metrics).
-/// The order is the order of the pipeline (README "Design").
+/// The values are slot numbers, given in the order the reasons were added, not the pipeline's
+/// order: that is README's reason table (malformed headers, lists, sanity, rules, reflection,
+/// limits, pass) and `filter-ebpf/src/decide.rs`. A new reason takes the next free value.
 #[repr(u32)]
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub enum Reason {
@@ -230,6 +232,7 @@ impl Default for EntryMeta {
 /// Map names, as pinned under the pin directory. The eBPF side names its statics the same.
 pub mod map_names {
     pub const STATS: &str = "STATS";
+    pub const STAGES: &str = "STAGES";
     pub const ALLOW_V4: &str = "ALLOW_V4";
     pub const ALLOW_V6: &str = "ALLOW_V6";
     pub const ALLOW_V4_EXACT: &str = "ALLOW_V4_EXACT";
@@ -285,14 +288,20 @@ pub const FRONT_NONEMPTY: u32 = 0;
 /// `FRONT_CTL + FRONT_V6_SHORT`: [`FRONT_ALLOW`]/[`FRONT_BLOCK`] of lists holding an IPv6
 /// prefix shorter than /48 (which spans many slots): every IPv6 source is looked up there.
 pub const FRONT_V6_SHORT: u32 = 1;
-/// `FRONT_CTL + FRONT_AUTO_V4/V6`: non-zero once the data plane has auto-banned a source of
-/// that family and no rebuild has marked it yet: every source of the family is then looked
-/// up in the blocklist. (The data plane can only store whole words, never OR a bit in.)
+/// `FRONT_CTL + FRONT_AUTO_V4/V6`: non-zero once the data plane has auto-banned a prefix of
+/// that family too broad for one slot (IPv4 shorter than /24, IPv6 shorter than /48) and no
+/// rebuild has marked it yet: every source of the family is then looked up in the blocklist.
+/// (Bans of one slot or less set their slot's bit themselves, see [`FRONT_AUTO_MARKED`].)
 pub const FRONT_AUTO_V4: u32 = 2;
 pub const FRONT_AUTO_V6: u32 = 3;
 /// `FRONT_CTL + FRONT_PENDING_ALLOW/BLOCK`: entries removed since the last rebuild.
 pub const FRONT_PENDING_ALLOW: u32 = 4;
 pub const FRONT_PENDING_BLOCK: u32 = 5;
+/// `FRONT_CTL + FRONT_AUTO_MARKED`: non-zero once the data plane has set a slot's bit for an
+/// auto-ban (an atomic OR, BPF CPU v3). A rebuild clears it before it reads the lists; found
+/// set again afterwards, a ban raced the read, so that rebuild clears no bits and the next one
+/// is due.
+pub const FRONT_AUTO_MARKED: u32 = 6;
 pub const FRONT_CTL_WORDS: u32 = 8;
 /// Entries of the `FRONT` array.
 pub const FRONT_LEN: u32 = FRONT_CTL + FRONT_CTL_WORDS;
@@ -333,6 +342,80 @@ pub const IPV6_EXT_MAX: usize = 6;
 
 /// Name of the XDP program in the object file.
 pub const PROGRAM_NAME: &str = "floodgate";
+
+/// IP protocol numbers (IANA), and the names the CLI, the TOML file and `rule list` use.
+pub mod proto {
+    pub const ICMP: u8 = 1;
+    pub const TCP: u8 = 6;
+    pub const UDP: u8 = 17;
+    pub const GRE: u8 = 47;
+    pub const ESP: u8 = 50;
+    pub const ICMPV6: u8 = 58;
+    pub const SCTP: u8 = 132;
+    /// (number, name) of the protocols known by name; others are written as numbers.
+    pub const NAMES: [(u8, &str); 7] = [
+        (TCP, "tcp"),
+        (UDP, "udp"),
+        (ICMP, "icmp"),
+        (ICMPV6, "icmpv6"),
+        (GRE, "gre"),
+        (ESP, "esp"),
+        (SCTP, "sctp"),
+    ];
+    /// Do packets of this protocol carry ports where rules can match them?
+    pub const fn has_ports(p: u8) -> bool {
+        matches!(p, TCP | UDP | SCTP)
+    }
+}
+
+/// An address as two native-endian words over its network-order bytes (IPv4 in the first 4,
+/// the rest zero): how the rule table stores addresses and masks, so a prefix match is two
+/// AND-and-compare steps.
+#[inline(always)]
+pub fn addr_words(a: [u8; 16]) -> [u64; 2] {
+    [
+        u64::from_ne_bytes([a[0], a[1], a[2], a[3], a[4], a[5], a[6], a[7]]),
+        u64::from_ne_bytes([a[8], a[9], a[10], a[11], a[12], a[13], a[14], a[15]]),
+    ]
+}
+
+/// The bytes of [`addr_words`] back.
+#[inline(always)]
+pub fn words_addr(w: [u64; 2]) -> [u8; 16] {
+    let (a, b) = (w[0].to_ne_bytes(), w[1].to_ne_bytes());
+    [
+        a[0], a[1], a[2], a[3], a[4], a[5], a[6], a[7], b[0], b[1], b[2], b[3], b[4], b[5], b[6],
+        b[7],
+    ]
+}
+
+/// Key data of `AGGREGATE_V4`: the class byte, then the destination address; its trie prefix
+/// length is [`AGGREGATE_CLASS_BITS`] + the destination prefix length.
+#[inline(always)]
+pub fn aggregate_key_v4(class: u8, dst: [u8; 4]) -> [u8; 5] {
+    [class, dst[0], dst[1], dst[2], dst[3]]
+}
+
+/// Key data of `AGGREGATE_V6`: the class byte, then the destination address.
+#[inline(always)]
+pub fn aggregate_key_v6(class: u8, dst: [u8; 16]) -> [u8; 17] {
+    let mut k = [0u8; 17];
+    k[0] = class;
+    k[1..].copy_from_slice(&dst);
+    k
+}
+
+/// Bits of an aggregate key before the address: the class must match exactly.
+pub const AGGREGATE_CLASS_BITS: u32 = 8;
+
+/// The data plane's later stages, each its own XDP program verified on its own, reached by a
+/// tail call through the `STAGES` program array (see filter-ebpf/src/main.rs). The first stage
+/// is [`PROGRAM_NAME`] (parse, lists, L4, sanity); index = position in this table.
+pub const STAGES: [(u32, &str); 1] = [(STAGE_DEFENCES, DEFENCES_PROGRAM_NAME)];
+/// `STAGES` index of the defences stage: rules, reflection preset, rate limits.
+pub const STAGE_DEFENCES: u32 = 0;
+/// The defences stage's program name (the kernel keeps 15 bytes of a name).
+pub const DEFENCES_PROGRAM_NAME: &str = "fg_defences";
 
 /// Does a list entry still match at monotonic time `now_ns`? Shared so the host tests the same
 /// rule the kernel runs.

@@ -7,6 +7,19 @@ pub const TCP_RST: u8 = 0x04;
 pub const TCP_PSH: u8 = 0x08;
 pub const TCP_ACK: u8 = 0x10;
 pub const TCP_URG: u8 = 0x20;
+pub const TCP_ECE: u8 = 0x40;
+pub const TCP_CWR: u8 = 0x80;
+/// The flags by the names rules use (`--tcp-flags syn,!ack`, `rule list`).
+pub const TCP_FLAG_NAMES: [(&str, u8); 8] = [
+    ("fin", TCP_FIN),
+    ("syn", TCP_SYN),
+    ("rst", TCP_RST),
+    ("psh", TCP_PSH),
+    ("ack", TCP_ACK),
+    ("urg", TCP_URG),
+    ("ece", TCP_ECE),
+    ("cwr", TCP_CWR),
+];
 
 /// Is this TCP flag byte a combination a real stack sends? Refused: no flags at all (null
 /// scan), SYN with FIN or RST, FIN/PSH/URG without ACK, and FIN+SYN+RST+PSH+ACK+URG together

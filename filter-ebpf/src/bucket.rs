@@ -1,8 +1,7 @@
 //! Shared token buckets without a lock: GCRA (see filter_common::rate) where the reservation
-//! is an atomic add, and a refused reservation is handed back with another add. The object is
-//! built for BPF ISA v1 (bpf-linker's default; rustc passes `--cpu generic`), which has atomic
-//! add but not fetch-add, so the bucket is read back after the add: a concurrent reservation
-//! by another CPU can only make the test stricter, never admit more than the rate.
+//! is an atomic fetch-add (BPF CPU v3, see .cargo/config.toml): each CPU learns exactly where
+//! its own reservation starts, whatever other CPUs reserve at the same time. A refused
+//! reservation is handed back with another add.
 
 use core::{
     intrinsics::{AtomicOrdering, atomic_xadd},
@@ -44,9 +43,7 @@ fn reserve(tat: *mut u64, cost: u64, now: u64) -> bool {
     if unsafe { read_volatile(tat) } < now {
         unsafe { write_volatile(tat, now) };
     }
-    unsafe { atomic_xadd::<u64, u64, { AtomicOrdering::Relaxed }>(tat, cost) };
-    let after = unsafe { read_volatile(tat) };
-    let prev = after.wrapping_sub(cost);
+    let prev = unsafe { atomic_xadd::<u64, u64, { AtomicOrdering::SeqCst }>(tat, cost) };
     let prev = if prev < now { now } else { prev };
     if rate::conforms(prev, cost, now) {
         true

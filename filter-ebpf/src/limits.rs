@@ -3,16 +3,20 @@
 //! where every packet is a new source and per-source state learns nothing. A source over its
 //! limit for `ban_after` goes onto the blocklist for `ban_for`, written here, marked `auto`.
 
+use core::intrinsics::{AtomicOrdering, atomic_or};
+
 use aya_ebpf::{bindings::BPF_NOEXIST, maps::lpm_trie::Key};
 use filter_common::{
-    Class, ClassLimit, Config, FRONT_AUTO_V4, FRONT_AUTO_V6, FRONT_CTL, ListEntry,
-    OVER_LIMIT_GAP_NS, Reason, SOURCE_AUTO, SourceKey, SourceState,
+    AGGREGATE_CLASS_BITS, Class, ClassLimit, Config, FRONT_AUTO_MARKED, FRONT_AUTO_V4,
+    FRONT_AUTO_V6, FRONT_BLOCK, FRONT_CTL, FRONT_NONEMPTY, FRONT_SLOT_BITS, FRONT_V6_PREFIX,
+    ListEntry, OVER_LIMIT_GAP_NS, Reason, SOURCE_AUTO, SourceKey, SourceState, aggregate_key_v4,
+    aggregate_key_v6, front_nonempty_bit, front_pos, front_slot_v4, front_slot_v6,
     sanity::{TCP_ACK, TCP_SYN},
 };
 
 use crate::{
     bucket,
-    decide::{Clock, Facts},
+    facts::{Clock, Facts},
     maps::{AGGREGATE_V4, AGGREGATE_V6, BLOCK_V4, BLOCK_V4_EXACT, BLOCK_V6, FRONT, SOURCE_STATE},
     parse::{IPPROTO_ICMP, IPPROTO_ICMPV6, IPPROTO_TCP, IPPROTO_UDP},
 };
@@ -150,18 +154,42 @@ fn ban(key: &SourceKey, prefix: u32, expires_at_ns: u64) {
         // Per-source IPv6 state is at most /127 in practice (default /64): the trie.
         let _ = BLOCK_V6.insert(&Key::new(prefix, a), &entry, flags);
     }
-    // The front does not show this entry until userspace rebuilds it: until then every source
-    // of the family is looked up. Stored after the insert, so a rebuild that clears the word
-    // and then reads the lists either sees the entry or sees the word set again. (A whole-word
-    // store: the data plane cannot OR one bit into a word atomically.)
-    let auto = FRONT_CTL
-        + if key.family == 4 {
-            FRONT_AUTO_V4
-        } else {
-            FRONT_AUTO_V6
-        };
-    if let Some(w) = FRONT.get_ptr_mut(auto) {
+    // Show the entry in the front at once: OR its slot's bit (and the list's non-empty bit)
+    // in, then say a ban was marked. A prefix broader than one slot cannot be marked with one
+    // bit: for it, every source of the family is looked up until userspace rebuilds the front.
+    // Stored after the insert, so a rebuild that clears these words and then reads the lists
+    // either sees the entry or sees the word set again.
+    let v6 = key.family != 4;
+    let slot = if !v6 && prefix >= FRONT_SLOT_BITS {
+        Some(front_slot_v4([a[0], a[1], a[2], a[3]]))
+    } else if v6 && prefix >= FRONT_V6_PREFIX as u32 {
+        Some(front_slot_v6(&a))
+    } else {
+        None
+    };
+    let word = match slot {
+        Some(slot) => {
+            let (w, bit) = front_pos(slot, v6, FRONT_BLOCK);
+            or_front(
+                FRONT_CTL + FRONT_NONEMPTY,
+                front_nonempty_bit(v6, FRONT_BLOCK),
+            );
+            or_front(w, 1 << bit);
+            FRONT_AUTO_MARKED
+        }
+        None if v6 => FRONT_AUTO_V6,
+        None => FRONT_AUTO_V4,
+    };
+    if let Some(w) = FRONT.get_ptr_mut(FRONT_CTL + word) {
         unsafe { core::ptr::write_volatile(w, 1) };
+    }
+}
+
+/// OR `bits` into word `index` of the front, atomically (userspace and other CPUs write it too).
+#[inline(always)]
+fn or_front(index: u32, bits: u64) {
+    if let Some(w) = FRONT.get_ptr_mut(index) {
+        unsafe { atomic_or::<u64, u64, { AtomicOrdering::Relaxed }>(w, bits) };
     }
 }
 
@@ -171,12 +199,13 @@ fn aggregate(class: Class, pkt: &Facts, clock: &mut Clock) -> bool {
     let c = class as u8;
     let dst = pkt.dst;
     let entry = if pkt.v6 == 0 {
-        AGGREGATE_V4.get(Key::new(8 + 32, [c, dst[0], dst[1], dst[2], dst[3]]))
+        let key = aggregate_key_v4(c, [dst[0], dst[1], dst[2], dst[3]]);
+        AGGREGATE_V4.get(Key::new(AGGREGATE_CLASS_BITS + 32, key))
     } else {
-        let mut k = [0u8; 17];
-        k[0] = c;
-        k[1..].copy_from_slice(&dst);
-        AGGREGATE_V6.get(Key::new(8 + 128, k))
+        AGGREGATE_V6.get(Key::new(
+            AGGREGATE_CLASS_BITS + 128,
+            aggregate_key_v6(c, dst),
+        ))
     };
     let Some(agg) = entry else {
         return true;

@@ -13,11 +13,17 @@ mod bucket;
 #[cfg(target_arch = "bpf")]
 mod decide;
 #[cfg(target_arch = "bpf")]
+mod facts;
+#[cfg(target_arch = "bpf")]
 mod limits;
+#[cfg(target_arch = "bpf")]
+mod lists;
 #[cfg(target_arch = "bpf")]
 mod maps;
 #[cfg(target_arch = "bpf")]
 mod parse;
+#[cfg(target_arch = "bpf")]
+mod reflection;
 #[cfg(target_arch = "bpf")]
 mod rules;
 #[cfg(target_arch = "bpf")]
@@ -28,14 +34,40 @@ mod stats;
 #[cfg(target_arch = "bpf")]
 mod program {
     use aya_ebpf::{bindings::xdp_action, macros::xdp, programs::XdpContext};
-    use filter_common::Action;
+    use filter_common::{Action, Reason, STAGE_DEFENCES};
 
-    use crate::{decide, stats};
+    use crate::{
+        decide::{self, Next},
+        facts::{self, Verdict},
+        maps, stats,
+    };
 
+    /// The first stage (attached to interfaces): parse, lists, L4, sanity. Packets the later
+    /// defences must see jump to the defences stage; every packet is counted once, by the
+    /// stage that decides it.
     #[xdp]
     pub fn floodgate(ctx: XdpContext) -> u32 {
-        let verdict = decide::classify(&ctx);
-        stats::record(&ctx, &verdict);
+        match decide::classify(&ctx) {
+            Next::Done(verdict) => exit(&ctx, &verdict),
+            Next::Defences => {
+                // SAFETY: a tail call replaces this program; it returns only when it fails.
+                unsafe { maps::STAGES.tail_call(&ctx, STAGE_DEFENCES) };
+                // No defences stage loaded (it is filled by the loader): as if all were off.
+                exit(&ctx, &facts::pass(Reason::Pass))
+            }
+        }
+    }
+
+    /// The defences stage: rules, reflection preset, rate limits (reached by tail call).
+    #[xdp]
+    pub fn fg_defences(ctx: XdpContext) -> u32 {
+        exit(&ctx, &decide::defend())
+    }
+
+    /// The single exit of every stage: count the packet under its reason, give the action.
+    #[inline(always)]
+    fn exit(ctx: &XdpContext, verdict: &Verdict) -> u32 {
+        stats::record(ctx, verdict);
         if verdict.dry_run {
             return xdp_action::XDP_PASS;
         }

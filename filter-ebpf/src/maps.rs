@@ -4,7 +4,7 @@
 use aya_ebpf::{
     bindings::{BPF_F_MMAPABLE, BPF_F_NO_PREALLOC},
     macros::map,
-    maps::{Array, HashMap, LpmTrie, LruHashMap, PerCpuArray, PerCpuHashMap},
+    maps::{Array, HashMap, LpmTrie, LruHashMap, PerCpuArray, PerCpuHashMap, ProgramArray},
 };
 use filter_common::{
     AGGREGATE_MAX, ALLOW_EXACT_MAX, ALLOW_PREFIX_MAX, Aggregate, BLOCK_EXACT_MAX, BLOCK_PREFIX_MAX,
@@ -105,6 +105,13 @@ pub static AGGREGATE_V4: LpmTrie<[u8; 5], Aggregate> = LpmTrie::pinned(AGGREGATE
 #[map(name = "AGGREGATE_V6")]
 pub static AGGREGATE_V6: LpmTrie<[u8; 17], Aggregate> = LpmTrie::pinned(AGGREGATE_MAX, 0);
 
-/// Per-CPU scratch for the packet facts the defences read (see `decide::Facts`); not pinned.
+/// The later stages of the pipeline (`filter_common::STAGES`), filled by the loader: the first
+/// stage tail-calls into them. Pinned with the rest, so the attached program keeps its stages.
+#[map(name = "STAGES")]
+pub static STAGES: ProgramArray = ProgramArray::pinned(filter_common::STAGES.len() as u32, 0);
+
+/// Per-CPU scratch for the packet facts the defences read (see `facts::Facts`), written by
+/// the first stage, read by the defences stage after the tail call (same CPU, no preemption
+/// in between). Pinned: the first stage and the stage it jumps to may come from two loads.
 #[map(name = "SCRATCH")]
-pub static SCRATCH: PerCpuArray<crate::decide::Facts> = PerCpuArray::with_max_entries(1, 0);
+pub static SCRATCH: PerCpuArray<crate::facts::Facts> = PerCpuArray::pinned(1, 0);

@@ -7,13 +7,14 @@ use core::ffi::c_void;
 
 use aya_ebpf::helpers::{bpf_ktime_get_ns, bpf_loop};
 use filter_common::{
-    Config, Counter, RULE_DROP, RULE_LIMIT, RULE_PASS, RULES_MAX, Reason, Rule, match_bits,
+    Config, RULE_DROP, RULE_LIMIT, RULE_PASS, RULES_MAX, Reason, Rule, addr_words, match_bits,
 };
 
 use crate::{
     bucket,
-    decide::Facts,
+    facts::Facts,
     maps::{RULE_STATS, RULES},
+    stats,
 };
 
 pub enum Outcome {
@@ -23,15 +24,6 @@ pub enum Outcome {
     Continue {
         dry_run_drop: Option<Reason>,
     },
-}
-
-/// An address as two native words over its network-order bytes (IPv4 in the first 4).
-#[inline(always)]
-fn words(a: [u8; 16]) -> [u64; 2] {
-    [
-        u64::from_ne_bytes([a[0], a[1], a[2], a[3], a[4], a[5], a[6], a[7]]),
-        u64::from_ne_bytes([a[8], a[9], a[10], a[11], a[12], a[13], a[14], a[15]]),
-    ]
 }
 
 /// What the loop body needs, flattened onto the stack: a `bpf_loop` callback sees only this.
@@ -71,7 +63,7 @@ const DRY_LIMIT: u8 = 2;
 
 #[inline(always)]
 pub fn evaluate(cfg: &Config, pkt: &Facts) -> Outcome {
-    let (v6, src, dst) = (pkt.v6, words(pkt.src), words(pkt.dst));
+    let (v6, src, dst) = (pkt.v6, addr_words(pkt.src), addr_words(pkt.dst));
     let mut scan = Scan {
         src,
         dst,
@@ -162,12 +154,7 @@ extern "C" fn step(index: u64, ctx: *mut c_void) -> i64 {
 #[inline(always)]
 fn count_rule(id: u32, bytes: u64) {
     if let Some(c) = RULE_STATS.get_ptr_mut(&id) {
-        let c: *mut Counter = c;
-        // Per-CPU value: plain adds are exact.
-        unsafe {
-            (*c).packets += 1;
-            (*c).bytes += bytes;
-        }
+        stats::add(c, bytes);
     }
 }
 

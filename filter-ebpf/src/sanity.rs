@@ -8,7 +8,7 @@ use filter_common::{
 };
 
 use crate::{
-    decide::Facts,
+    facts::Facts,
     parse::{IPPROTO_ICMPV6, IPPROTO_TCP, IPPROTO_UDP},
 };
 

@@ -1,17 +1,31 @@
-//! Per-CPU packet and byte counters, one slot per reason, recorded once at the single exit.
+//! Per-CPU packet and byte counters: one slot per reason, recorded once at the single exit of
+//! each stage, and the one way every per-CPU counter is added to (per-source drops, rules).
 
 use aya_ebpf::programs::XdpContext;
-use filter_common::stats_slot;
+use filter_common::{Counter, stats_slot};
 
-use crate::{decide::Verdict, maps::STATS};
+use crate::{facts::Verdict, maps::STATS};
 
+/// The frame's length as XDP sees it (Ethernet header included): what every counter adds.
+#[inline(always)]
+pub fn frame_len(ctx: &XdpContext) -> u64 {
+    (ctx.data_end() - ctx.data()) as u64
+}
+
+/// Count one packet of `bytes` in a per-CPU counter. Only this CPU writes its slot, so plain
+/// adds are exact (no atomics).
+#[inline(always)]
+pub fn add(counter: *mut Counter, bytes: u64) {
+    unsafe {
+        (*counter).packets += 1;
+        (*counter).bytes += bytes;
+    }
+}
+
+/// Count the packet under the reason that decided it.
 #[inline(always)]
 pub fn record(ctx: &XdpContext, verdict: &Verdict) {
     if let Some(counter) = STATS.get_ptr_mut(stats_slot(verdict.reason, verdict.dry_run)) {
-        // Per-CPU slot: no other CPU writes it, so plain adds are exact.
-        unsafe {
-            (*counter).packets += 1;
-            (*counter).bytes += (ctx.data_end() - ctx.data()) as u64;
-        }
+        add(counter, frame_len(ctx));
     }
 }

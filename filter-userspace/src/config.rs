@@ -178,23 +178,79 @@ mod humantime_serde_compat {
     }
 }
 
-#[derive(Debug, Default, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
+/// `[sanity]`: the checks of `filter_common::sanity_bits::ALL` by name (`land = true`), and
+/// `fragment_min_bytes`. Driven by that one table: a check added there is a key here.
+#[derive(Debug, Default)]
 pub struct SanityFile {
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub tcp_flags: Option<bool>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub land: Option<bool>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub martian: Option<bool>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub fragment_non_first: Option<bool>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub fragment_tiny: Option<bool>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub length: Option<bool>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    /// The checks the file names, with their bit: (bit, on).
+    pub checks: Vec<(u32, bool)>,
     pub fragment_min_bytes: Option<u32>,
+}
+
+const FRAGMENT_MIN_BYTES_KEY: &str = "fragment_min_bytes";
+
+impl<'de> Deserialize<'de> for SanityFile {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct Visit;
+        impl<'de> serde::de::Visitor<'de> for Visit {
+            type Value = SanityFile;
+            fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+                f.write_str("a table of sanity checks (`land = true`) and fragment_min_bytes")
+            }
+            fn visit_map<A: serde::de::MapAccess<'de>>(
+                self,
+                mut map: A,
+            ) -> Result<SanityFile, A::Error> {
+                let mut out = SanityFile::default();
+                while let Some(key) = map.next_key::<String>()? {
+                    if key == FRAGMENT_MIN_BYTES_KEY {
+                        out.fragment_min_bytes = Some(map.next_value()?);
+                    } else if let Some((bit, _)) = sanity_bits::ALL.iter().find(|(_, n)| *n == key)
+                    {
+                        out.checks.push((*bit, map.next_value()?));
+                    } else {
+                        let mut known: Vec<&str> =
+                            sanity_bits::ALL.iter().map(|(_, n)| *n).collect();
+                        known.push(FRAGMENT_MIN_BYTES_KEY);
+                        // Raised while reading the value, so the error points at its line.
+                        return map.next_value_seed(Refuse(format!(
+                            "unknown field `{}`, expected one of {}",
+                            crate::entry::quote(&key),
+                            known.join(", ")
+                        )));
+                    }
+                }
+                Ok(out)
+            }
+        }
+        d.deserialize_map(Visit)
+    }
+}
+
+/// A value that is refused with a message, wherever it is read (so the error has its span).
+struct Refuse(String);
+
+impl<'de> serde::de::DeserializeSeed<'de> for Refuse {
+    type Value = SanityFile;
+    fn deserialize<D: Deserializer<'de>>(self, _: D) -> Result<SanityFile, D::Error> {
+        Err(D::Error::custom(self.0))
+    }
+}
+
+impl Serialize for SanityFile {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        use serde::ser::SerializeMap;
+        let mut m = s.serialize_map(None)?;
+        for (bit, name) in sanity_bits::ALL {
+            if let Some((_, on)) = self.checks.iter().find(|(b, _)| *b == bit) {
+                m.serialize_entry(name, on)?;
+            }
+        }
+        if let Some(n) = self.fragment_min_bytes {
+            m.serialize_entry(FRAGMENT_MIN_BYTES_KEY, &n)?;
+        }
+        m.end()
+    }
 }
 
 #[derive(Debug, Default, Serialize, Deserialize)]
@@ -366,18 +422,11 @@ pub fn parse(path: &str, text: &str) -> Result<Desired, ConfigError> {
 fn to_desired(file: FileConfig, text: &str) -> Result<Desired, String> {
     let mut sanity = Sanity::default();
     if let Some(s) = &file.sanity {
-        for (value, bit) in [
-            (s.tcp_flags, sanity_bits::TCP_FLAGS),
-            (s.land, sanity_bits::LAND),
-            (s.martian, sanity_bits::MARTIAN),
-            (s.fragment_non_first, sanity_bits::FRAGMENT_NON_FIRST),
-            (s.fragment_tiny, sanity_bits::FRAGMENT_TINY),
-            (s.length, sanity_bits::LENGTH),
-        ] {
-            match value {
-                Some(true) => sanity.bits |= bit,
-                Some(false) => sanity.bits &= !bit,
-                None => {}
+        for &(bit, on) in &s.checks {
+            if on {
+                sanity.bits |= bit;
+            } else {
+                sanity.bits &= !bit;
             }
         }
         if let Some(n) = s.fragment_min_bytes {
@@ -520,14 +569,13 @@ fn list_items(entries: Vec<Entry>) -> Vec<Spanned<EntryText>> {
 
 /// The running configuration as a file (`show-config`); applying it changes nothing.
 pub fn render(s: &Settings, block: Option<Vec<Entry>>, allow: Option<Vec<Entry>>) -> String {
-    let mut sanity = SanityFile::default();
-    let on = |bit| Some(s.sanity.bits & bit != 0);
-    sanity.tcp_flags = on(sanity_bits::TCP_FLAGS);
-    sanity.land = on(sanity_bits::LAND);
-    sanity.martian = on(sanity_bits::MARTIAN);
-    sanity.fragment_non_first = on(sanity_bits::FRAGMENT_NON_FIRST);
-    sanity.fragment_tiny = on(sanity_bits::FRAGMENT_TINY);
-    sanity.length = on(sanity_bits::LENGTH);
+    let mut sanity = SanityFile {
+        checks: sanity_bits::ALL
+            .iter()
+            .map(|(bit, _)| (*bit, s.sanity.bits & bit != 0))
+            .collect(),
+        ..SanityFile::default()
+    };
     sanity.fragment_min_bytes = Some(s.sanity.fragment_min_bytes);
     let defaults = Reflection::default();
     let file = FileConfig {

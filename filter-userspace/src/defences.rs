@@ -18,9 +18,10 @@ use aya::{
     util::nr_cpus,
 };
 use filter_common::{
-    Aggregate, CLASSES, CONFIG_MAGIC, Class, ClassLimit, Config, Counter, RULE_DROP, RULE_LIMIT,
-    RULE_PASS, RULES_MAX, Rate, Rule, SOURCE_PREFIX_V4_DEFAULT, SOURCE_PREFIX_V6_DEFAULT,
-    map_names as names, match_bits, port_bits,
+    AGGREGATE_CLASS_BITS, Aggregate, CLASSES, CONFIG_MAGIC, Class, ClassLimit, Config, Counter,
+    RULE_DROP, RULE_LIMIT, RULE_PASS, RULES_MAX, Rate, Rule, SOURCE_PREFIX_V4_DEFAULT,
+    SOURCE_PREFIX_V6_DEFAULT, addr_words, aggregate_key_v4, aggregate_key_v6, map_names as names,
+    match_bits, port_bits, words_addr,
 };
 use ipnet::{IpNet, Ipv4Net, Ipv6Net};
 
@@ -54,21 +55,6 @@ fn ns(d: Duration) -> u64 {
     d.as_nanos().min(u64::MAX as u128) as u64
 }
 
-fn words(bytes: [u8; 16]) -> [u64; 2] {
-    let mut a = [0u8; 8];
-    let mut b = [0u8; 8];
-    a.copy_from_slice(&bytes[..8]);
-    b.copy_from_slice(&bytes[8..]);
-    [u64::from_ne_bytes(a), u64::from_ne_bytes(b)]
-}
-
-fn unwords(w: [u64; 2]) -> [u8; 16] {
-    let mut out = [0u8; 16];
-    out[..8].copy_from_slice(&w[0].to_ne_bytes());
-    out[8..].copy_from_slice(&w[1].to_ne_bytes());
-    out
-}
-
 /// A prefix as (address words, mask words) over network-order bytes, IPv4 in the first 4.
 fn net_words(net: &IpNet) -> ([u64; 2], [u64; 2]) {
     let (addr, mask) = match net {
@@ -81,12 +67,12 @@ fn net_words(net: &IpNet) -> ([u64; 2], [u64; 2]) {
         }
         IpNet::V6(n) => (n.network().octets(), n.netmask().octets()),
     };
-    (words(addr), words(mask))
+    (addr_words(addr), addr_words(mask))
 }
 
 fn words_net(addr: [u64; 2], mask: [u64; 2], v6: bool) -> Option<IpNet> {
-    let a = unwords(addr);
-    let m = unwords(mask);
+    let a = words_addr(addr);
+    let m = words_addr(mask);
     if v6 {
         let len = u128::from_be_bytes(m).count_ones() as u8;
         Ipv6Net::new(Ipv6Addr::from(a), len).ok().map(IpNet::V6)
@@ -209,18 +195,13 @@ pub fn from_rule(r: &Rule) -> RuleSpec {
 }
 
 fn agg_key_v4(class: u32, net: &Ipv4Net) -> Key<[u8; 5]> {
-    let o = net.network().octets();
-    Key::new(
-        8 + net.prefix_len() as u32,
-        [class as u8, o[0], o[1], o[2], o[3]],
-    )
+    let key = aggregate_key_v4(class as u8, net.network().octets());
+    Key::new(AGGREGATE_CLASS_BITS + net.prefix_len() as u32, key)
 }
 
 fn agg_key_v6(class: u32, net: &Ipv6Net) -> Key<[u8; 17]> {
-    let mut k = [0u8; 17];
-    k[0] = class as u8;
-    k[1..].copy_from_slice(&net.network().octets());
-    Key::new(8 + net.prefix_len() as u32, k)
+    let key = aggregate_key_v6(class as u8, net.network().octets());
+    Key::new(AGGREGATE_CLASS_BITS + net.prefix_len() as u32, key)
 }
 
 impl Defences {

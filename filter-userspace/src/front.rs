@@ -15,9 +15,10 @@ use std::{
 
 use aya::{Ebpf, maps::MapData};
 use filter_common::{
-    FRONT_ALLOW, FRONT_AUTO_V4, FRONT_AUTO_V6, FRONT_BLOCK, FRONT_CTL, FRONT_LEN, FRONT_NONEMPTY,
-    FRONT_PENDING_ALLOW, FRONT_PENDING_BLOCK, FRONT_SLOT_BITS, FRONT_V6_PREFIX, FRONT_V6_SHORT,
-    FRONT_WORDS, front_nonempty_bit, front_pos, front_slot_v4, front_slot_v6, map_names,
+    FRONT_ALLOW, FRONT_AUTO_MARKED, FRONT_AUTO_V4, FRONT_AUTO_V6, FRONT_BLOCK, FRONT_CTL,
+    FRONT_LEN, FRONT_NONEMPTY, FRONT_PENDING_ALLOW, FRONT_PENDING_BLOCK, FRONT_SLOT_BITS,
+    FRONT_V6_PREFIX, FRONT_V6_SHORT, FRONT_WORDS, front_nonempty_bit, front_pos, front_slot_v4,
+    front_slot_v6, map_names,
 };
 use ipnet::IpNet;
 
@@ -172,19 +173,22 @@ impl Front {
         self.word(pending_word(kind)).load(Ordering::Relaxed) >= REBUILD_AFTER
     }
 
-    /// Has the data plane auto-banned sources the front does not show yet?
+    /// Has the data plane auto-banned sources since the last rebuild (broad ones the front
+    /// does not show yet, or slots it marked itself that a rebuild must read)?
     pub fn auto_pending(&self) -> bool {
-        [FRONT_AUTO_V4, FRONT_AUTO_V6]
+        [FRONT_AUTO_V4, FRONT_AUTO_V6, FRONT_AUTO_MARKED]
             .iter()
             .any(|w| self.word(FRONT_CTL + w).load(Ordering::Relaxed) != 0)
     }
 
     /// Make `kind`'s bits exactly those of the entries `read` returns. For the blocklist the
     /// auto-ban words are cleared before `read` runs: a ban the read misses sets them again.
-    /// Bits still needed are never cleared on the way (set first, then clear the rest).
+    /// Bits still needed are never cleared on the way (set first, then clear the rest); and if
+    /// the data plane marked a ban's bit while `read` ran, nothing is cleared this time (that
+    /// bit may be one the read missed) and the next rebuild is due.
     pub fn rebuild(&self, kind: ListKind, read: impl FnOnce() -> Result<Vec<IpNet>>) -> Result<()> {
         if kind == ListKind::Block {
-            for w in [FRONT_AUTO_V4, FRONT_AUTO_V6] {
+            for w in [FRONT_AUTO_V4, FRONT_AUTO_V6, FRONT_AUTO_MARKED] {
                 self.word(FRONT_CTL + w).store(0, Ordering::SeqCst);
             }
         }
@@ -194,18 +198,25 @@ impl Front {
         for net in &nets {
             mark_into(net, bit(kind), &mut |w, bits| fresh[w as usize] |= bits);
         }
+        let raced = kind == ListKind::Block
+            && self
+                .word(FRONT_CTL + FRONT_AUTO_MARKED)
+                .load(Ordering::SeqCst)
+                != 0;
         for (i, mask) in owned(kind) {
             let want = fresh[i as usize] & mask;
             let w = self.word(i);
             if want != 0 {
                 w.fetch_or(want, Ordering::Relaxed);
             }
-            if w.load(Ordering::Relaxed) & mask & !want != 0 {
+            if !raced && w.load(Ordering::Relaxed) & mask & !want != 0 {
                 w.fetch_and(!(mask & !want), Ordering::Relaxed);
             }
         }
-        self.word(pending_word(kind))
-            .fetch_sub(removed_before, Ordering::Relaxed);
+        if !raced {
+            self.word(pending_word(kind))
+                .fetch_sub(removed_before, Ordering::Relaxed);
+        }
         Ok(())
     }
 

@@ -19,7 +19,7 @@ use std::{
 
 use aya::{
     Ebpf, EbpfLoader,
-    maps::MapData,
+    maps::{MapData, ProgramArray},
     programs::{ProgramInfo, Xdp, loaded_programs},
 };
 use filter_common::{PROGRAM_NAME, map_names};
@@ -123,25 +123,79 @@ pub fn load_object(pin: &PinDir) -> Result<Ebpf> {
     Ok(loader.load(OBJECT)?)
 }
 
-/// The XDP program from `ebpf`, loaded into the kernel (verified) if it is not yet.
-pub fn program(ebpf: &mut Ebpf) -> Result<&mut Xdp> {
+/// The XDP program named `name` in `ebpf` (not loaded yet, maybe).
+fn xdp<'a>(ebpf: &'a mut Ebpf, name: &str) -> Result<&'a mut Xdp> {
     let prog = ebpf
-        .program_mut(PROGRAM_NAME)
+        .program_mut(name)
         .ok_or_else(|| Error::MissingInObject {
             what: "program",
-            name: PROGRAM_NAME.into(),
+            name: name.into(),
         })?;
-    let xdp: &mut Xdp = prog.try_into().map_err(|source| Error::Program {
-        context: "program type".into(),
+    prog.try_into().map_err(|source| Error::Program {
+        context: format!("{name}: program type"),
         source,
-    })?;
-    if xdp.fd().is_err() {
-        xdp.load().map_err(|source| Error::Program {
-            context: "verifying the XDP program".into(),
-            source,
-        })?;
+    })
+}
+
+/// The XDP program (the pipeline's first stage) from `ebpf`, loaded into the kernel (verified)
+/// if it is not yet. Loading it first loads the later stages ([`filter_common::STAGES`]), each
+/// verified on its own, and puts them in the `STAGES` array its tail calls go through.
+pub fn program(ebpf: &mut Ebpf) -> Result<&mut Xdp> {
+    if xdp(ebpf, PROGRAM_NAME)?.fd().is_err() {
+        for (index, name) in filter_common::STAGES {
+            let stage = xdp(ebpf, name)?;
+            if stage.fd().is_err() {
+                stage.load().map_err(|source| Error::Program {
+                    context: format!("verifying the XDP stage {name}"),
+                    source,
+                })?;
+            }
+            let fd = stage
+                .fd()
+                .and_then(|fd| fd.try_clone().map_err(Into::into))
+                .map_err(|source| Error::Program {
+                    context: format!("{name}: its fd"),
+                    source,
+                })?;
+            let map = ebpf
+                .map_mut(map_names::STAGES)
+                .ok_or_else(|| Error::MissingInObject {
+                    what: "map",
+                    name: map_names::STAGES.into(),
+                })?;
+            let mut stages: ProgramArray<&mut MapData> =
+                ProgramArray::try_from(map).map_err(|source| Error::Map {
+                    context: format!("opening map {}", map_names::STAGES),
+                    source,
+                })?;
+            stages.set(index, &fd, 0).map_err(|source| Error::Map {
+                context: format!("putting stage {name} in {}", map_names::STAGES),
+                source,
+            })?;
+        }
+        xdp(ebpf, PROGRAM_NAME)?
+            .load()
+            .map_err(|source| Error::Program {
+                context: "verifying the XDP program".into(),
+                source,
+            })?;
     }
-    Ok(xdp)
+    xdp(ebpf, PROGRAM_NAME)
+}
+
+/// Verified instructions of each stage, in pipeline order: (program name, count). Loads the
+/// program if it is not yet. For the benchmark report: the verifier's limit is 1M per program.
+pub fn stage_instructions(ebpf: &mut Ebpf) -> Result<Vec<(&'static str, Option<u32>)>> {
+    program(ebpf)?;
+    let mut out = Vec::new();
+    for name in std::iter::once(PROGRAM_NAME).chain(filter_common::STAGES.map(|(_, n)| n)) {
+        let count = xdp(ebpf, name)?
+            .info()
+            .ok()
+            .and_then(|i| i.verified_instruction_count());
+        out.push((name, count));
+    }
+    Ok(out)
 }
 
 /// One interface as `status` and `attach` report it.
@@ -378,9 +432,3 @@ pub fn program_id(pin: &PinDir) -> Option<u32> {
     let info = aya::programs::ProgramInfo::from_pin(&path).ok()?;
     Some(info.id())
 }
-
-/// The empty XDP_DROP program (`filter-ebpf/src/floor.rs`), for benchmarks only.
-pub static FLOOR_OBJECT: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/floor"));
-
-/// The benchmarks' flood generator (see filter-ebpf/src/flood.rs); not used by floodgate.
-pub static FLOOD_OBJECT: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/flood"));

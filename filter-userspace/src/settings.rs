@@ -7,7 +7,9 @@
 
 use std::{collections::BTreeMap, fmt, str::FromStr, time::Duration};
 
-use filter_common::{AMPLIFIERS, Class, FRAGMENT_MIN_BYTES_DEFAULT, sanity_bits};
+use filter_common::{
+    AMPLIFIERS, Class, FRAGMENT_MIN_BYTES_DEFAULT, proto, sanity::TCP_FLAG_NAMES, sanity_bits,
+};
 use ipnet::IpNet;
 use serde::{Deserialize, Serialize};
 
@@ -153,17 +155,6 @@ fn show_range<T: PartialEq + fmt::Display>((lo, hi): (T, T)) -> String {
     }
 }
 
-const TCP_FLAG_NAMES: [(&str, u8); 8] = [
-    ("fin", 0x01),
-    ("syn", 0x02),
-    ("rst", 0x04),
-    ("psh", 0x08),
-    ("ack", 0x10),
-    ("urg", 0x20),
-    ("ece", 0x40),
-    ("cwr", 0x80),
-];
-
 fn parse_flag_set(s: &str, whole: &str) -> Result<u8, Invalid> {
     let mut v = 0;
     for name in s.split(',').map(str::trim).filter(|n| !n.is_empty()) {
@@ -232,32 +223,26 @@ impl fmt::Display for TcpFlags {
 }
 
 pub fn parse_proto(s: &str) -> Result<u8, Invalid> {
-    match s.trim().to_ascii_lowercase().as_str() {
-        "tcp" => Ok(6),
-        "udp" => Ok(17),
-        "icmp" => Ok(1),
-        "icmpv6" | "ipv6-icmp" => Ok(58),
-        "gre" => Ok(47),
-        "esp" => Ok(50),
-        "sctp" => Ok(132),
-        n => n.parse().or_else(|_| {
+    let name = s.trim().to_ascii_lowercase();
+    let known = proto::NAMES
+        .iter()
+        .find(|(_, n)| *n == name || (name == "ipv6-icmp" && *n == "icmpv6"));
+    match known {
+        Some((p, _)) => Ok(*p),
+        None => name.parse().or_else(|_| {
+            let names: Vec<&str> = proto::NAMES.iter().map(|(_, n)| *n).collect();
             invalid(format!(
-                "protocol `{s}`: expected tcp, udp, icmp, icmpv6, gre, esp, sctp or a number 0-255"
+                "protocol `{s}`: expected {} or a number 0-255",
+                names.join(", ")
             ))
         }),
     }
 }
 
 pub fn show_proto(p: u8) -> String {
-    match p {
-        6 => "tcp".into(),
-        17 => "udp".into(),
-        1 => "icmp".into(),
-        58 => "icmpv6".into(),
-        47 => "gre".into(),
-        50 => "esp".into(),
-        132 => "sctp".into(),
-        n => n.to_string(),
+    match proto::NAMES.iter().find(|(n, _)| *n == p) {
+        Some((_, name)) => (*name).into(),
+        None => p.to_string(),
     }
 }
 
@@ -439,7 +424,7 @@ impl RuleText {
                 _ => family = Some(f),
             }
         }
-        let ports_ok = matches!(proto, Some(6) | Some(17) | Some(132));
+        let ports_ok = proto.is_some_and(proto::has_ports);
         let src_port = self
             .src_port
             .as_deref()

@@ -1,7 +1,7 @@
 //! The program's own cost under a live random-source flood, with blocklists of 0, 10k, 100k
 //! and 1M mixed prefixes, beside an empty XDP_DROP program and xdp-filter (at its 10k limit).
 //!
-//! The flood comes from the live-frames generator (filter-ebpf/src/flood.rs) on the attacker's
+//! The flood comes from the live-frames generator (tests/bench-ebpf/src/flood.rs) on the attacker's
 //! veth: every frame has a new random source, so lookups miss the caches as a real spoofed
 //! flood does (BPF_PROG_TEST_RUN's repeat mode reuses one packet and keeps them hot). The
 //! figure is the kernel's own `run_time_ns / run_cnt` for the victim's program, with stats on

@@ -129,7 +129,8 @@ fn per_packet(prog: &Xdp, frame: &[u8]) -> f64 {
 }
 
 fn main() {
-    let mut floor = Ebpf::load(loader::FLOOR_OBJECT).expect("loading the floor object");
+    let mut floor =
+        Ebpf::load(floodgate_tests::bench::FLOOR_OBJECT).expect("loading the floor object");
     let floor_prog: &mut Xdp = floor
         .program_mut("floor")
         .expect("floor program")
@@ -257,14 +258,14 @@ fn main() {
         (v[v.len() / 2], v[0], v[v.len() - 1])
     };
     let (fm, fmin, fmax) = stat(&mut floor_ns);
-    let verified = loader::program(&mut h.state.ebpf)
-        .expect("program")
-        .info()
-        .ok()
-        .and_then(|i| i.verified_instruction_count());
-    if let Some(n) = verified {
-        // The verifier's budget is 1M processed instructions: headroom for the next stage.
-        println!("verifier: {n} instructions processed to load floodgate (limit 1000000)");
+    // The verifier's budget is 1M processed instructions per program: each stage's headroom.
+    for (stage, n) in loader::stage_instructions(&mut h.state.ebpf).expect("stages") {
+        if let Some(n) = n {
+            println!(
+                "verifier: stage {stage}: {n} instructions processed ({:.0}% of the 1000000 limit)",
+                f64::from(n) / 1e4
+            );
+        }
     }
     println!("BPF_PROG_TEST_RUN, {REPEAT} repeats x {ROUNDS} rounds, median (min..max) ns/packet");
     println!(

@@ -15,13 +15,19 @@ use aya::{
         ProgramFd, ProgramInfo, TestRun, TestRunAttrs, TestRunOptions, Xdp, loaded_programs,
     },
 };
-use floodgate::{loader, netlink};
+use floodgate::netlink;
 use floodgate_lab::{ATTACKER_IF, Lab, VICTIM_IF, VICTIM_V4, VICTIM_V6, traffic};
 use ipnet::{IpNet, Ipv4Net, Ipv6Net};
 
+/// The empty XDP_DROP program (`tests/bench-ebpf/src/floor.rs`), built by tests/build.rs.
+pub static FLOOR_OBJECT: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/floor"));
+
+/// The flood generator (`tests/bench-ebpf/src/flood.rs`), built by tests/build.rs.
+pub static FLOOD_OBJECT: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/flood"));
+
 /// The empty XDP_DROP program (the floor), loaded: its fd (which keeps it loaded) and id.
 pub fn floor() -> (ProgramFd, u32) {
-    let mut obj = Ebpf::load(loader::FLOOR_OBJECT).expect("loading the floor object");
+    let mut obj = Ebpf::load(FLOOR_OBJECT).expect("loading the floor object");
     let floor: &mut Xdp = obj
         .program_mut("floor")
         .expect("floor program")
@@ -60,7 +66,7 @@ pub fn victim_xdp(lab: &Lab, fd: &ProgramFd, on: bool) {
 /// Frames per live-frames batch (the kernel's default is 64).
 const BATCH: u32 = 64;
 
-/// The flood generator (filter-ebpf/src/flood.rs) loaded for one source range.
+/// The flood generator (tests/bench-ebpf/src/flood.rs) loaded for one source range.
 pub struct Flood {
     ebpf: Ebpf,
 }
@@ -72,7 +78,7 @@ impl Flood {
         let mut ebpf = EbpfLoader::new()
             .override_global("SRC4_BASE", &base, true)
             .override_global("SRC4_MASK", &mask, true)
-            .load(loader::FLOOD_OBJECT)
+            .load(FLOOD_OBJECT)
             .expect("loading the flood generator");
         let prog: &mut Xdp = ebpf
             .program_mut("flood")

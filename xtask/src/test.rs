@@ -17,6 +17,24 @@ pub struct Options {
 pub fn run(opts: Options) -> anyhow::Result<()> {
     crate::setup::run(crate::setup::Options::default())?;
     let root = crate::workspace_root();
+    // House rules first: formatting, then clippy with every warning an error, on the host
+    // crates (the XDP crates are checked by their own bpfel build, warnings shown).
+    crate::cargo(&["fmt", "--all", "--check"])
+        .context("code is not formatted: run `cargo fmt --all`")?;
+    crate::cargo(&[
+        "clippy",
+        "--workspace",
+        "--exclude",
+        "filter-ebpf",
+        "--exclude",
+        "bench-ebpf",
+        "--all-targets",
+        "--quiet",
+        "--",
+        "-D",
+        "warnings",
+    ])
+    .context("clippy found something (see above)")?;
     // The end-to-end tests drive the real binary.
     crate::cargo(&["build", "--package", "floodgate", "--bin", "floodgate"])?;
     let bin = root.join("target/debug/floodgate");
@@ -26,6 +44,8 @@ pub fn run(opts: Options) -> anyhow::Result<()> {
         "--workspace",
         "--exclude",
         "filter-ebpf",
+        "--exclude",
+        "bench-ebpf",
         "--lib",
         "--bins",
         "--tests",
