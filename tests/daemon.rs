@@ -246,12 +246,7 @@ fn the_push_api_validates_authenticates_and_applies_all_or_nothing() {
 fn concurrent_pushes_from_32_clients_lose_nothing() {
     let lab = lab("con");
     let dir = Scratch::new();
-    let d = Daemon::start(
-        &lab.victim,
-        &lab.pin_dir,
-        &dir.0,
-        &Daemon::base_config(&dir.0, ""),
-    );
+    let d = Daemon::start_basic(&lab.victim, &lab.pin_dir, &dir.0, "");
     let started = Instant::now();
     let results = lab
         .victim

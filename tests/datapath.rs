@@ -111,398 +111,83 @@ fn cases() -> Vec<Case> {
     let u = udp_payload();
     let q = ETH_P_8021Q;
     let ad = ETH_P_8021AD;
-    let mut cases = vec![
+    let mut cases = floodgate_tests::table! {
         // --- IPv4 basics
-        case("v4 UDP, clean source", v4(CLEAN4, UDP, &u), Pass),
-        case(
-            "v4 TCP SYN, clean source",
-            v4(CLEAN4, TCP, &tcp(40000, 443, 0x02, 5)),
-            Pass,
-        ),
-        case(
-            "v4 ICMP echo, clean source",
-            v4(CLEAN4, ICMP, &icmp_echo()),
-            Pass,
-        ),
-        case("v4 UDP, blocked /32", v4(BLOCKED4, UDP, &u), Blocklist),
-        case(
-            "v4 TCP, blocked by /16 prefix",
-            v4(BLOCKED4_NET, TCP, &tcp(1, 80, 0x02, 5)),
-            Blocklist,
-        ),
-        case(
-            "v4 allowlisted /24 inside a blocked /16 passes",
-            v4(ALLOWED4, UDP, &u),
-            Allowlist,
-        ),
-        case(
-            "v4 GRE from a blocked source",
-            v4(BLOCKED4, GRE, &[0, 0, 0x08, 0]),
-            Blocklist,
-        ),
-        case(
-            "v4 ESP from a blocked source",
-            v4(BLOCKED4, ESP, &[0; 16]),
-            Blocklist,
-        ),
-        case(
-            "v4 unknown protocol, clean",
-            v4(CLEAN4, 253, &[1, 2, 3]),
-            Pass,
-        ),
+        case: "v4 UDP, clean source", v4(CLEAN4, UDP, &u), Pass;
+        case: "v4 TCP SYN, clean source", v4(CLEAN4, TCP, &tcp(40000, 443, 0x02, 5)), Pass;
+        case: "v4 ICMP echo, clean source", v4(CLEAN4, ICMP, &icmp_echo()), Pass;
+        case: "v4 UDP, blocked /32", v4(BLOCKED4, UDP, &u), Blocklist;
+        case: "v4 TCP, blocked by /16 prefix", v4(BLOCKED4_NET, TCP, &tcp(1, 80, 0x02, 5)), Blocklist;
+        case: "v4 allowlisted /24 inside a blocked /16 passes", v4(ALLOWED4, UDP, &u), Allowlist;
+        case: "v4 GRE from a blocked source", v4(BLOCKED4, GRE, &[0, 0, 0x08, 0]), Blocklist;
+        case: "v4 ESP from a blocked source", v4(BLOCKED4, ESP, &[0; 16]), Blocklist;
+        case: "v4 unknown protocol, clean", v4(CLEAN4, 253, &[1, 2, 3]), Pass;
         // --- TTL in the kernel
-        case(
-            "v4 /32 whose TTL passed no longer matches",
-            v4(EXPIRED4, UDP, &u),
-            Pass,
-        ),
-        case(
-            "expired /24 does not hide the live /17 around it",
-            v4(SHADOWED4, UDP, &u),
-            Blocklist,
-        ),
+        case: "v4 /32 whose TTL passed no longer matches", v4(EXPIRED4, UDP, &u), Pass;
+        case: "expired /24 does not hide the live /17 around it", v4(SHADOWED4, UDP, &u), Blocklist;
         // --- IPv4 options and fragments
-        case(
-            "v4 with 8 bytes of options, clean",
-            eth(
-                &[],
-                ETH_P_IP,
-                &ipv4(CLEAN4, DST4, UDP, &[1, 1, 1, 1, 0x94, 4, 0, 0], 0, &u),
-            ),
-            Pass,
-        ),
-        case(
-            "v4 with options, blocked",
-            eth(
-                &[],
-                ETH_P_IP,
-                &ipv4(BLOCKED4, DST4, UDP, &[0x94, 4, 0, 0], 0, &u),
-            ),
-            Blocklist,
-        ),
-        case(
-            "v4 with 40 bytes of options (IHL 15), clean",
-            eth(&[], ETH_P_IP, &ipv4(CLEAN4, DST4, UDP, &[1; 40], 0, &u)),
-            Pass,
-        ),
-        case(
-            "v4 first fragment (MF), clean, full-sized",
-            eth(
-                &[],
-                ETH_P_IP,
-                &ipv4(
-                    CLEAN4,
-                    DST4,
-                    UDP,
-                    &[],
-                    0x2000,
-                    &packet::udp(1, 2, &[7; 1000]),
-                ),
-            ),
-            Pass,
-        ),
-        case(
-            "v4 non-first fragment, clean (no L4 header expected)",
-            eth(
-                &[],
-                ETH_P_IP,
-                &ipv4(CLEAN4, DST4, UDP, &[], 0x0010, &[9; 3]),
-            ),
-            Pass,
-        ),
-        case(
-            "v4 non-first fragment from a blocked source",
-            eth(
-                &[],
-                ETH_P_IP,
-                &ipv4(BLOCKED4, DST4, UDP, &[], 0x0010, &[9; 64]),
-            ),
-            Blocklist,
-        ),
-        case(
-            "v4 non-first fragment from a blocked prefix",
-            eth(
-                &[],
-                ETH_P_IP,
-                &ipv4(BLOCKED4_NET, DST4, TCP, &[], 0x2020, &[9; 64]),
-            ),
-            Blocklist,
-        ),
+        case: "v4 with 8 bytes of options, clean", eth(&[], ETH_P_IP, &ipv4(CLEAN4, DST4, UDP, &[1, 1, 1, 1, 0x94, 4, 0, 0], 0, &u)), Pass;
+        case: "v4 with options, blocked", eth(&[], ETH_P_IP, &ipv4(BLOCKED4, DST4, UDP, &[0x94, 4, 0, 0], 0, &u)), Blocklist;
+        case: "v4 with 40 bytes of options (IHL 15), clean", eth(&[], ETH_P_IP, &ipv4(CLEAN4, DST4, UDP, &[1; 40], 0, &u)), Pass;
+        case: "v4 first fragment (MF), clean, full-sized", eth(&[], ETH_P_IP, &ipv4(CLEAN4, DST4, UDP, &[], 0x2000, &packet::udp(1, 2, &[7; 1000]))), Pass;
+        case: "v4 non-first fragment, clean (no L4 header expected)", eth(&[], ETH_P_IP, &ipv4(CLEAN4, DST4, UDP, &[], 0x0010, &[9; 3])), Pass;
+        case: "v4 non-first fragment from a blocked source", eth(&[], ETH_P_IP, &ipv4(BLOCKED4, DST4, UDP, &[], 0x0010, &[9; 64])), Blocklist;
+        case: "v4 non-first fragment from a blocked prefix", eth(&[], ETH_P_IP, &ipv4(BLOCKED4_NET, DST4, TCP, &[], 0x2020, &[9; 64])), Blocklist;
         // --- VLAN and QinQ
-        case(
-            "802.1Q, clean",
-            eth(&[(q, 10)], ETH_P_IP, &ipv4(CLEAN4, DST4, UDP, &[], 0, &u)),
-            Pass,
-        ),
-        case(
-            "802.1Q, blocked",
-            eth(&[(q, 10)], ETH_P_IP, &ipv4(BLOCKED4, DST4, UDP, &[], 0, &u)),
-            Blocklist,
-        ),
-        case(
-            "QinQ 802.1ad+802.1Q, v4 blocked",
-            eth(
-                &[(ad, 100), (q, 10)],
-                ETH_P_IP,
-                &ipv4(BLOCKED4, DST4, UDP, &[], 0, &u),
-            ),
-            Blocklist,
-        ),
-        case(
-            "QinQ, v6 clean",
-            eth(
-                &[(ad, 100), (q, 10)],
-                ETH_P_IPV6,
-                &ipv6(CLEAN6, DST6, UDP, &u),
-            ),
-            Pass,
-        ),
-        case(
-            "QinQ, v6 blocked",
-            eth(
-                &[(ad, 100), (q, 10)],
-                ETH_P_IPV6,
-                &ipv6(BLOCKED6, DST6, UDP, &u),
-            ),
-            Blocklist,
-        ),
-        case(
-            "802.1Q, allowlisted",
-            eth(&[(q, 7)], ETH_P_IP, &ipv4(ALLOWED4, DST4, UDP, &[], 0, &u)),
-            Allowlist,
-        ),
-        case(
-            "three VLAN tags cannot be inspected",
-            eth(
-                &[(ad, 1), (q, 2), (q, 3)],
-                ETH_P_IP,
-                &ipv4(CLEAN4, DST4, UDP, &[], 0, &u),
-            ),
-            Malformed,
-        ),
-        case("VLAN tag cut short", eth(&[], q, &[0, 10]), Malformed),
-        case(
-            "VLAN carrying ARP",
-            eth(&[(q, 5)], ETH_P_ARP, &arp()[14..]),
-            Pass,
-        ),
+        case: "802.1Q, clean", eth(&[(q, 10)], ETH_P_IP, &ipv4(CLEAN4, DST4, UDP, &[], 0, &u)), Pass;
+        case: "802.1Q, blocked", eth(&[(q, 10)], ETH_P_IP, &ipv4(BLOCKED4, DST4, UDP, &[], 0, &u)), Blocklist;
+        case: "QinQ 802.1ad+802.1Q, v4 blocked", eth(&[(ad, 100), (q, 10)], ETH_P_IP, &ipv4(BLOCKED4, DST4, UDP, &[], 0, &u)), Blocklist;
+        case: "QinQ, v6 clean", eth(&[(ad, 100), (q, 10)], ETH_P_IPV6, &ipv6(CLEAN6, DST6, UDP, &u)), Pass;
+        case: "QinQ, v6 blocked", eth(&[(ad, 100), (q, 10)], ETH_P_IPV6, &ipv6(BLOCKED6, DST6, UDP, &u)), Blocklist;
+        case: "802.1Q, allowlisted", eth(&[(q, 7)], ETH_P_IP, &ipv4(ALLOWED4, DST4, UDP, &[], 0, &u)), Allowlist;
+        case: "three VLAN tags cannot be inspected", eth(&[(ad, 1), (q, 2), (q, 3)], ETH_P_IP, &ipv4(CLEAN4, DST4, UDP, &[], 0, &u)), Malformed;
+        case: "VLAN tag cut short", eth(&[], q, &[0, 10]), Malformed;
+        case: "VLAN carrying ARP", eth(&[(q, 5)], ETH_P_ARP, &arp()[14..]), Pass;
         // --- IPv6 basics
-        case("v6 UDP, clean", v6(CLEAN6, UDP, &u), Pass),
-        case(
-            "v6 ICMPv6 echo, clean",
-            v6(CLEAN6, ICMPV6, &icmpv6_echo()),
-            Pass,
-        ),
-        case("v6 UDP, blocked /128", v6(BLOCKED6, UDP, &u), Blocklist),
-        case(
-            "v6 ICMPv6, blocked /128",
-            v6(BLOCKED6, ICMPV6, &icmpv6_echo()),
-            Blocklist,
-        ),
+        case: "v6 UDP, clean", v6(CLEAN6, UDP, &u), Pass;
+        case: "v6 ICMPv6 echo, clean", v6(CLEAN6, ICMPV6, &icmpv6_echo()), Pass;
+        case: "v6 UDP, blocked /128", v6(BLOCKED6, UDP, &u), Blocklist;
+        case: "v6 ICMPv6, blocked /128", v6(BLOCKED6, ICMPV6, &icmpv6_echo()), Blocklist;
         // Neighbour discovery from the link (hop limit 255) passes any list; from afar it does not.
-        case(
-            "v6 neighbour solicitation from a blocked /128 on the link passes",
-            nd(BLOCKED6, 255, 135),
-            Pass,
-        ),
-        case(
-            "v6 router advertisement from a blocked /48 on the link passes",
-            nd(BLOCKED6_NET, 255, 134),
-            Pass,
-        ),
-        case(
-            "v6 neighbour advertisement with hop limit 64 (not from the link), blocked",
-            nd(BLOCKED6, 64, 136),
-            Blocklist,
-        ),
-        case(
-            "v6 echo request with hop limit 255 from a blocked /128, blocked",
-            nd(BLOCKED6, 255, 128),
-            Blocklist,
-        ),
-        case(
-            "v6 TCP, blocked by /48",
-            v6(BLOCKED6_NET, TCP, &tcp(1, 443, 0x02, 5)),
-            Blocklist,
-        ),
-        case(
-            "v6 allowlisted /64 inside a blocked /48 passes",
-            v6(ALLOWED6, UDP, &u),
-            Allowlist,
-        ),
-        case(
-            "v6 ESP from a blocked source",
-            v6(BLOCKED6, ESP, &[0; 16]),
-            Blocklist,
-        ),
+        case: "v6 neighbour solicitation from a blocked /128 on the link passes", nd(BLOCKED6, 255, 135), Pass;
+        case: "v6 router advertisement from a blocked /48 on the link passes", nd(BLOCKED6_NET, 255, 134), Pass;
+        case: "v6 neighbour advertisement with hop limit 64 (not from the link), blocked", nd(BLOCKED6, 64, 136), Blocklist;
+        case: "v6 echo request with hop limit 255 from a blocked /128, blocked", nd(BLOCKED6, 255, 128), Blocklist;
+        case: "v6 TCP, blocked by /48", v6(BLOCKED6_NET, TCP, &tcp(1, 443, 0x02, 5)), Blocklist;
+        case: "v6 allowlisted /64 inside a blocked /48 passes", v6(ALLOWED6, UDP, &u), Allowlist;
+        case: "v6 ESP from a blocked source", v6(BLOCKED6, ESP, &[0; 16]), Blocklist;
         // --- IPv6 extension headers, each kind
-        case(
-            "v6 hop-by-hop then UDP",
-            v6(CLEAN6, HOP, &ext(UDP, 0, &u)),
-            Pass,
-        ),
-        case(
-            "v6 routing then UDP",
-            v6(CLEAN6, ROUTING, &ext(UDP, 2, &u)),
-            Pass,
-        ),
-        case(
-            "v6 destination options then TCP",
-            v6(CLEAN6, DEST, &ext(TCP, 1, &tcp(1, 22, 0x10, 5))),
-            Pass,
-        ),
-        case(
-            "v6 first fragment then UDP",
-            v6(CLEAN6, FRAGMENT, &frag6(UDP, 0, true, &u)),
-            Pass,
-        ),
-        case("v6 AH then UDP", v6(CLEAN6, AH, &ah(UDP, &u)), Pass),
-        case(
-            "v6 hop-by-hop, routing, dest opts, fragment, then UDP",
-            v6(
-                CLEAN6,
-                HOP,
-                &ext(
-                    ROUTING,
-                    0,
-                    &ext(DEST, 0, &ext(FRAGMENT, 0, &frag6(UDP, 0, false, &u))),
-                ),
-            ),
-            Pass,
-        ),
-        case(
-            "v6 non-first fragment, clean",
-            v6(CLEAN6, FRAGMENT, &frag6(UDP, 100, false, &[7; 3])),
-            Pass,
-        ),
-        case(
-            "v6 non-first fragment from a blocked source",
-            v6(BLOCKED6, FRAGMENT, &frag6(UDP, 100, true, &[7; 64])),
-            Blocklist,
-        ),
-        case(
-            "v6 blocked source behind extension headers",
-            v6(BLOCKED6_NET, HOP, &ext(DEST, 0, &ext(UDP, 0, &u))),
-            Blocklist,
-        ),
+        case: "v6 hop-by-hop then UDP", v6(CLEAN6, HOP, &ext(UDP, 0, &u)), Pass;
+        case: "v6 routing then UDP", v6(CLEAN6, ROUTING, &ext(UDP, 2, &u)), Pass;
+        case: "v6 destination options then TCP", v6(CLEAN6, DEST, &ext(TCP, 1, &tcp(1, 22, 0x10, 5))), Pass;
+        case: "v6 first fragment then UDP", v6(CLEAN6, FRAGMENT, &frag6(UDP, 0, true, &u)), Pass;
+        case: "v6 AH then UDP", v6(CLEAN6, AH, &ah(UDP, &u)), Pass;
+        case: "v6 hop-by-hop, routing, dest opts, fragment, then UDP", v6(CLEAN6, HOP, &ext(ROUTING, 0, &ext(DEST, 0, &ext(FRAGMENT, 0, &frag6(UDP, 0, false, &u))))), Pass;
+        case: "v6 non-first fragment, clean", v6(CLEAN6, FRAGMENT, &frag6(UDP, 100, false, &[7; 3])), Pass;
+        case: "v6 non-first fragment from a blocked source", v6(BLOCKED6, FRAGMENT, &frag6(UDP, 100, true, &[7; 64])), Blocklist;
+        case: "v6 blocked source behind extension headers", v6(BLOCKED6_NET, HOP, &ext(DEST, 0, &ext(UDP, 0, &u))), Blocklist;
         // --- Non-IP
-        case("ARP passes untouched", arp(), Pass),
-        case(
-            "LLDP passes untouched",
-            eth(&[], 0x88cc, &[2, 7, 4, 0, 0, 0, 0, 0, 1]),
-            Pass,
-        ),
+        case: "ARP passes untouched", arp(), Pass;
+        case: "LLDP passes untouched", eth(&[], 0x88cc, &[2, 7, 4, 0, 0, 0, 0, 0, 1]), Pass;
         // --- Malformed IPv4
-        case(
-            "v4 header cut short",
-            eth(&[], ETH_P_IP, &ipv4(CLEAN4, DST4, UDP, &[], 0, &u)[..12]),
-            Malformed,
-        ),
-        case(
-            "v4 IHL < 5",
-            {
-                let mut p = ipv4(CLEAN4, DST4, UDP, &[], 0, &u);
-                p[0] = 0x44;
-                eth(&[], ETH_P_IP, &p)
-            },
-            Malformed,
-        ),
-        case(
-            "v4 version field is not 4",
-            {
-                let mut p = ipv4(CLEAN4, DST4, UDP, &[], 0, &u);
-                p[0] = 0x55;
-                eth(&[], ETH_P_IP, &p)
-            },
-            Malformed,
-        ),
-        case(
-            "v4 total length shorter than the header",
-            {
-                let mut p = ipv4(CLEAN4, DST4, UDP, &[], 0, &u);
-                p[2] = 0;
-                p[3] = 12;
-                eth(&[], ETH_P_IP, &p)
-            },
-            Malformed,
-        ),
-        case(
-            "v4 options run past the frame",
-            {
-                let p = ipv4(CLEAN4, DST4, UDP, &[1; 40], 0, &[]);
-                eth(&[], ETH_P_IP, &p[..30])
-            },
-            Malformed,
-        ),
-        case(
-            "v4 UDP header cut short",
-            eth(&[], ETH_P_IP, &ipv4(CLEAN4, DST4, UDP, &[], 0, &[0, 53, 0])),
-            Malformed,
-        ),
-        case(
-            "v4 TCP header cut short",
-            eth(
-                &[],
-                ETH_P_IP,
-                &ipv4(CLEAN4, DST4, TCP, &[], 0, &tcp(1, 2, 2, 5)[..12]),
-            ),
-            Malformed,
-        ),
-        case(
-            "v4 TCP data offset < 5",
-            v4(CLEAN4, TCP, &{
-                let mut t = tcp(1, 2, 2, 5);
-                t[12] = 0x30;
-                t
-            }),
-            Malformed,
-        ),
-        case(
-            "v4 ICMP header cut short",
-            v4(CLEAN4, ICMP, &[8, 0, 0]),
-            Malformed,
-        ),
-        case(
-            "blocklist is checked before L4 sanity",
-            v4(BLOCKED4, UDP, &[0, 53]),
-            Blocklist,
-        ),
+        case: "v4 header cut short", eth(&[], ETH_P_IP, &ipv4(CLEAN4, DST4, UDP, &[], 0, &u)[..12]), Malformed;
+        case: "v4 IHL < 5", { let mut p = ipv4(CLEAN4, DST4, UDP, &[], 0, &u); p[0] = 0x44; eth(&[], ETH_P_IP, &p) }, Malformed;
+        case: "v4 version field is not 4", { let mut p = ipv4(CLEAN4, DST4, UDP, &[], 0, &u); p[0] = 0x55; eth(&[], ETH_P_IP, &p) }, Malformed;
+        case: "v4 total length shorter than the header", { let mut p = ipv4(CLEAN4, DST4, UDP, &[], 0, &u); p[2] = 0; p[3] = 12; eth(&[], ETH_P_IP, &p) }, Malformed;
+        case: "v4 options run past the frame", { let p = ipv4(CLEAN4, DST4, UDP, &[1; 40], 0, &[]); eth(&[], ETH_P_IP, &p[..30]) }, Malformed;
+        case: "v4 UDP header cut short", eth(&[], ETH_P_IP, &ipv4(CLEAN4, DST4, UDP, &[], 0, &[0, 53, 0])), Malformed;
+        case: "v4 TCP header cut short", eth(&[], ETH_P_IP, &ipv4(CLEAN4, DST4, TCP, &[], 0, &tcp(1, 2, 2, 5)[..12])), Malformed;
+        case: "v4 TCP data offset < 5", v4(CLEAN4, TCP, &{ let mut t = tcp(1, 2, 2, 5); t[12] = 0x30; t }), Malformed;
+        case: "v4 ICMP header cut short", v4(CLEAN4, ICMP, &[8, 0, 0]), Malformed;
+        case: "blocklist is checked before L4 sanity", v4(BLOCKED4, UDP, &[0, 53]), Blocklist;
         // --- Malformed IPv6
-        case(
-            "v6 header cut short",
-            eth(&[], ETH_P_IPV6, &ipv6(CLEAN6, DST6, UDP, &u)[..30]),
-            Malformed,
-        ),
-        case(
-            "v6 version field is not 6",
-            {
-                let mut p = ipv6(CLEAN6, DST6, UDP, &u);
-                p[0] = 0x40;
-                eth(&[], ETH_P_IPV6, &p)
-            },
-            Malformed,
-        ),
-        case(
-            "v6 extension header cut short",
-            v6(CLEAN6, HOP, &[UDP]),
-            Malformed,
-        ),
-        case(
-            "v6 extension length runs past the frame (L4 missing)",
-            v6(CLEAN6, ROUTING, &ext(UDP, 0, &[])[..8]),
-            Malformed,
-        ),
-        case(
-            "v6 UDP header cut short",
-            v6(CLEAN6, UDP, &[0, 53]),
-            Malformed,
-        ),
-        case(
-            "v6 ICMPv6 header cut short",
-            v6(CLEAN6, ICMPV6, &[128, 0]),
-            Malformed,
-        ),
-    ];
+        case: "v6 header cut short", eth(&[], ETH_P_IPV6, &ipv6(CLEAN6, DST6, UDP, &u)[..30]), Malformed;
+        case: "v6 version field is not 6", { let mut p = ipv6(CLEAN6, DST6, UDP, &u); p[0] = 0x40; eth(&[], ETH_P_IPV6, &p) }, Malformed;
+        case: "v6 extension header cut short", v6(CLEAN6, HOP, &[UDP]), Malformed;
+        case: "v6 extension length runs past the frame (L4 missing)", v6(CLEAN6, ROUTING, &ext(UDP, 0, &[])[..8]), Malformed;
+        case: "v6 UDP header cut short", v6(CLEAN6, UDP, &[0, 53]), Malformed;
+        case: "v6 ICMPv6 header cut short", v6(CLEAN6, ICMPV6, &[128, 0]), Malformed;
+    };
     // A chain longer than the walk allows.
     let mut chain = u.clone();
     for i in 0..7 {

@@ -119,14 +119,11 @@ fn row(what: &'static str, setup: Setup, frame: Vec<u8>, reason: Reason) -> Row 
     }
 }
 
+/// A row whose reason is counted in the dry-run row (the packet passes).
 fn dry(what: &'static str, setup: Setup, frame: Vec<u8>, reason: Reason) -> Row {
     Row {
-        what,
-        setup,
-        rules: Vec::new(),
-        frame,
-        reason,
         dry_run: true,
+        ..row(what, setup, frame, reason)
     }
 }
 
@@ -147,306 +144,63 @@ fn udp_with_len(len: u16) -> Vec<u8> {
 fn rows() -> Vec<Row> {
     use Reason::*;
     let u = packet::udp(40000, 5000, b"hello");
-    let mut rows = vec![
+    let mut rows = floodgate_tests::table! {
         // --- sanity: TCP flags (default on)
-        row("v4 TCP SYN is valid", defaults, v4(TCP, &syn()), Pass),
-        row(
-            "v4 TCP SYN+ACK is valid",
-            defaults,
-            v4(TCP, &tcp(443, 40000, 0x12, 5)),
-            Pass,
-        ),
-        row(
-            "v4 TCP RST is valid",
-            defaults,
-            v4(TCP, &tcp(443, 40000, 0x04, 5)),
-            Pass,
-        ),
-        row(
-            "v4 TCP null scan",
-            defaults,
-            v4(TCP, &tcp(1, 2, 0x00, 5)),
-            TcpFlags,
-        ),
-        row(
-            "v4 TCP SYN+FIN",
-            defaults,
-            v4(TCP, &tcp(1, 2, 0x03, 5)),
-            TcpFlags,
-        ),
-        row(
-            "v4 TCP SYN+RST",
-            defaults,
-            v4(TCP, &tcp(1, 2, 0x06, 5)),
-            TcpFlags,
-        ),
-        row(
-            "v4 TCP FIN without ACK",
-            defaults,
-            v4(TCP, &tcp(1, 2, 0x01, 5)),
-            TcpFlags,
-        ),
-        row(
-            "v4 TCP PSH without ACK",
-            defaults,
-            v4(TCP, &tcp(1, 2, 0x08, 5)),
-            TcpFlags,
-        ),
-        row(
-            "v4 TCP URG without ACK",
-            defaults,
-            v4(TCP, &tcp(1, 2, 0x20, 5)),
-            TcpFlags,
-        ),
-        row(
-            "v4 TCP xmas (all set)",
-            defaults,
-            v4(TCP, &tcp(1, 2, 0x3f, 5)),
-            TcpFlags,
-        ),
-        row(
-            "v6 TCP SYN+FIN",
-            defaults,
-            v6(TCP, &tcp(1, 2, 0x03, 5)),
-            TcpFlags,
-        ),
-        row(
-            "v6 TCP null, VLAN",
-            defaults,
-            tagged(&v6(TCP, &tcp(1, 2, 0, 5))),
-            TcpFlags,
-        ),
-        row(
-            "v4 TCP null, VLAN",
-            defaults,
-            tagged(&v4(TCP, &tcp(1, 2, 0, 5))),
-            TcpFlags,
-        ),
-        row(
-            "tcp_flags off: null passes",
-            sanity_off,
-            v4(TCP, &tcp(1, 2, 0, 5)),
-            Pass,
-        ),
+        row: "v4 TCP SYN is valid", defaults, v4(TCP, &syn()), Pass;
+        row: "v4 TCP SYN+ACK is valid", defaults, v4(TCP, &tcp(443, 40000, 0x12, 5)), Pass;
+        row: "v4 TCP RST is valid", defaults, v4(TCP, &tcp(443, 40000, 0x04, 5)), Pass;
+        row: "v4 TCP null scan", defaults, v4(TCP, &tcp(1, 2, 0x00, 5)), TcpFlags;
+        row: "v4 TCP SYN+FIN", defaults, v4(TCP, &tcp(1, 2, 0x03, 5)), TcpFlags;
+        row: "v4 TCP SYN+RST", defaults, v4(TCP, &tcp(1, 2, 0x06, 5)), TcpFlags;
+        row: "v4 TCP FIN without ACK", defaults, v4(TCP, &tcp(1, 2, 0x01, 5)), TcpFlags;
+        row: "v4 TCP PSH without ACK", defaults, v4(TCP, &tcp(1, 2, 0x08, 5)), TcpFlags;
+        row: "v4 TCP URG without ACK", defaults, v4(TCP, &tcp(1, 2, 0x20, 5)), TcpFlags;
+        row: "v4 TCP xmas (all set)", defaults, v4(TCP, &tcp(1, 2, 0x3f, 5)), TcpFlags;
+        row: "v6 TCP SYN+FIN", defaults, v6(TCP, &tcp(1, 2, 0x03, 5)), TcpFlags;
+        row: "v6 TCP null, VLAN", defaults, tagged(&v6(TCP, &tcp(1, 2, 0, 5))), TcpFlags;
+        row: "v4 TCP null, VLAN", defaults, tagged(&v4(TCP, &tcp(1, 2, 0, 5))), TcpFlags;
+        row: "tcp_flags off: null passes", sanity_off, v4(TCP, &tcp(1, 2, 0, 5)), Pass;
         // --- sanity: land
-        row("v4 land", defaults, v4_from(DST4, DST4, UDP, 0, &u), Land),
-        row("v6 land", defaults, v6_from(DST6, DST6, UDP, &u), Land),
-        row(
-            "v6 land, VLAN",
-            defaults,
-            tagged(&v6_from(DST6, DST6, UDP, &u)),
-            Land,
-        ),
-        row(
-            "land off",
-            sanity_off,
-            v4_from(DST4, DST4, UDP, 0, &u),
-            Pass,
-        ),
+        row: "v4 land", defaults, v4_from(DST4, DST4, UDP, 0, &u), Land;
+        row: "v6 land", defaults, v6_from(DST6, DST6, UDP, &u), Land;
+        row: "v6 land, VLAN", defaults, tagged(&v6_from(DST6, DST6, UDP, &u)), Land;
+        row: "land off", sanity_off, v4_from(DST4, DST4, UDP, 0, &u), Pass;
         // --- sanity: martians
-        row(
-            "v4 source 0.1.2.3",
-            defaults,
-            v4_from(a4("0.1.2.3"), DST4, UDP, 0, &u),
-            Martian,
-        ),
-        row(
-            "v4 source 127.0.0.1",
-            defaults,
-            v4_from(a4("127.0.0.1"), DST4, UDP, 0, &u),
-            Martian,
-        ),
-        row(
-            "v4 multicast source",
-            defaults,
-            v4_from(a4("224.0.0.5"), DST4, UDP, 0, &u),
-            Martian,
-        ),
-        row(
-            "v4 broadcast source",
-            defaults,
-            v4_from(a4("255.255.255.255"), DST4, UDP, 0, &u),
-            Martian,
-        ),
-        row(
-            "v4 class E source",
-            defaults,
-            v4_from(a4("240.0.0.1"), DST4, UDP, 0, &u),
-            Martian,
-        ),
-        row(
-            "v4 0.0.0.0 DHCP discover passes",
-            defaults,
-            v4_from(
-                a4("0.0.0.0"),
-                a4("255.255.255.255"),
-                UDP,
-                0,
-                &packet::udp(68, 67, &[0; 32]),
-            ),
-            Pass,
-        ),
-        row(
-            "v6 source ::1",
-            defaults,
-            v6_from(a6("::1"), DST6, UDP, &u),
-            Martian,
-        ),
-        row(
-            "v6 multicast source",
-            defaults,
-            v6_from(a6("ff02::1"), DST6, UDP, &u),
-            Martian,
-        ),
-        row(
-            "v6 source :: with UDP",
-            defaults,
-            v6_from(a6("::"), DST6, UDP, &u),
-            Martian,
-        ),
-        row(
-            "v6 source :: ICMPv6 (DAD) passes",
-            defaults,
-            v6_from(a6("::"), a6("ff02::1:ff00:1"), ICMPV6, &icmpv6_echo()),
-            Pass,
-        ),
-        row(
-            "v4 martian, VLAN",
-            defaults,
-            tagged(&v4_from(a4("127.0.0.1"), DST4, UDP, 0, &u)),
-            Martian,
-        ),
-        row(
-            "martian off",
-            sanity_off,
-            v4_from(a4("127.0.0.1"), DST4, UDP, 0, &u),
-            Pass,
-        ),
+        row: "v4 source 0.1.2.3", defaults, v4_from(a4("0.1.2.3"), DST4, UDP, 0, &u), Martian;
+        row: "v4 source 127.0.0.1", defaults, v4_from(a4("127.0.0.1"), DST4, UDP, 0, &u), Martian;
+        row: "v4 multicast source", defaults, v4_from(a4("224.0.0.5"), DST4, UDP, 0, &u), Martian;
+        row: "v4 broadcast source", defaults, v4_from(a4("255.255.255.255"), DST4, UDP, 0, &u), Martian;
+        row: "v4 class E source", defaults, v4_from(a4("240.0.0.1"), DST4, UDP, 0, &u), Martian;
+        row: "v4 0.0.0.0 DHCP discover passes", defaults, v4_from(a4("0.0.0.0"), a4("255.255.255.255"), UDP, 0, &packet::udp(68, 67, &[0; 32])), Pass;
+        row: "v6 source ::1", defaults, v6_from(a6("::1"), DST6, UDP, &u), Martian;
+        row: "v6 multicast source", defaults, v6_from(a6("ff02::1"), DST6, UDP, &u), Martian;
+        row: "v6 source :: with UDP", defaults, v6_from(a6("::"), DST6, UDP, &u), Martian;
+        row: "v6 source :: ICMPv6 (DAD) passes", defaults, v6_from(a6("::"), a6("ff02::1:ff00:1"), ICMPV6, &icmpv6_echo()), Pass;
+        row: "v4 martian, VLAN", defaults, tagged(&v4_from(a4("127.0.0.1"), DST4, UDP, 0, &u)), Martian;
+        row: "martian off", sanity_off, v4_from(a4("127.0.0.1"), DST4, UDP, 0, &u), Pass;
         // --- sanity: fragments (IPv4)
-        row(
-            "v4 tiny first fragment",
-            defaults,
-            v4_from(SRC4, DST4, UDP, 0x2000, &u),
-            Fragment,
-        ),
-        row(
-            "v4 tiny first fragment, VLAN",
-            defaults,
-            tagged(&v4_from(SRC4, DST4, UDP, 0x2000, &u)),
-            Fragment,
-        ),
-        row(
-            "v4 full first fragment",
-            defaults,
-            v4_from(SRC4, DST4, UDP, 0x2000, &packet::udp(1, 2, &[0; 1000])),
-            Pass,
-        ),
-        row(
-            "v4 non-first fragment passes by default",
-            defaults,
-            v4_from(SRC4, DST4, UDP, 0x0010, &[9; 200]),
-            Pass,
-        ),
-        row(
-            "v4 non-first fragment, fragment_non_first on",
-            |s| s.sanity.bits |= sanity_bits::FRAGMENT_NON_FIRST,
-            v4_from(SRC4, DST4, UDP, 0x0010, &[9; 200]),
-            Fragment,
-        ),
-        row(
-            "v4 first fragment of 600 B under a 1000 B minimum",
-            |s| s.sanity.fragment_min_bytes = 1000,
-            v4_from(SRC4, DST4, UDP, 0x2000, &packet::udp(1, 2, &[0; 592])),
-            Fragment,
-        ),
-        row(
-            "fragment_tiny off",
-            sanity_off,
-            v4_from(SRC4, DST4, UDP, 0x2000, &u),
-            Pass,
-        ),
-        row(
-            "v6 fragments are not policed (IPv4 only)",
-            defaults,
-            v6(FRAGMENT, &frag6(UDP, 0, true, &u)),
-            Pass,
-        ),
+        row: "v4 tiny first fragment", defaults, v4_from(SRC4, DST4, UDP, 0x2000, &u), Fragment;
+        row: "v4 tiny first fragment, VLAN", defaults, tagged(&v4_from(SRC4, DST4, UDP, 0x2000, &u)), Fragment;
+        row: "v4 full first fragment", defaults, v4_from(SRC4, DST4, UDP, 0x2000, &packet::udp(1, 2, &[0; 1000])), Pass;
+        row: "v4 non-first fragment passes by default", defaults, v4_from(SRC4, DST4, UDP, 0x0010, &[9; 200]), Pass;
+        row: "v4 non-first fragment, fragment_non_first on", |s| s.sanity.bits |= sanity_bits::FRAGMENT_NON_FIRST, v4_from(SRC4, DST4, UDP, 0x0010, &[9; 200]), Fragment;
+        row: "v4 first fragment of 600 B under a 1000 B minimum", |s| s.sanity.fragment_min_bytes = 1000, v4_from(SRC4, DST4, UDP, 0x2000, &packet::udp(1, 2, &[0; 592])), Fragment;
+        row: "fragment_tiny off", sanity_off, v4_from(SRC4, DST4, UDP, 0x2000, &u), Pass;
+        row: "v6 fragments are not policed (IPv4 only)", defaults, v6(FRAGMENT, &frag6(UDP, 0, true, &u)), Pass;
         // --- sanity: lengths
-        row(
-            "v4 total length beyond the frame",
-            defaults,
-            v4_long_claim(100),
-            Length,
-        ),
-        row(
-            "v4 total length beyond the frame, VLAN",
-            defaults,
-            tagged(&v4_long_claim(100)),
-            Length,
-        ),
-        row(
-            "v4 Ethernet padding is fine",
-            defaults,
-            {
-                let mut f = v4(UDP, &packet::udp(1, 2, b"x"));
-                f.resize(60, 0);
-                f
-            },
-            Pass,
-        ),
-        row(
-            "v4 UDP length beyond the packet",
-            defaults,
-            v4(UDP, &udp_with_len(200)),
-            Length,
-        ),
-        row(
-            "v4 UDP length under 8",
-            defaults,
-            v4(UDP, &udp_with_len(4)),
-            Length,
-        ),
-        row(
-            "v4 TCP data offset beyond the packet",
-            defaults,
-            v4(TCP, &{
-                let mut t = tcp(1, 2, 0x10, 5);
-                t[12] = 15 << 4;
-                t
-            }),
-            Length,
-        ),
-        row(
-            "v6 payload length beyond the frame",
-            defaults,
-            {
-                let mut f = v6(UDP, &u);
-                f[18..20].copy_from_slice(&500u16.to_be_bytes());
-                f
-            },
-            Length,
-        ),
-        row(
-            "v6 UDP length beyond the packet",
-            defaults,
-            v6(UDP, &udp_with_len(300)),
-            Length,
-        ),
-        row("length off", sanity_off, v4_long_claim(100), Pass),
-        row(
-            "allowlist comes before sanity",
-            defaults,
-            v4_from(a4("198.19.250.1"), a4("198.19.250.1"), UDP, 0, &u),
-            Allowlist,
-        ),
-        row(
-            "blocklist comes before sanity",
-            defaults,
-            v4(TCP, &tcp(1, 2, 0, 5)).pipe_src(a4("198.19.251.1")),
-            Blocklist,
-        ),
+        row: "v4 total length beyond the frame", defaults, v4_long_claim(100), Length;
+        row: "v4 total length beyond the frame, VLAN", defaults, tagged(&v4_long_claim(100)), Length;
+        row: "v4 Ethernet padding is fine", defaults, { let mut f = v4(UDP, &packet::udp(1, 2, b"x")); f.resize(60, 0); f }, Pass;
+        row: "v4 UDP length beyond the packet", defaults, v4(UDP, &udp_with_len(200)), Length;
+        row: "v4 UDP length under 8", defaults, v4(UDP, &udp_with_len(4)), Length;
+        row: "v4 TCP data offset beyond the packet", defaults, v4(TCP, &{ let mut t = tcp(1, 2, 0x10, 5); t[12] = 15 << 4; t }), Length;
+        row: "v6 payload length beyond the frame", defaults, { let mut f = v6(UDP, &u); f[18..20].copy_from_slice(&500u16.to_be_bytes()); f }, Length;
+        row: "v6 UDP length beyond the packet", defaults, v6(UDP, &udp_with_len(300)), Length;
+        row: "length off", sanity_off, v4_long_claim(100), Pass;
+        row: "allowlist comes before sanity", defaults, v4_from(a4("198.19.250.1"), a4("198.19.250.1"), UDP, 0, &u), Allowlist;
+        row: "blocklist comes before sanity", defaults, v4(TCP, &tcp(1, 2, 0, 5)).pipe_src(a4("198.19.251.1")), Blocklist;
         // --- rules: each match field (written as `floodgate rule add` arguments)
-    ];
+    };
     let rule_rows: [(&str, &[&str], Vec<u8>, Reason); 19] = [
         (
             "rule: proto udp, dst port 53, length 512+ (the issue's example, as drop)",
@@ -829,6 +583,14 @@ fn limit(s: &mut Settings, class: Class, l: LimitSpec) {
     s.limits.insert(class, l);
 }
 
+/// Default settings plus one class limit, written to the maps; returns the settings.
+fn limited(h: &mut Harness, class: Class, l: LimitSpec) -> Settings {
+    let mut s = Settings::default();
+    limit(&mut s, class, l);
+    h.state.write_settings(&s).expect("writing the limit");
+    s
+}
+
 /// Run `n` copies of a frame; the verdicts in order.
 fn burst(h: &mut Harness, frame: &[u8], n: usize) -> Vec<Reason> {
     (0..n).map(|_| h.run(frame).1).collect()
@@ -838,17 +600,15 @@ fn burst(h: &mut Harness, frame: &[u8], n: usize) -> Vec<Reason> {
 fn per_source_limits_drop_the_flooder_not_its_neighbour() {
     use Reason::*;
     let mut h = harness();
-    let mut s = Settings::default();
     // 10 pps: a burst of one second's worth (100 ms at 10 pps = 1 packet) then nothing.
-    limit(
-        &mut s,
+    let mut s = limited(
+        &mut h,
         Class::Udp,
         LimitSpec {
             per_source: Some("10".parse().unwrap()),
             ..LimitSpec::default()
         },
     );
-    h.state.write_settings(&s).unwrap();
     let flood = v4_from(a4("198.18.9.1"), DST4, UDP, 0, &packet::udp(1, 2, b"x"));
     let got = burst(&mut h, &flood, 5);
     assert_eq!(
@@ -921,17 +681,15 @@ fn per_source_limits_drop_the_flooder_not_its_neighbour() {
 fn bit_rate_limits_count_bytes() {
     use Reason::*;
     let mut h = harness();
-    let mut s = Settings::default();
     // 80 kbit/s = 10 kB/s: the 100 ms burst is 1000 bytes.
-    limit(
-        &mut s,
+    limited(
+        &mut h,
         Class::Udp,
         LimitSpec {
             per_source: Some("/80k".parse().unwrap()),
             ..LimitSpec::default()
         },
     );
-    h.state.write_settings(&s).unwrap();
     let small = v4_from(
         a4("198.18.10.1"),
         DST4,
@@ -951,9 +709,8 @@ fn bit_rate_limits_count_bytes() {
 fn aggregate_caps_a_random_source_flood() {
     use Reason::*;
     let mut h = harness();
-    let mut s = Settings::default();
-    limit(
-        &mut s,
+    limited(
+        &mut h,
         Class::Udp,
         LimitSpec {
             aggregate: Some("10".parse().unwrap()),
@@ -964,7 +721,6 @@ fn aggregate_caps_a_random_source_flood() {
             ..LimitSpec::default()
         },
     );
-    h.state.write_settings(&s).unwrap();
     let mut got = Vec::new();
     for i in 1..=5u8 {
         let f = v4_from(
@@ -1029,9 +785,8 @@ fn a_limit_rule_polices_everything_it_matches() {
 fn auto_ban_puts_the_source_on_the_blocklist_until_it_expires() {
     use Reason::*;
     let mut h = harness();
-    let mut s = Settings::default();
-    limit(
-        &mut s,
+    let mut s = limited(
+        &mut h,
         Class::Udp,
         LimitSpec {
             per_source: Some("10".parse().unwrap()),
@@ -1040,7 +795,6 @@ fn auto_ban_puts_the_source_on_the_blocklist_until_it_expires() {
             ..LimitSpec::default()
         },
     );
-    h.state.write_settings(&s).unwrap();
     let f = v4_from(a4("198.18.44.4"), DST4, UDP, 0, &packet::udp(1, 2, b"x"));
     assert_eq!(
         burst(&mut h, &f, 2),

@@ -126,12 +126,7 @@ fn cli_refuses_bad_entries_whole_and_says_why() {
 fn api_refuses_bad_entries_whole_with_bounded_json_errors() {
     let lab = lab("rapi");
     let dir = Scratch::new();
-    let d = Daemon::start(
-        &lab.victim,
-        &lab.pin_dir,
-        &dir.0,
-        &Daemon::base_config(&dir.0, ""),
-    );
+    let d = Daemon::start_basic(&lab.victim, &lab.pin_dir, &dir.0, "");
     let push = |body: Value| d.call("POST", "/v1/blocklist", Some(&body.to_string()), true);
     let entries = |d: &Daemon| {
         let r = d.call("GET", "/v1/blocklist", None, false);
@@ -498,16 +493,7 @@ fn a_load_killed_part_way_is_rolled_back_by_the_next_command() {
     for (what, file, extra) in cases {
         let mut args = vec!["block", "load", file.to_str().expect("utf-8")];
         args.extend_from_slice(extra);
-        let mut child = lab
-            .victim
-            .command(floodgate_tests::floodgate_bin().to_str().expect("utf-8"))
-            .arg("--pin-dir")
-            .arg(&lab.pin_dir)
-            .args(&args)
-            .stdout(std::process::Stdio::null())
-            .stderr(std::process::Stdio::null())
-            .spawn()
-            .expect("starting the load");
+        let mut child = floodgate_tests::floodgate_spawn(&lab, &args);
         let pid = child.id();
         let killed = kill_mid_batch(&lab, pid, 2 << 20, &mut || {
             matches!(child.try_wait(), Ok(None))
@@ -558,12 +544,7 @@ fn a_load_killed_part_way_is_rolled_back_by_the_next_command() {
 fn a_daemon_killed_mid_push_rolls_it_back_on_restart() {
     let lab = lab("rdcrash");
     let dir = Scratch::new();
-    let mut d = Daemon::start(
-        &lab.victim,
-        &lab.pin_dir,
-        &dir.0,
-        &Daemon::base_config(&dir.0, ""),
-    );
+    let mut d = Daemon::start_basic(&lab.victim, &lab.pin_dir, &dir.0, "");
     let r = d.call(
         "POST",
         "/v1/blocklist",
@@ -615,12 +596,7 @@ fn a_daemon_killed_mid_push_rolls_it_back_on_restart() {
 fn rotating_source_names_never_run_out() {
     let lab = lab("rsrc");
     let dir = Scratch::new();
-    let d = Daemon::start(
-        &lab.victim,
-        &lab.pin_dir,
-        &dir.0,
-        &Daemon::base_config(&dir.0, ""),
-    );
+    let d = Daemon::start_basic(&lab.victim, &lab.pin_dir, &dir.0, "");
     let push = |source: &str, entry: &str| {
         let body = json!({"source": source, "entries": [entry]}).to_string();
         d.call("POST", "/v1/blocklist", Some(&body), true)
@@ -679,22 +655,9 @@ fn a_cli_load_killed_beside_the_daemon_is_undone_before_any_snapshot() {
     floodgate_ok(&lab, &["block", "add", "198.18.4.4"]);
     let big = dir.0.join("big.txt");
     std::fs::write(&big, hosts(0, 400_000)).expect("writing");
-    let mut child = lab
-        .victim
-        .command(floodgate_tests::floodgate_bin().to_str().expect("utf-8"))
-        .arg("--pin-dir")
-        .arg(&lab.pin_dir)
-        .args([
-            "block",
-            "load",
-            big.to_str().expect("utf-8"),
-            "--source",
-            "cut",
-        ])
-        .stdout(std::process::Stdio::null())
-        .stderr(std::process::Stdio::null())
-        .spawn()
-        .expect("starting the load");
+    let big = big.to_str().expect("utf-8");
+    let mut child =
+        floodgate_tests::floodgate_spawn(&lab, &["block", "load", big, "--source", "cut"]);
     let pid = child.id();
     let killed = kill_mid_batch(&lab, pid, 1 << 20, &mut || {
         matches!(child.try_wait(), Ok(None))

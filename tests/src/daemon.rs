@@ -13,8 +13,6 @@ use std::{
 use floodgate_lab::Netns;
 use serde_json::Value;
 
-use crate::floodgate_bin;
-
 /// A fixed test token (the daemon wants at least 16 characters).
 pub const TOKEN: &str = "test-token-0123456789abcdef";
 
@@ -93,18 +91,34 @@ impl<'a> Daemon<'a> {
         )
     }
 
+    /// `floodgate run --config CONFIG` in the daemon's namespace and pin directory.
+    fn run_command(&self, config: &Path) -> std::process::Command {
+        let mut cmd = crate::floodgate_command(self.ns, &self.pin_dir, &["run"]);
+        cmd.arg("--config").arg(config).stdout(Stdio::null());
+        cmd
+    }
+
+    /// Start a daemon with just the [daemon] basics ([`Daemon::base_config`]) plus
+    /// `extra_daemon_keys`.
+    pub fn start_basic(
+        ns: &'a Netns,
+        pin_dir: &Path,
+        dir: &Path,
+        extra_daemon_keys: &str,
+    ) -> Daemon<'a> {
+        Daemon::start(
+            ns,
+            pin_dir,
+            dir,
+            &Daemon::base_config(dir, extra_daemon_keys),
+        )
+    }
+
     /// Run `floodgate run` with this daemon's files once more, for a start that must fail:
     /// returns its exit status and what it wrote (killed, and a panic, after 20 s).
     pub fn run_to_exit(&self, config: &Path) -> (std::process::ExitStatus, String) {
         let mut child = self
-            .ns
-            .command(floodgate_bin().to_str().expect("UTF-8 path"))
-            .arg("--pin-dir")
-            .arg(&self.pin_dir)
-            .arg("run")
-            .arg("--config")
-            .arg(config)
-            .stdout(Stdio::null())
+            .run_command(config)
             .stderr(Stdio::piped())
             .spawn()
             .expect("starting floodgate run");
@@ -137,14 +151,7 @@ impl<'a> Daemon<'a> {
             .open(&self.log)
             .expect("opening the daemon log");
         let child = self
-            .ns
-            .command(floodgate_bin().to_str().expect("UTF-8 path"))
-            .arg("--pin-dir")
-            .arg(&self.pin_dir)
-            .arg("run")
-            .arg("--config")
-            .arg(&self.config)
-            .stdout(Stdio::null())
+            .run_command(&self.config)
             .stderr(log)
             .spawn()
             .expect("starting floodgate run");

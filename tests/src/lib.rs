@@ -126,15 +126,31 @@ pub fn floodgate_bin() -> PathBuf {
         .unwrap_or_else(|| Path::new(env!("CARGO_MANIFEST_DIR")).join("../target/debug/floodgate"))
 }
 
+/// The real CLI with `args`, to run inside `ns` with the pin directory `pin_dir`.
+pub fn floodgate_command(
+    ns: &floodgate_lab::Netns,
+    pin_dir: &Path,
+    args: &[&str],
+) -> std::process::Command {
+    let mut cmd = ns.command(floodgate_bin().to_str().expect("UTF-8 path"));
+    cmd.arg("--pin-dir").arg(pin_dir).args(args);
+    cmd
+}
+
 /// Run the real CLI inside the lab's victim namespace with the lab's pin directory.
 pub fn floodgate(lab: &floodgate_lab::Lab, args: &[&str]) -> Output {
-    lab.victim
-        .command(floodgate_bin().to_str().expect("UTF-8 path"))
-        .arg("--pin-dir")
-        .arg(&lab.pin_dir)
-        .args(args)
+    floodgate_command(&lab.victim, &lab.pin_dir, args)
         .output()
         .unwrap_or_else(|e| panic!("running floodgate {}: {e}", args.join(" ")))
+}
+
+/// Start the real CLI in the lab (output discarded), for a test that kills it part-way.
+pub fn floodgate_spawn(lab: &floodgate_lab::Lab, args: &[&str]) -> std::process::Child {
+    floodgate_command(&lab.victim, &lab.pin_dir, args)
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap_or_else(|e| panic!("starting floodgate {}: {e}", args.join(" ")))
 }
 
 /// Run the CLI and insist it succeeds; returns stdout.
@@ -158,4 +174,15 @@ pub fn stat(lab: &floodgate_lab::Lab, reason: &str) -> (u64, u64) {
         r["packets"].as_u64().expect("packets"),
         r["bytes"].as_u64().expect("bytes"),
     )
+}
+
+/// A fixture table, one row per line: `table! { row: "what", setup, frame, Reason; ... }`
+/// is `vec![row("what", setup, frame, Reason), ...]`. Each row names the function that builds
+/// it (`row`, `dry`, `case`, ...). Braces keep rustfmt from spreading a row over five lines,
+/// so a table reads as one: description, input, expected verdict.
+#[macro_export]
+macro_rules! table {
+    ($($f:ident: $($arg:expr),+;)*) => {
+        vec![$($f($($arg),+)),*]
+    };
 }
