@@ -721,3 +721,34 @@ fn the_shipped_systemd_unit_verifies() {
         String::from_utf8_lossy(&out.stderr)
     );
 }
+
+#[test]
+fn an_auto_ban_by_the_data_plane_reaches_the_daemon_log() {
+    let lab = lab("dlog");
+    let dir = Scratch::new();
+    let config = format!(
+        "{}[limits.udp]\nper_source = \"100\"\nban_after = \"200ms\"\nban_for = \"1m\"\n",
+        Daemon::base_config(&dir.0, &format!("interfaces = [\"{VICTIM_IF}\"]"))
+    );
+    let d = Daemon::start(&lab.victim, &lab.pin_dir, &dir.0, &config);
+    d.wait_events("data_plane_log_on", 1, Duration::from_secs(5));
+    // One source well over 100 pps for longer than ban_after.
+    let started = Instant::now();
+    while started.elapsed() < Duration::from_millis(1500) {
+        lab.spray_udp(200, 32, |i| (ATTACKER_V4, 40000 + i as u16, 9999))
+            .expect("spraying");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let lines = d.wait_events("data_plane", 1, Duration::from_secs(5));
+    let message = lines[0]["message"].as_str().unwrap_or_default();
+    assert!(
+        message.starts_with(&format!("auto-ban {ATTACKER_V4}/32 for 60s")),
+        "the program's own line, in the daemon's log: {}",
+        lines[0]
+    );
+    assert_eq!(
+        lines.len(),
+        1,
+        "one line per ban, not per packet: {lines:?}"
+    );
+}

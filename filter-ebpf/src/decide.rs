@@ -99,7 +99,7 @@ pub fn classify(ctx: &XdpContext) -> Next {
 /// The defences stage, on the facts the first stage left in `SCRATCH`: rules, reflection
 /// preset, rate limits, else pass. Verified as its own program, so its budget is its own.
 #[inline(always)]
-pub fn defend() -> Verdict {
+pub fn defend(ctx: &XdpContext) -> Verdict {
     let cfg = maps::CONFIG.get(0).unwrap_or(&OFF);
     let dry = cfg.dry_run != 0;
     let Some(pkt) = maps::SCRATCH.get(0) else {
@@ -118,7 +118,7 @@ pub fn defend() -> Verdict {
         return drop(Reason::Reflection, dry);
     }
     if cfg.limit_classes != 0 {
-        if let Some(reason) = limits::check(cfg, pkt) {
+        if let Some(reason) = limits::check(ctx, cfg, pkt) {
             return drop(reason, dry);
         }
     }

@@ -5,7 +5,8 @@
 
 use core::intrinsics::{AtomicOrdering, atomic_or};
 
-use aya_ebpf::{bindings::BPF_NOEXIST, maps::lpm_trie::Key};
+use aya_ebpf::{bindings::BPF_NOEXIST, maps::lpm_trie::Key, programs::XdpContext};
+use aya_log_ebpf::info;
 use filter_common::{
     AGGREGATE_CLASS_BITS, Class, ClassLimit, Config, FRONT_AUTO_MARKED, FRONT_AUTO_V4,
     FRONT_AUTO_V6, FRONT_BLOCK, FRONT_CTL, FRONT_NONEMPTY, FRONT_SLOT_BITS, FRONT_V6_PREFIX,
@@ -22,7 +23,7 @@ use crate::{
 };
 
 #[inline(always)]
-pub fn check(cfg: &Config, pkt: &Facts) -> Option<Reason> {
+pub fn check(ctx: &XdpContext, cfg: &Config, pkt: &Facts) -> Option<Reason> {
     // A clock of its own: the list stage's clock is dead by now, and sharing it would give the
     // verifier one more state to tell apart (read-or-not) on every path through here.
     let clock = &mut Clock::new();
@@ -35,21 +36,27 @@ pub fn check(cfg: &Config, pkt: &Facts) -> Option<Reason> {
         _ => None,
     };
     if let Some(class) = specific {
-        if let Some(reason) = check_class(cfg, class, pkt, clock) {
+        if let Some(reason) = check_class(ctx, cfg, class, pkt, clock) {
             return Some(reason);
         }
     }
-    check_class(cfg, Class::All, pkt, clock)
+    check_class(ctx, cfg, Class::All, pkt, clock)
 }
 
 #[inline(always)]
-fn check_class(cfg: &Config, class: Class, pkt: &Facts, clock: &mut Clock) -> Option<Reason> {
+fn check_class(
+    ctx: &XdpContext,
+    cfg: &Config,
+    class: Class,
+    pkt: &Facts,
+    clock: &mut Clock,
+) -> Option<Reason> {
     let c = class as usize;
     if cfg.limit_classes & (1 << c) == 0 || c >= cfg.limits.len() {
         return None;
     }
     let limit = &cfg.limits[c];
-    if !limit.per_source.is_unlimited() && !per_source(cfg, limit, class, pkt, clock) {
+    if !limit.per_source.is_unlimited() && !per_source(ctx, cfg, limit, class, pkt, clock) {
         return Some(Reason::Ratelimit);
     }
     if limit.has_aggregate != 0 && !aggregate(class, pkt, clock) {
@@ -61,6 +68,7 @@ fn check_class(cfg: &Config, class: Class, pkt: &Facts, clock: &mut Clock) -> Op
 /// Does the packet fit its source's bucket? Updates the ban streak when it does not.
 #[inline(always)]
 fn per_source(
+    ctx: &XdpContext,
     cfg: &Config,
     limit: &ClassLimit,
     class: Class,
@@ -125,34 +133,51 @@ fn per_source(
             && cfg.dry_run == 0
             && now - (*state).over_since_ns >= limit.ban_after_ns
         {
-            ban(&key, prefix, now + limit.ban_for_ns);
+            ban(ctx, &key, prefix, now, limit.ban_for_ns);
             (*state).over_since_ns = 0;
         }
     }
     false
 }
 
-/// Put the source prefix on the blocklist, unless an operator's entry is already there.
+/// Put the source prefix on the blocklist, unless an operator's entry is already there, and
+/// say so in the data plane's log (`floodgate run` writes it to its own): a ban is rare, one
+/// per source and `ban_for`, never a per-packet line.
 #[inline(always)]
-fn ban(key: &SourceKey, prefix: u32, expires_at_ns: u64) {
+fn ban(ctx: &XdpContext, key: &SourceKey, prefix: u32, now: u64, ban_for_ns: u64) {
     let entry = ListEntry {
-        expires_at_ns,
+        expires_at_ns: now + ban_for_ns,
         hits: 0,
         prefix_len: prefix,
         source: SOURCE_AUTO,
     };
     let flags = BPF_NOEXIST as u64;
     let a = key.addr;
+    // One log line per new ban, written in each family's branch: a call site after the
+    // branches join costs the verifier twice as much (both families' states reach it).
+    let secs = ban_for_ns / 1_000_000_000;
     if key.family == 4 {
         let addr = [a[0], a[1], a[2], a[3]];
-        if prefix >= 32 {
-            let _ = BLOCK_V4_EXACT.insert(&addr, &entry, flags);
+        let added = if prefix >= 32 {
+            BLOCK_V4_EXACT.insert(&addr, &entry, flags)
         } else {
-            let _ = BLOCK_V4.insert(&Key::new(prefix, addr), &entry, flags);
+            BLOCK_V4.insert(&Key::new(prefix, addr), &entry, flags)
+        };
+        if added.is_ok() {
+            let shown = u32::from_be_bytes(addr);
+            info!(
+                ctx,
+                "auto-ban {:i}/{} for {}s: over its per-source limit", shown, prefix, secs
+            );
         }
     } else {
         // Per-source IPv6 state is at most /127 in practice (default /64): the trie.
-        let _ = BLOCK_V6.insert(&Key::new(prefix, a), &entry, flags);
+        if BLOCK_V6.insert(&Key::new(prefix, a), &entry, flags).is_ok() {
+            info!(
+                ctx,
+                "auto-ban {:i}/{} for {}s: over its per-source limit", a, prefix, secs
+            );
+        }
     }
     // Show the entry in the front at once: OR its slot's bit (and the list's non-empty bit)
     // in, then say a ban was marked. A prefix broader than one slot cannot be marked with one

@@ -61,7 +61,7 @@ mod program {
     /// The defences stage: rules, reflection preset, rate limits (reached by tail call).
     #[xdp]
     pub fn fg_defences(ctx: XdpContext) -> u32 {
-        exit(&ctx, &decide::defend())
+        exit(&ctx, &decide::defend(&ctx))
     }
 
     /// The single exit of every stage: count the packet under its reason, give the action.

@@ -342,6 +342,7 @@ async fn serve(
     let app = crate::api::router(shared.clone(), d.max_body_bytes);
     // Aborted on SIGTERM below, which closes every connection it serves.
     let server = tokio::spawn(crate::connections::serve(listener, app, shared.clone()));
+    tokio::spawn(crate::datalog::forward(pin.clone()));
     tokio::spawn(sweeper(shared.clone()));
     tokio::spawn(snapshotter(shared.clone()));
     tokio::spawn(attack_monitor(shared.clone()));

@@ -12,6 +12,7 @@ pub mod comments;
 pub mod config;
 pub mod connections;
 pub mod daemon;
+pub mod datalog;
 pub mod defences;
 pub mod entry;
 pub mod error;
