@@ -7,7 +7,9 @@ use std::{
 
 use anyhow::Context as _;
 use clap::{Args, Subcommand};
-use floodgate::{
+use ipnet::IpNet;
+
+use crate::{
     entry::{Entry, Field, FieldError, Item, check_breadth, json_entries, printable},
     listfile::parse_list_file,
     lists::ListKind,
@@ -16,7 +18,6 @@ use floodgate::{
     sources::SourceNames,
     state::{Access, State},
 };
-use ipnet::IpNet;
 
 pub type BlockCommand = ListCommand;
 pub type AllowCommand = ListCommand;
@@ -94,7 +95,7 @@ pub struct ForceArg {
 
 fn parse_ttl(text: &str) -> Result<Duration, String> {
     // clap names the flag itself.
-    floodgate::entry::parse_ttl(text).map_err(|e| e.spelled("", FORCE))
+    crate::entry::parse_ttl(text).map_err(|e| e.spelled("", FORCE))
 }
 
 /// How the CLI forces a broad entry.
@@ -210,7 +211,7 @@ fn run(pin: &PinDir, kind: ListKind, cmd: ListCommand) -> anyhow::Result<()> {
     let nets = match &cmd {
         ListCommand::Add(a) => {
             if let Some(c) = &a.comment {
-                floodgate::entry::check_comment(c).map_err(|e| anyhow::anyhow!(spelled(&e)))?;
+                crate::entry::check_comment(c).map_err(|e| anyhow::anyhow!(spelled(&e)))?;
             }
             parse_all(&a.entries, Some(a.force.force))?
         }
@@ -332,7 +333,7 @@ fn run(pin: &PinDir, kind: ListKind, cmd: ListCommand) -> anyhow::Result<()> {
 
 /// The id of source `name` (registered on first use); `auto` and `config` are floodgate's own.
 fn source_id(state: &mut State, name: &str) -> anyhow::Result<u32> {
-    floodgate::sources::check_not_reserved(name)?;
+    crate::sources::check_not_reserved(name)?;
     Ok(state.lists.register_source(name)?)
 }
 

@@ -2,8 +2,8 @@
 
 use std::path::PathBuf;
 
+use crate::{DEFAULT_PIN_DIR, loader::PinDir};
 use clap::{Parser, Subcommand};
-use floodgate::{DEFAULT_PIN_DIR, loader::PinDir};
 
 mod attach;
 mod config;

@@ -1,9 +1,10 @@
-//! run: the daemon (see `floodgate::daemon`).
+//! run: the daemon (see `crate::daemon`).
 
 use std::path::PathBuf;
 
 use clap::Args;
-use floodgate::{config::LogFormat, daemon, loader::PinDir};
+
+use crate::{config::LogFormat, daemon, loader::PinDir};
 
 /// Run the daemon: attach the configured interfaces, apply the configuration, serve the push
 /// API and Prometheus /metrics, sweep expired entries, save snapshots, log attack events.
