@@ -31,6 +31,7 @@ use crate::{
     lists::ListKind,
     loader::{self, PinDir},
     metrics::DaemonMetrics,
+    progress::Progress,
     snapshot,
     state::{Access, State},
     sys::{self, DaemonLock, StateLock},
@@ -284,7 +285,8 @@ async fn serve(
         log_recovered(r);
     }
     if fresh {
-        if let Err(e) = restore_snapshot(&mut state, &d.snapshot) {
+        let text_logs = opts.log_format.unwrap_or(d.log_format) == LogFormat::Text;
+        if let Err(e) = restore_snapshot(&mut state, &d.snapshot, text_logs) {
             // Leave nothing the next start could take for good state: these maps were made by
             // this start and hold a part of the snapshot at most.
             drop(state);
@@ -366,14 +368,23 @@ async fn serve(
     Ok(())
 }
 
-fn restore_snapshot(state: &mut State, path: &Path) -> Result<()> {
+/// `show_progress`: text logs, so a person may be watching (a bar is drawn only on a
+/// terminal, and never between JSON log lines).
+fn restore_snapshot(state: &mut State, path: &Path, show_progress: bool) -> Result<()> {
     if path.as_os_str().is_empty() {
         return Ok(());
     }
+    let mut progress = show_progress.then(|| Progress::on_terminal("entries restored"));
+    let mut report = |done, total| {
+        if let Some(p) = progress.as_mut() {
+            p.update(done, total);
+        }
+    };
     let restored = snapshot::read(path).and_then(|snap| match snap {
         None => Ok(None),
-        Some(snap) => snapshot::restore(&mut state.lists, &snap).map(Some),
+        Some(snap) => snapshot::restore(&mut state.lists, &snap, &mut report).map(Some),
     });
+    drop(progress);
     match restored {
         Ok(None) => {
             let kept = snapshot::kept_aside(path);

@@ -26,6 +26,7 @@ pub mod maps;
 pub mod metrics;
 pub mod netlink;
 pub mod prefix;
+pub mod progress;
 pub mod settings;
 pub mod snapshot;
 pub mod sources;

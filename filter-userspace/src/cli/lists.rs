@@ -1,9 +1,6 @@
 //! block and allow: the same verbs over the two lists.
 
-use std::{
-    io::{BufReader, IsTerminal, Write},
-    time::Duration,
-};
+use std::{io::BufReader, time::Duration};
 
 use anyhow::Context as _;
 use clap::{Args, Subcommand};
@@ -15,6 +12,7 @@ use crate::{
     lists::ListKind,
     loader::PinDir,
     prefix::{display, parse_prefix},
+    progress::Progress,
     sources::SourceNames,
     state::{Access, State},
 };
@@ -192,20 +190,6 @@ fn parse_all(inputs: &[String], force: Option<bool>) -> anyhow::Result<Vec<IpNet
     Ok(nets)
 }
 
-/// Progress on stderr for long loads, only when a person is watching.
-fn progress_printer() -> impl FnMut(usize, usize) {
-    let tty = std::io::stderr().is_terminal();
-    move |done, total| {
-        if tty && total >= 10_000 {
-            eprint!("\r  {done}/{total} entries");
-            if done == total {
-                eprintln!();
-            }
-            let _ = std::io::stderr().flush();
-        }
-    }
-}
-
 fn run(pin: &PinDir, kind: ListKind, cmd: ListCommand) -> anyhow::Result<()> {
     // Validate input before touching (or even opening) any state.
     let nets = match &cmd {
@@ -233,13 +217,14 @@ fn run(pin: &PinDir, kind: ListKind, cmd: ListCommand) -> anyhow::Result<()> {
     match cmd {
         ListCommand::Add(a) => {
             let id = source_id(&mut state, &a.source.source)?;
+            let mut progress = Progress::on_terminal("entries");
             state.lists.add(
                 kind,
                 id,
                 &nets,
                 a.ttl,
                 a.comment.as_deref(),
-                &mut progress_printer(),
+                &mut |done, total| progress.update(done, total),
             )?;
             let ttl = a
                 .ttl
@@ -291,7 +276,8 @@ fn run(pin: &PinDir, kind: ListKind, cmd: ListCommand) -> anyhow::Result<()> {
                 }
             }
             let id = source_id(&mut state, &a.source.source)?;
-            let mut progress = progress_printer();
+            let mut progress = Progress::on_terminal("entries");
+            let mut progress = |done, total| progress.update(done, total);
             if a.replace {
                 let items: Vec<Item> = nets
                     .iter()
