@@ -352,6 +352,148 @@ fn a_bad_config_on_sighup_changes_nothing_and_a_good_one_applies() {
     assert_eq!(d.events("stopped")[0]["filter"], "still running");
 }
 
+/// Wait until the daemon's (text) log says `what`.
+fn wait_log(d: &Daemon, what: &str) {
+    let started = Instant::now();
+    while !d.log_text().contains(what) {
+        assert!(
+            started.elapsed() < Duration::from_secs(10),
+            "no `{what}` in the log in 10 s:\n{}",
+            d.log_text()
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+#[test]
+fn with_no_config_file_the_daemon_starts_writes_off_and_takes_the_file_once_written() {
+    let lab = lab("nocfg");
+    let dir = Scratch::new();
+    // Defences set with the CLI first: with no file, the daemon must leave them alone. (The
+    // maps then exist, so the start adopts them and reads no snapshot: the default snapshot
+    // path is this machine's /var/lib/floodgate.)
+    floodgate_ok(
+        &lab,
+        &[
+            "rule",
+            "add",
+            "--proto",
+            "udp",
+            "--dst-port",
+            "53",
+            "--action",
+            "drop",
+        ],
+    );
+    let mut d = Daemon::start_without_config(&lab.victim, &lab.pin_dir, &dir.0);
+    assert_eq!(
+        d.call("GET", "/healthz", None, false).status,
+        200,
+        "it answers on the default listen address"
+    );
+    let body = json!({"entries": ["198.18.1.1"]}).to_string();
+    for auth in [false, true] {
+        let r = d.call("POST", "/v1/blocklist", Some(&body), auth);
+        assert_eq!(r.status, 401, "no token is configured (auth {auth}): {r:?}");
+        let error = r.body["error"].as_str().unwrap_or_default();
+        assert!(error.contains("writes are disabled"), "{r:?}");
+    }
+    assert_eq!(d.call("GET", "/v1/blocklist", None, false).status, 200);
+    let log = d.log_text();
+    for says in [
+        "config_missing",
+        &d.config.display().to_string(),
+        "API writes disabled",
+        "examples/floodgate.toml",
+        "floodgate run --check-config",
+    ] {
+        assert!(log.contains(says), "the log says {says}:\n{log}");
+    }
+    let rules = floodgate_ok(&lab, &["rule", "list", "--json"]);
+    assert!(
+        rules.contains("dst_port"),
+        "the CLI's rule is left as it was: {rules}"
+    );
+    let status = floodgate_ok(&lab, &["status", "--json"]);
+    let status: Value = serde_json::from_str(&status).expect("status --json is JSON");
+    assert_eq!(status["interfaces"], json!([]), "nothing is attached");
+
+    // The file, once written, is read as any change is: the token now opens writes, and the
+    // file's defences (no rules) replace the CLI's.
+    std::fs::write(dir.0.join("token"), floodgate_tests::daemon::TOKEN).expect("the token");
+    std::fs::write(&d.config, Daemon::base_config(&dir.0, "")).expect("writing the config");
+    wait_log(&d, "reloaded");
+    let r = d.call("POST", "/v1/blocklist", Some(&body), true);
+    assert_eq!(r.status, 200, "writes with the token: {r:?}");
+    let rules = floodgate_ok(&lab, &["rule", "list", "--json"]);
+    assert_eq!(rules.trim(), "[]", "the file's (empty) rule table applies");
+    // The file's snapshot path (in the scratch directory) is the one written on SIGTERM.
+    let status = d.stop(libc::SIGTERM);
+    assert!(status.success(), "{status}: {}", d.log_text());
+    assert!(
+        dir.0.join("snapshot.json").exists(),
+        "the snapshot goes where the file says: {}",
+        d.log_text()
+    );
+}
+
+#[test]
+fn check_config_checks_and_touches_nothing() {
+    let dir = Scratch::new();
+    // A pin directory nobody uses: neither it nor its lock files may appear.
+    let pin = std::path::PathBuf::from(format!("/sys/fs/bpf/fgt{}chk", std::process::id()));
+    let lock_prefix = format!(
+        "floodgate{}",
+        pin.to_string_lossy()
+            .replace(|c: char| !c.is_ascii_alphanumeric(), "_")
+    );
+    let check = |config: &str| {
+        let path = dir.0.join("check.toml");
+        std::fs::write(dir.0.join("token"), floodgate_tests::daemon::TOKEN).expect("token");
+        std::fs::write(&path, config).expect("writing the config");
+        let out = std::process::Command::new(floodgate_tests::floodgate_bin())
+            .arg("--pin-dir")
+            .arg(&pin)
+            .args(["run", "--check-config"])
+            .arg(&path)
+            .output()
+            .expect("running floodgate run --check-config");
+        let locks: Vec<String> = std::fs::read_dir("/run/lock")
+            .into_iter()
+            .flatten()
+            .flatten()
+            .map(|e| e.file_name().to_string_lossy().into_owned())
+            .filter(|n| n.starts_with(&lock_prefix))
+            .collect();
+        assert!(!pin.exists(), "{} was created", pin.display());
+        assert!(locks.is_empty(), "lock files were made: {locks:?}");
+        (
+            out.status.code(),
+            String::from_utf8_lossy(&out.stdout).into_owned(),
+            String::from_utf8_lossy(&out.stderr).into_owned(),
+        )
+    };
+    let good = Daemon::base_config(&dir.0, "interfaces = [\"lo\"]")
+        + "\n[[rules]]\nproto = \"udp\"\naction = \"drop\"\n";
+    let (code, out, err) = check(&good);
+    assert_eq!(code, Some(0), "a good file: {out}{err}");
+    for says in [
+        "good",
+        "interfaces:  lo",
+        "api writes:  with the token",
+        "rules:       1",
+    ] {
+        assert!(out.contains(says), "the summary says {says}:\n{out}");
+    }
+    let (code, out, err) = check(&good.replace("proto = \"udp\"", "proto = \"udpx\""));
+    assert_eq!(code, Some(1), "a bad file exits 1: {out}{err}");
+    let line = good.lines().position(|l| l == "[[rules]]").expect("a rule") + 1;
+    assert!(
+        err.contains(&format!("line {line}: rules[0]: protocol `udpx`")),
+        "the error names the line and the field: {err}"
+    );
+}
+
 /// Send `n` UDP frames from `src` to the victim in the background until `stop` is set.
 fn flood_until(lab: &Lab, src: Ipv4Addr, stop: &std::sync::atomic::AtomicBool) -> u64 {
     let mut sent = 0u64;

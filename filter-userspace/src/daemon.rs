@@ -31,6 +31,7 @@ use crate::{
     lists::ListKind,
     loader::{self, PinDir},
     metrics::DaemonMetrics,
+    progress::Progress,
     snapshot,
     state::{Access, State},
     sys::{self, DaemonLock, StateLock},
@@ -49,8 +50,9 @@ pub struct Runtime {
     pub daemon: DaemonFile,
     /// The API token (from `daemon.token_file`); None: writes are refused.
     pub token: Option<String>,
-    /// Hash of the file's bytes last applied (or rejected): a change is a new hash.
-    file_hash: u64,
+    /// Hash of the file's bytes last applied (or rejected): a change is a new hash. None: the
+    /// daemon started without a file, so the file's appearing is a change.
+    file_hash: Option<u64>,
 }
 
 /// What the API handlers and the background tasks share.
@@ -139,36 +141,58 @@ fn hash(bytes: &[u8]) -> u64 {
     h.finish()
 }
 
+/// A configuration file read and checked, with its token and the hash of its bytes.
+type Loaded = (Desired, Option<String>, u64);
+
+fn reading(path: &Path) -> String {
+    format!(
+        "reading {} (a commented example: examples/floodgate.toml in the source tree)",
+        path.display()
+    )
+}
+
 /// Read and check the configuration file and its token: everything a (re)load needs before it
 /// may change anything.
-fn load_config(path: &Path) -> anyhow::Result<(Desired, Option<String>, u64)> {
-    let text = sys::read_regular(path).with_context(|| {
-        format!(
-            "reading {} (a commented example: examples/floodgate.toml in the source tree)",
-            path.display()
-        )
-    })?;
+fn load_config(path: &Path) -> anyhow::Result<Loaded> {
+    let text = sys::read_regular(path).with_context(|| reading(path))?;
+    parse_config(path, text)
+}
+
+/// At start, a file that does not exist is no error (None): `floodgate run` starts with the
+/// defaults, so that a fresh install starts (see [`run`]). A file that exists is read and
+/// checked as on every reload.
+fn load_config_at_start(path: &Path) -> anyhow::Result<Option<Loaded>> {
+    match sys::read_regular(path) {
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
+        read => parse_config(path, read.with_context(|| reading(path))?).map(Some),
+    }
+}
+
+fn parse_config(path: &Path, text: Vec<u8>) -> anyhow::Result<Loaded> {
     let file_hash = hash(&text);
     let text =
         String::from_utf8(text).with_context(|| format!("{} is not UTF-8", path.display()))?;
     let desired = config::parse(&path.display().to_string(), &text)?;
     let token = match &desired.daemon.token_file {
-        Some(p) => {
-            let t = sys::read_regular(p)
-                .with_context(|| format!("reading daemon.token_file {}", p.display()))?;
-            let t = String::from_utf8(t)
-                .with_context(|| format!("daemon.token_file {} is not UTF-8", p.display()))?;
-            let t = t.trim().to_string();
-            anyhow::ensure!(
-                t.len() >= 16,
-                "daemon.token_file {}: the token must be at least 16 characters",
-                p.display()
-            );
-            Some(t)
-        }
+        // Which file's token_file: the error may be read far from the command that read it.
+        Some(p) => Some(read_token(p).with_context(|| path.display().to_string())?),
         None => None,
     };
     Ok((desired, token, file_hash))
+}
+
+fn read_token(p: &Path) -> anyhow::Result<String> {
+    let t = sys::read_regular(p)
+        .with_context(|| format!("reading daemon.token_file {}", p.display()))?;
+    let t = String::from_utf8(t)
+        .with_context(|| format!("daemon.token_file {} is not UTF-8", p.display()))?;
+    let t = t.trim().to_string();
+    anyhow::ensure!(
+        t.len() >= 16,
+        "daemon.token_file {}: the token must be at least 16 characters",
+        p.display()
+    );
+    Ok(t)
 }
 
 /// Mount bpffs where the pin directory needs it, if nothing is mounted there yet.
@@ -243,10 +267,130 @@ fn attach_configured(
     Ok(())
 }
 
+/// What `floodgate run --check-config FILE` found: the file and its token file are good.
+pub struct Checked {
+    pub desired: Desired,
+    /// The token file holds a usable token.
+    pub token: bool,
+}
+
+/// Read and check a configuration file and its token file exactly as a start or a reload
+/// does, and that the interfaces it names exist here; nothing else is touched (no bpffs, no
+/// maps, no lock, no port).
+pub fn check_config(path: &Path) -> anyhow::Result<Checked> {
+    let (desired, token, _) = load_config(path)?;
+    check_interfaces(&desired.daemon)
+        .with_context(|| format!("{}: daemon.interfaces (a start would fail)", path.display()))?;
+    Ok(Checked {
+        desired,
+        token: token.is_some(),
+    })
+}
+
+impl std::fmt::Display for Checked {
+    /// What `floodgate run` would do with the file, one line per part.
+    fn fmt(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+        let d = &self.desired.daemon;
+        let s = &self.desired.settings;
+        let or = |v: Vec<&str>, none: &str| {
+            if v.is_empty() {
+                none.to_string()
+            } else {
+                v.join(" ")
+            }
+        };
+        writeln!(f, "mode:        {}", s.mode.name())?;
+        if d.interfaces.is_empty() {
+            writeln!(f, "interfaces:  none (nothing is attached)")?;
+        } else {
+            let ifaces = d.interfaces.join(" ");
+            writeln!(f, "interfaces:  {ifaces} ({} mode)", d.attach_mode.name())?;
+        }
+        writeln!(f, "listen:      {}", d.listen)?;
+        match (&d.token_file, self.token) {
+            (Some(p), true) => writeln!(f, "api writes:  with the token in {}", p.display())?,
+            _ => writeln!(f, "api writes:  disabled (no daemon.token_file)")?,
+        }
+        let reads = if d.protect_reads {
+            "need the token"
+        } else {
+            "open"
+        };
+        writeln!(f, "api reads:   {reads}")?;
+        let sanity = filter_common::sanity_bits::ALL
+            .iter()
+            .filter(|(bit, _)| s.sanity.bits & bit != 0)
+            .map(|(_, name)| *name)
+            .collect();
+        writeln!(f, "sanity:      {}", or(sanity, "off"))?;
+        let reflection = if s.reflection.enabled { "on" } else { "off" };
+        writeln!(f, "reflection:  {reflection}")?;
+        writeln!(f, "rules:       {}", s.rules.len())?;
+        let limits: Vec<&str> = s.limits.keys().map(|c| c.name()).collect();
+        match limits.len() {
+            0 => writeln!(f, "limits:      none")?,
+            n => writeln!(f, "limits:      {n} ({})", limits.join(" "))?,
+        }
+        for (name, list) in [
+            ("blocklist", &self.desired.block),
+            ("allowlist", &self.desired.allow),
+        ] {
+            match list {
+                Some(items) => writeln!(
+                    f,
+                    "{name}:   {} entries of source config (replace the source's)",
+                    items.len()
+                )?,
+                None => writeln!(f, "{name}:   left as it is (not in [lists])")?,
+            }
+        }
+        if d.snapshot.as_os_str().is_empty() {
+            writeln!(f, "snapshot:    off")
+        } else {
+            writeln!(
+                f,
+                "snapshot:    {} (checked every {})",
+                d.snapshot.display(),
+                humantime::format_duration(d.snapshot_interval)
+            )
+        }
+    }
+}
+
 /// Run the daemon until SIGTERM or SIGINT.
+///
+/// With no file at `opts.config` it starts anyway, so `systemctl start floodgate` works right
+/// after an install: every `[daemon]` key at its default (no interfaces attached, no token so
+/// API writes are refused, listen on 127.0.0.1:9477), and the defences and lists are left as
+/// they are (the CLI may have set them). The file is read once it appears, as on any change.
 pub fn run(opts: Options) -> anyhow::Result<()> {
-    let (desired, token, file_hash) = load_config(&opts.config)?;
+    let (desired, token, file_hash) = match load_config_at_start(&opts.config)? {
+        Some((desired, token, file_hash)) => (desired, token, Some(file_hash)),
+        None => {
+            let desired = Desired {
+                daemon: DaemonFile::default(),
+                settings: Default::default(),
+                block: None,
+                allow: None,
+            };
+            (desired, None, None)
+        }
+    };
     init_logging(opts.log_format.unwrap_or(desired.daemon.log_format));
+    if file_hash.is_none() {
+        warn!(
+            event = "config_missing",
+            path = %opts.config.display(),
+            running = format!(
+                "with the defaults: no interfaces attached, API writes disabled (no token), \
+                 listen {}; defences and lists left as they are",
+                desired.daemon.listen
+            ),
+            fix = "write the file (every key, commented: examples/floodgate.toml; check it with \
+                   `floodgate run --check-config FILE`): it is read within a second, listen \
+                   and map sizes at the next start"
+        );
+    }
     let rt = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .enable_all()
@@ -263,7 +407,7 @@ async fn serve(
     opts: Options,
     desired: Desired,
     token: Option<String>,
-    file_hash: u64,
+    file_hash: Option<u64>,
 ) -> anyhow::Result<()> {
     let d = desired.daemon.clone();
     let pin = opts
@@ -284,7 +428,8 @@ async fn serve(
         log_recovered(r);
     }
     if fresh {
-        if let Err(e) = restore_snapshot(&mut state, &d.snapshot) {
+        let text_logs = opts.log_format.unwrap_or(d.log_format) == LogFormat::Text;
+        if let Err(e) = restore_snapshot(&mut state, &d.snapshot, text_logs) {
             // Leave nothing the next start could take for good state: these maps were made by
             // this start and hold a part of the snapshot at most.
             drop(state);
@@ -298,7 +443,10 @@ async fn serve(
         info!(event = "maps_adopted", pin_dir = %pin.root().display(),
               why = "pinned maps found: lists and counters carry on");
     }
-    state.apply(&desired)?;
+    // Without a file there is nothing to apply: the defences and lists stay as they are.
+    if file_hash.is_some() {
+        state.apply(&desired)?;
+    }
     attach_configured(&mut state, &pin, &[], &d)?;
     drop(lock);
 
@@ -367,14 +515,23 @@ async fn serve(
     Ok(())
 }
 
-fn restore_snapshot(state: &mut State, path: &Path) -> Result<()> {
+/// `show_progress`: text logs, so a person may be watching (a bar is drawn only on a
+/// terminal, and never between JSON log lines).
+fn restore_snapshot(state: &mut State, path: &Path, show_progress: bool) -> Result<()> {
     if path.as_os_str().is_empty() {
         return Ok(());
     }
+    let mut progress = show_progress.then(|| Progress::on_terminal("entries restored"));
+    let mut report = |done, total| {
+        if let Some(p) = progress.as_mut() {
+            p.update(done, total);
+        }
+    };
     let restored = snapshot::read(path).and_then(|snap| match snap {
         None => Ok(None),
-        Some(snap) => snapshot::restore(&mut state.lists, &snap).map(Some),
+        Some(snap) => snapshot::restore(&mut state.lists, &snap, &mut report).map(Some),
     });
+    drop(progress);
     match restored {
         Ok(None) => {
             let kept = snapshot::kept_aside(path);
@@ -434,7 +591,7 @@ pub fn reload(sh: &Shared, why: &str) {
                 sh.runtime
                     .write()
                     .unwrap_or_else(|p| p.into_inner())
-                    .file_hash = hash(&bytes);
+                    .file_hash = Some(hash(&bytes));
             }
             sh.metrics.reloads.with_label_values(&["rejected"]).inc();
             error!(event = "reload_rejected", trigger = why, error = %format!("{e:#}"),
@@ -450,7 +607,7 @@ pub fn reload(sh: &Shared, why: &str) {
         })
     });
     let mut rt = sh.runtime.write().unwrap_or_else(|p| p.into_inner());
-    rt.file_hash = file_hash;
+    rt.file_hash = Some(file_hash);
     if let Err(e) = result {
         sh.metrics.reloads.with_label_values(&["rejected"]).inc();
         error!(event = "reload_rejected", trigger = why, error = %format!("{e:#}"),
@@ -494,7 +651,7 @@ pub fn reload(sh: &Shared, why: &str) {
     );
 }
 
-/// Reload when the file's bytes change (checked every second).
+/// Reload when the file's bytes change (checked every second), or when it appears.
 async fn config_watcher(sh: Arc<Shared>) {
     let mut tick = tokio::time::interval(Duration::from_secs(1));
     loop {
@@ -502,7 +659,7 @@ async fn config_watcher(sh: Arc<Shared>) {
         let Ok(bytes) = sys::read_regular(&sh.config_path) else {
             continue;
         };
-        if hash(&bytes) != sh.runtime().file_hash {
+        if Some(hash(&bytes)) != sh.runtime().file_hash {
             let s = sh.clone();
             let _ = tokio::task::spawn_blocking(move || reload(&s, "file changed")).await;
         }
@@ -655,5 +812,151 @@ async fn attack_monitor(sh: Arc<Shared>) {
                 }
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A directory for one test's files, removed on drop.
+    struct Dir(PathBuf);
+
+    impl Dir {
+        fn new(tag: &str) -> Dir {
+            let dir = std::env::temp_dir().join(format!("fg-check-{tag}-{}", std::process::id()));
+            let _ = std::fs::remove_dir_all(&dir);
+            std::fs::create_dir_all(&dir).expect("creating a temporary directory");
+            Dir(dir)
+        }
+
+        /// Write `config` (`{dir}` stands for the directory) and, if given, the token file.
+        fn write(&self, config: &str, token: Option<&str>) -> PathBuf {
+            if let Some(t) = token {
+                std::fs::write(self.0.join("token"), t).expect("writing the token");
+            }
+            let path = self.0.join("floodgate.toml");
+            let text = config.replace("{dir}", &self.0.display().to_string());
+            std::fs::write(&path, text).expect("writing the config");
+            path
+        }
+    }
+
+    impl Drop for Dir {
+        fn drop(&mut self) {
+            let _ = std::fs::remove_dir_all(&self.0);
+        }
+    }
+
+    const TOKEN: &str = "a-token-of-more-than-16-characters";
+
+    #[test]
+    fn check_config_says_what_a_start_would_do() {
+        let dir = Dir::new("good");
+        let path = dir.write(
+            "mode = \"dry-run\"\n\
+             [daemon]\ninterfaces = [\"lo\"]\nlisten = \"127.0.0.1:9999\"\n\
+             token_file = \"{dir}/token\"\nsnapshot = \"\"\n\
+             [[rules]]\nproto = \"udp\"\ndst_port = \"53\"\naction = \"drop\"\n\
+             [limits.udp]\nper_source = \"1000\"\n\
+             [lists]\nblock = [\"198.18.0.0/24\", \"2001:db8::/48\"]\n",
+            Some(TOKEN),
+        );
+        let checked = check_config(&path).unwrap_or_else(|e| panic!("{e:#}"));
+        let text = checked.to_string();
+        for line in [
+            "mode:        dry-run",
+            "interfaces:  lo (auto mode)",
+            "listen:      127.0.0.1:9999",
+            "api writes:  with the token in",
+            "rules:       1",
+            "limits:      1 (udp)",
+            "blocklist:   2 entries of source config",
+            "allowlist:   left as it is",
+            "snapshot:    off",
+        ] {
+            assert!(text.contains(line), "the summary says `{line}`:\n{text}");
+        }
+        let empty = dir.write("", None);
+        let text = check_config(&empty)
+            .unwrap_or_else(|e| panic!("an empty file is good: {e:#}"))
+            .to_string();
+        for line in [
+            "interfaces:  none",
+            "api writes:  disabled (no daemon.token_file)",
+            "listen:      127.0.0.1:9477",
+        ] {
+            assert!(text.contains(line), "the defaults say `{line}`:\n{text}");
+        }
+    }
+
+    #[test]
+    fn check_config_names_the_line_and_field_of_an_error() {
+        // (what is wrong, file, token file, what the error must say)
+        let cases: &[(&str, &str, Option<&str>, &[&str])] = &[
+            (
+                "unknown key",
+                "[sanity]\nland = true\nbogus = 1\n",
+                None,
+                &["line 3", "unknown field `bogus`"],
+            ),
+            (
+                "bad rule",
+                "[[rules]]\naction = \"drop\"\n\n[[rules]]\ndst_port = \"99-1\"\naction = \"drop\"\n",
+                None,
+                &["line 4", "rules[1]", "range is empty"],
+            ),
+            (
+                "bad listen",
+                "[daemon]\nlisten = \"nope\"\n",
+                None,
+                &["line 2", "listen = \"nope\"", "invalid socket address"],
+            ),
+            (
+                "bad list entry",
+                "[lists]\nblock = [\"198.18.0.1/15\"]\n",
+                None,
+                &["line 2", "lists.block[0]", "host bits are set"],
+            ),
+            (
+                "short token",
+                "[daemon]\ntoken_file = \"{dir}/token\"\n",
+                Some("short"),
+                &["daemon.token_file", "at least 16 characters"],
+            ),
+            (
+                "no token file",
+                "[daemon]\ntoken_file = \"{dir}/no-such-token\"\n",
+                None,
+                &["reading daemon.token_file", "no-such-token"],
+            ),
+            (
+                "unknown interface",
+                "[daemon]\ninterfaces = [\"fgt-nosuch0\"]\n",
+                None,
+                &["daemon.interfaces", "no such interface: fgt-nosuch0"],
+            ),
+        ];
+        for (what, config, token, says) in cases {
+            let dir = Dir::new("bad");
+            let path = dir.write(config, *token);
+            let err = match check_config(&path) {
+                Ok(c) => panic!("{what}: checked as good:\n{c}"),
+                Err(e) => format!("{e:#}"),
+            };
+            assert!(
+                err.contains(&path.display().to_string()),
+                "{what}: `{err}` names the file"
+            );
+            for s in *says {
+                assert!(err.contains(s), "{what}: `{err}` says {s}");
+            }
+        }
+        let missing = Dir::new("missing");
+        let err = check_config(&missing.0.join("absent.toml")).map(|_| ());
+        assert!(
+            matches!(&err, Err(e) if format!("{e:#}").contains("absent.toml")),
+            "a file that is not there is an error for --check-config: {err:?}"
+        );
     }
 }

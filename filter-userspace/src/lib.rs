@@ -1,5 +1,6 @@
-//! floodgate's controller as a library: the `floodgate` binary is a thin CLI over it, and the
-//! privileged tests drive the same code.
+//! floodgate's controller as a library: the `floodgate` binary is a thin shell over [`cli`], and
+//! the privileged tests drive the same code. The CLI's clap definition lives here too, so the
+//! man pages and shell completions are generated from the one definition (`cli::command`).
 //!
 //! All state lives in the kernel: the maps (lists, counters) and the program are pinned under
 //! one directory (default [`DEFAULT_PIN_DIR`]), and each interface holds its own netlink XDP
@@ -8,6 +9,7 @@
 pub mod api;
 pub mod attack;
 pub mod batch;
+pub mod cli;
 pub mod comments;
 pub mod config;
 pub mod connections;
@@ -25,6 +27,7 @@ pub mod maps;
 pub mod metrics;
 pub mod netlink;
 pub mod prefix;
+pub mod progress;
 pub mod settings;
 pub mod snapshot;
 pub mod sources;

@@ -3,10 +3,8 @@
 
 use std::process::ExitCode;
 
-mod cli;
-
 fn main() -> ExitCode {
-    match cli::run() {
+    match floodgate::cli::run() {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             eprintln!("floodgate: {e:#}");

@@ -175,9 +175,14 @@ pub fn read(path: &Path) -> Result<Option<ListSnapshot>> {
 }
 
 /// Put a snapshot's live entries back, each under its source, with the time it has left.
-/// Every entry is checked first: a damaged snapshot restores nothing.
-pub fn restore(lists: &mut Lists, snap: &ListSnapshot) -> Result<Restored> {
-    restore_entries(lists, snap).map_err(|e| match e {
+/// Every entry is checked first: a damaged snapshot restores nothing. `progress(done, total)`
+/// counts the entries written, over all lists and sources.
+pub fn restore(
+    lists: &mut Lists,
+    snap: &ListSnapshot,
+    progress: &mut dyn FnMut(usize, usize),
+) -> Result<Restored> {
+    restore_entries(lists, snap, progress).map_err(|e| match e {
         Error::Snapshot { message, .. } => Error::Snapshot {
             path: snap.path.clone(),
             message,
@@ -186,7 +191,11 @@ pub fn restore(lists: &mut Lists, snap: &ListSnapshot) -> Result<Restored> {
     })
 }
 
-fn restore_entries(lists: &mut Lists, snap: &ListSnapshot) -> Result<Restored> {
+fn restore_entries(
+    lists: &mut Lists,
+    snap: &ListSnapshot,
+    progress: &mut dyn FnMut(usize, usize),
+) -> Result<Restored> {
     let now = unix_now().as_secs();
     let mut done = Restored::default();
     // (list, source) -> items, all parsed before anything changes.
@@ -227,6 +236,7 @@ fn restore_entries(lists: &mut Lists, snap: &ListSnapshot) -> Result<Restored> {
                 });
         }
     }
+    let total = groups.values().map(Vec::len).sum();
     for ((tag, source), items) in groups {
         let kind = if tag == 0 {
             ListKind::Block
@@ -239,7 +249,8 @@ fn restore_entries(lists: &mut Lists, snap: &ListSnapshot) -> Result<Restored> {
             lists.register_source(&source)?
         };
         // A batch that does not fit fails on the map's own limit and is rolled back.
-        lists.upsert(kind, id, &items, &mut |_, _| {})?;
+        let before = done.entries;
+        lists.upsert(kind, id, &items, &mut |n, _| progress(before + n, total))?;
         done.entries += items.len();
     }
     Ok(done)

@@ -54,6 +54,8 @@ pub struct Daemon<'a> {
     pub config: PathBuf,
     pub log: PathBuf,
     child: Option<Child>,
+    /// How a daemon still running on drop is asked to stop (SIGKILL after 5 s regardless).
+    drop_signal: i32,
 }
 
 /// An HTTP answer: status and body (JSON when it parses, else a string).
@@ -70,16 +72,35 @@ impl<'a> Daemon<'a> {
         fs::write(dir.join("token"), TOKEN).expect("writing the token");
         let cfg = dir.join("floodgate.toml");
         fs::write(&cfg, config).expect("writing the config");
-        let mut d = Daemon {
+        let mut d = Daemon::new(ns, pin_dir, dir, cfg);
+        d.spawn();
+        d
+    }
+
+    /// Start the daemon with `--config DIR/floodgate.toml` not there (as after an install with
+    /// no configuration); returns once /healthz answers. Writing [`Daemon::config`] later
+    /// configures it. Until [`Daemon::stop`], it is killed on drop (SIGKILL), not stopped:
+    /// without a file its snapshot goes to the default path, this machine's
+    /// /var/lib/floodgate, which a SIGTERM would write.
+    pub fn start_without_config(ns: &'a Netns, pin_dir: &Path, dir: &Path) -> Daemon<'a> {
+        let cfg = dir.join("floodgate.toml");
+        assert!(!cfg.exists(), "{} must not exist yet", cfg.display());
+        let mut d = Daemon::new(ns, pin_dir, dir, cfg);
+        d.drop_signal = libc::SIGKILL;
+        d.spawn();
+        d
+    }
+
+    fn new(ns: &'a Netns, pin_dir: &Path, dir: &Path, config: PathBuf) -> Daemon<'a> {
+        Daemon {
             ns,
             pin_dir: pin_dir.to_path_buf(),
             dir: dir.to_path_buf(),
-            config: cfg,
+            config,
             log: dir.join("daemon.log"),
             child: None,
-        };
-        d.spawn();
-        d
+            drop_signal: libc::SIGTERM,
+        }
     }
 
     /// The [daemon] section every test daemon needs: JSON logs, the token, a snapshot path.
@@ -303,7 +324,7 @@ impl Drop for Daemon<'_> {
     fn drop(&mut self) {
         if let Some(mut c) = self.child.take() {
             // SAFETY: kill(2) on our own child.
-            unsafe { libc::kill(c.id() as i32, libc::SIGTERM) };
+            unsafe { libc::kill(c.id() as i32, self.drop_signal) };
             let until = Instant::now() + Duration::from_secs(5);
             while Instant::now() < until {
                 if let Ok(Some(_)) = c.try_wait() {

@@ -6,6 +6,7 @@ use clap::{Parser, Subcommand};
 mod bench;
 mod build;
 mod demo;
+mod man;
 mod setup;
 mod test;
 
@@ -32,6 +33,8 @@ enum Command {
     Demo(demo::Options),
     /// Benchmarks: writes BENCHMARKS.md (test_run cost, live flood, netfilter, bulk load, push).
     Bench(bench::Options),
+    /// Man pages from the CLI's clap definition: floodgate(8) and one per verb, in target/man.
+    Man(man::Options),
 }
 
 fn main() -> std::process::ExitCode {
@@ -42,6 +45,7 @@ fn main() -> std::process::ExitCode {
         Command::Test(o) => test::run(o),
         Command::Demo(o) => demo::run(o),
         Command::Bench(o) => bench::run(o),
+        Command::Man(o) => man::run(o),
     };
     match result {
         Ok(()) => std::process::ExitCode::SUCCESS,

@@ -1,7 +1,8 @@
 //! attach, detach, status.
 
 use clap::Args;
-use floodgate::{
+
+use crate::{
     lists::ListKind,
     loader::{self, PinDir},
     netlink::XdpMode,
@@ -74,7 +75,7 @@ pub fn attach(pin: &PinDir, args: AttachArgs) -> anyhow::Result<()> {
         // Before attaching, so not one packet is dropped.
         state.update_settings(|s| {
             s.mode = DefenceMode::DryRun;
-            Ok::<_, floodgate::Error>(())
+            Ok::<_, crate::Error>(())
         })?;
         println!(
             "mode: dry-run (nothing is dropped; see the DRY-RUN section of `floodgate stats`)"
@@ -94,8 +95,8 @@ pub fn attach(pin: &PinDir, args: AttachArgs) -> anyhow::Result<()> {
 }
 
 pub fn detach(pin: &PinDir, args: DetachArgs) -> anyhow::Result<()> {
-    floodgate::sys::require_bpffs(pin.root())?;
-    let _lock = floodgate::sys::StateLock::acquire(pin.root())?;
+    crate::sys::require_bpffs(pin.root())?;
+    let _lock = crate::sys::StateLock::acquire(pin.root())?;
     let done = loader::detach(pin, &args.ifaces, args.all, args.purge)?;
     if done.is_empty() {
         println!("nothing was attached");
@@ -139,7 +140,7 @@ struct Status {
 pub fn status(pin: &PinDir, args: StatusArgs) -> anyhow::Result<()> {
     let state = match State::open(pin, Access::Read) {
         Ok(s) => s,
-        Err(floodgate::Error::NoState { .. }) => {
+        Err(crate::Error::NoState { .. }) => {
             // Nothing here is an answer, not a failure; and nothing is created to give it.
             if args.json {
                 let none = serde_json::json!({"pin_dir": pin.root().display().to_string(),

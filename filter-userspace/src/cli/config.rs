@@ -4,7 +4,8 @@ use std::path::PathBuf;
 
 use anyhow::Context as _;
 use clap::Args;
-use floodgate::{
+
+use crate::{
     config,
     lists::ListKind,
     loader::PinDir,
@@ -76,7 +77,7 @@ pub fn show_config(pin: &PinDir, a: ShowConfigArgs) -> anyhow::Result<()> {
 }
 
 /// The entries the file owns: those of the `config` source.
-fn config_entries(state: &State, kind: ListKind) -> anyhow::Result<Vec<floodgate::entry::Entry>> {
+fn config_entries(state: &State, kind: ListKind) -> anyhow::Result<Vec<crate::entry::Entry>> {
     let mut entries = state.lists.entries(kind)?;
     entries.retain(|e| e.source == filter_common::SOURCE_CONFIG);
     Ok(entries)

@@ -2,14 +2,15 @@
 
 use clap::{Args, Subcommand, ValueEnum};
 use filter_common::{AMPLIFIERS, sanity_bits};
-use floodgate::{
+use ipnet::IpNet;
+
+use crate::{
     error::Error,
     loader::PinDir,
     prefix::{display, parse_prefix},
     settings::{DefenceMode, sanity_bit},
     state::{Access, State},
 };
-use ipnet::IpNet;
 
 #[derive(Subcommand)]
 pub enum PresetCommand {

@@ -4,14 +4,15 @@ use std::time::Duration;
 
 use clap::{Args, Subcommand};
 use filter_common::Class;
-use floodgate::{
+use ipnet::IpNet;
+
+use crate::{
     error::Error,
     loader::PinDir,
     prefix::{display, parse_prefix},
     settings::{LimitSpec, RateSpec, Spelling, parse_class},
     state::{Access, State},
 };
-use ipnet::IpNet;
 
 #[derive(Subcommand)]
 pub enum LimitCommand {

@@ -1,22 +1,21 @@
 //! block and allow: the same verbs over the two lists.
 
-use std::{
-    io::{BufReader, IsTerminal, Write},
-    time::Duration,
-};
+use std::{io::BufReader, time::Duration};
 
 use anyhow::Context as _;
 use clap::{Args, Subcommand};
-use floodgate::{
+use ipnet::IpNet;
+
+use crate::{
     entry::{Entry, Field, FieldError, Item, check_breadth, json_entries, printable},
     listfile::parse_list_file,
     lists::ListKind,
     loader::PinDir,
     prefix::{display, parse_prefix},
+    progress::Progress,
     sources::SourceNames,
     state::{Access, State},
 };
-use ipnet::IpNet;
 
 pub type BlockCommand = ListCommand;
 pub type AllowCommand = ListCommand;
@@ -94,7 +93,7 @@ pub struct ForceArg {
 
 fn parse_ttl(text: &str) -> Result<Duration, String> {
     // clap names the flag itself.
-    floodgate::entry::parse_ttl(text).map_err(|e| e.spelled("", FORCE))
+    crate::entry::parse_ttl(text).map_err(|e| e.spelled("", FORCE))
 }
 
 /// How the CLI forces a broad entry.
@@ -191,26 +190,12 @@ fn parse_all(inputs: &[String], force: Option<bool>) -> anyhow::Result<Vec<IpNet
     Ok(nets)
 }
 
-/// Progress on stderr for long loads, only when a person is watching.
-fn progress_printer() -> impl FnMut(usize, usize) {
-    let tty = std::io::stderr().is_terminal();
-    move |done, total| {
-        if tty && total >= 10_000 {
-            eprint!("\r  {done}/{total} entries");
-            if done == total {
-                eprintln!();
-            }
-            let _ = std::io::stderr().flush();
-        }
-    }
-}
-
 fn run(pin: &PinDir, kind: ListKind, cmd: ListCommand) -> anyhow::Result<()> {
     // Validate input before touching (or even opening) any state.
     let nets = match &cmd {
         ListCommand::Add(a) => {
             if let Some(c) = &a.comment {
-                floodgate::entry::check_comment(c).map_err(|e| anyhow::anyhow!(spelled(&e)))?;
+                crate::entry::check_comment(c).map_err(|e| anyhow::anyhow!(spelled(&e)))?;
             }
             parse_all(&a.entries, Some(a.force.force))?
         }
@@ -232,13 +217,14 @@ fn run(pin: &PinDir, kind: ListKind, cmd: ListCommand) -> anyhow::Result<()> {
     match cmd {
         ListCommand::Add(a) => {
             let id = source_id(&mut state, &a.source.source)?;
+            let mut progress = Progress::on_terminal("entries");
             state.lists.add(
                 kind,
                 id,
                 &nets,
                 a.ttl,
                 a.comment.as_deref(),
-                &mut progress_printer(),
+                &mut |done, total| progress.update(done, total),
             )?;
             let ttl = a
                 .ttl
@@ -290,7 +276,8 @@ fn run(pin: &PinDir, kind: ListKind, cmd: ListCommand) -> anyhow::Result<()> {
                 }
             }
             let id = source_id(&mut state, &a.source.source)?;
-            let mut progress = progress_printer();
+            let mut progress = Progress::on_terminal("entries");
+            let mut progress = |done, total| progress.update(done, total);
             if a.replace {
                 let items: Vec<Item> = nets
                     .iter()
@@ -332,7 +319,7 @@ fn run(pin: &PinDir, kind: ListKind, cmd: ListCommand) -> anyhow::Result<()> {
 
 /// The id of source `name` (registered on first use); `auto` and `config` are floodgate's own.
 fn source_id(state: &mut State, name: &str) -> anyhow::Result<u32> {
-    floodgate::sources::check_not_reserved(name)?;
+    crate::sources::check_not_reserved(name)?;
     Ok(state.lists.register_source(name)?)
 }
 

@@ -1,15 +1,19 @@
-//! Command-line interface: clap derive, one file per verb group.
+//! Command-line interface: clap derive, one file per verb group. The definition is the one
+//! source of `--help`, the man pages ([`man`]) and the shell completions (`completions`).
 
 use std::path::PathBuf;
 
-use clap::{Parser, Subcommand};
-use floodgate::{DEFAULT_PIN_DIR, loader::PinDir};
+use clap::{CommandFactory as _, Parser, Subcommand};
+
+use crate::{DEFAULT_PIN_DIR, loader::PinDir};
 
 mod attach;
+pub mod completions;
 mod config;
 mod defences;
 mod limits;
 mod lists;
+pub mod man;
 mod rules;
 mod run;
 mod stats;
@@ -36,6 +40,7 @@ mod stats;
   floodgate stats --watch
   floodgate run --config /etc/floodgate/floodgate.toml
   floodgate detach --all
+  floodgate completions bash > /etc/bash_completion.d/floodgate
 
 Exit status: 0 success, 1 failure (message on stderr), 2 bad usage.")]
 pub struct Cli {
@@ -81,6 +86,13 @@ enum Command {
     Apply(config::ApplyArgs),
     ShowConfig(config::ShowConfigArgs),
     Run(run::RunArgs),
+    Completions(completions::CompletionsArgs),
+}
+
+/// The `floodgate` command as clap defines it: what `--help`, the man pages and the
+/// completion scripts are made from.
+pub fn command() -> clap::Command {
+    Cli::command()
 }
 
 pub fn run() -> anyhow::Result<()> {
@@ -101,5 +113,53 @@ pub fn run() -> anyhow::Result<()> {
         Command::Apply(a) => config::apply(&pin, a),
         Command::ShowConfig(a) => config::show_config(&pin, a),
         Command::Run(a) => run::run(&pin, a),
+        Command::Completions(a) => completions::completions(a),
+    }
+}
+
+/// The command tree, for the tests that check the man pages and completions cover it.
+#[cfg(test)]
+pub(crate) mod tree {
+    /// A verb below `floodgate`.
+    pub struct Node {
+        /// `["block", "add"]`
+        pub path: Vec<String>,
+        /// Its own long flags (`ttl` for `--ttl`): not the global ones, not help or version.
+        pub flags: Vec<String>,
+        /// Its sub-verbs.
+        pub children: Vec<String>,
+    }
+
+    /// Every verb and sub-verb (clap's `help` verb left out), parents before children.
+    pub fn nodes() -> Vec<Node> {
+        fn walk(cmd: &clap::Command, path: &[String], out: &mut Vec<Node>) {
+            for sub in super::man::verbs(cmd) {
+                let mut p = path.to_vec();
+                p.push(sub.get_name().to_string());
+                out.push(Node {
+                    path: p.clone(),
+                    flags: sub
+                        .get_arguments()
+                        .filter(|a| !a.is_global_set() && !a.is_hide_set())
+                        .filter_map(|a| a.get_long())
+                        .filter(|l| !matches!(*l, "help" | "version"))
+                        .map(str::to_string)
+                        .collect(),
+                    children: super::man::verbs(sub)
+                        .map(|c| c.get_name().to_string())
+                        .collect(),
+                });
+                walk(sub, &p, out);
+            }
+        }
+        let mut root = super::command();
+        root.build();
+        let mut out = Vec::new();
+        walk(&root, &[], &mut out);
+        assert!(
+            out.iter().any(|n| n.path.len() == 2) && out.iter().any(|n| !n.flags.is_empty()),
+            "the tree walk finds sub-verbs and flags"
+        );
+        out
     }
 }

@@ -1,7 +1,8 @@
 //! rule: the ordered rule table.
 
 use clap::{Args, Subcommand};
-use floodgate::{
+
+use crate::{
     error::Error,
     loader::PinDir,
     settings::{RuleSpec, RuleText, Spelling},

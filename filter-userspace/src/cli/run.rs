@@ -1,9 +1,10 @@
-//! run: the daemon (see `floodgate::daemon`).
+//! run: the daemon (see `crate::daemon`).
 
 use std::path::PathBuf;
 
 use clap::Args;
-use floodgate::{config::LogFormat, daemon, loader::PinDir};
+
+use crate::{config::LogFormat, daemon, loader::PinDir};
 
 /// Run the daemon: attach the configured interfaces, apply the configuration, serve the push
 /// API and Prometheus /metrics, sweep expired entries, save snapshots, log attack events.
@@ -15,11 +16,15 @@ use floodgate::{config::LogFormat, daemon, loader::PinDir};
 /// is restored only when the maps are new (after a reboot).
 ///
 /// The [daemon] section of the file configures it (see examples/floodgate.toml); the API
-/// reference is in the README. A systemd unit: examples/systemd/floodgate.service.
+/// reference is in the README. A systemd unit: examples/systemd/floodgate.service. With no
+/// file at --config the daemon starts anyway, with every [daemon] key at its default (no
+/// interfaces, API writes disabled, listen 127.0.0.1:9477), leaves the defences and lists as
+/// they are, and says so in the log; the file is read once it appears.
 ///
 /// Examples:
 ///   floodgate run --config /etc/floodgate/floodgate.toml
 ///   floodgate run --log-format json
+///   floodgate run --check-config /etc/floodgate/floodgate.toml
 ///   kill -HUP $(pidof floodgate)
 #[derive(Args)]
 #[command(verbatim_doc_comment)]
@@ -34,9 +39,23 @@ pub struct RunArgs {
     /// Log format (overrides daemon.log_format): text, or json (one object per line).
     #[arg(long, value_enum)]
     log_format: Option<LogFormat>,
+    /// Do not run: check FILE and its token file, print what the daemon would do with them
+    /// and exit (0 good; 1 with the line and field of the first error). Touches nothing: no
+    /// bpffs, maps, lock or port.
+    #[arg(long, value_name = "FILE")]
+    check_config: Option<PathBuf>,
 }
 
 pub fn run(pin: &PinDir, a: RunArgs) -> anyhow::Result<()> {
+    if let Some(file) = a.check_config {
+        let checked = daemon::check_config(&file)?;
+        println!(
+            "{}: good; `floodgate run` would start with:",
+            file.display()
+        );
+        print!("{checked}");
+        return Ok(());
+    }
     daemon::run(daemon::Options {
         config: a.config,
         log_format: a.log_format,

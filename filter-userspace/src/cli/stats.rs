@@ -4,7 +4,8 @@ use std::time::{Duration, Instant};
 
 use clap::Args;
 use filter_common::{Action, REASON_COUNT};
-use floodgate::{
+
+use crate::{
     loader::PinDir,
     state::{Access, State},
     stats::StatsSnapshot,
@@ -68,12 +69,9 @@ fn print(
     prev: Option<(&StatsSnapshot, f64)>,
     json: bool,
 ) -> anyhow::Result<()> {
-    let rate = |i: usize| floodgate::stats::rate(now, prev, i);
+    let rate = |i: usize| crate::stats::rate(now, prev, i);
     if json {
-        println!(
-            "{}",
-            serde_json::to_string(&floodgate::stats::json(now, prev))?
-        );
+        println!("{}", serde_json::to_string(&crate::stats::json(now, prev))?);
         return Ok(());
     }
     let header_rate = if prev.is_some() {
