@@ -849,7 +849,7 @@ fn the_shipped_systemd_unit_verifies() {
     let path = dir.0.join("floodgate.service");
     std::fs::write(
         &path,
-        unit.replace("/usr/local/bin/floodgate", bin.to_str().expect("UTF-8")),
+        unit.replace("/usr/sbin/floodgate", bin.to_str().expect("UTF-8")),
     )
     .expect("writing");
     let out = std::process::Command::new("systemd-analyze")

@@ -7,6 +7,7 @@ mod bench;
 mod build;
 mod demo;
 mod man;
+mod package;
 mod setup;
 mod test;
 
@@ -35,6 +36,9 @@ enum Command {
     Bench(bench::Options),
     /// Man pages from the CLI's clap definition: floodgate(8) and one per verb, in target/man.
     Man(man::Options),
+    /// The Debian package (cargo-deb, installed if missing): binary, unit, conffile, man
+    /// pages, completions, dashboard; written to target/debian.
+    Package(package::Options),
 }
 
 fn main() -> std::process::ExitCode {
@@ -46,6 +50,7 @@ fn main() -> std::process::ExitCode {
         Command::Demo(o) => demo::run(o),
         Command::Bench(o) => bench::run(o),
         Command::Man(o) => man::run(o),
+        Command::Package(o) => package::run(o),
     };
     match result {
         Ok(()) => std::process::ExitCode::SUCCESS,

@@ -35,8 +35,9 @@ pub fn run(opts: Options) -> anyhow::Result<()> {
         "warnings",
     ])
     .context("clippy found something (see above)")?;
-    // The end-to-end tests drive the real binary.
+    // The end-to-end tests drive the real binary; tests/package.rs installs the package.
     crate::cargo(&["build", "--package", "floodgate", "--bin", "floodgate"])?;
+    let deb = crate::package::build().context("building the Debian package")?;
     let bin = root.join("target/debug/floodgate");
     // No doctests: the crates have none, and each empty run would print a "0 passed" line.
     let mut args = vec![
@@ -59,6 +60,7 @@ pub fn run(opts: Options) -> anyhow::Result<()> {
         .current_dir(&root)
         .args(&args)
         .env("FLOODGATE_BIN", &bin)
+        .env("FLOODGATE_DEB", &deb)
         .stdout(Stdio::piped())
         .spawn()
         .context("running cargo test")?;
