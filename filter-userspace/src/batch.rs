@@ -7,7 +7,10 @@ use std::{
     os::fd::{AsRawFd, BorrowedFd},
 };
 
+const BPF_MAP_LOOKUP_BATCH: libc::c_long = 24;
 const BPF_MAP_UPDATE_BATCH: libc::c_long = 26;
+/// Entries asked for per BPF_MAP_LOOKUP_BATCH.
+const LOOKUP_CHUNK: usize = 8192;
 
 /// The `batch` member of `union bpf_attr`.
 #[repr(C)]
@@ -63,4 +66,55 @@ pub fn update<K: Copy, V: Copy>(
     // outright leaves `count` as we set it, and wrote nothing.
     let done = attr.count as usize;
     (if done >= keys.len() { 0 } else { done }, Some(err))
+}
+
+/// Every entry of a hash map with BPF_MAP_LOOKUP_BATCH: one syscall per few thousand entries
+/// instead of two per entry (get_next_key, lookup). `None` when the map or kernel has no batch
+/// lookup (the caller walks the keys instead).
+pub fn lookup_all<K: Copy + Default, V: Copy + Default>(
+    map: BorrowedFd<'_>,
+) -> io::Result<Option<Vec<(K, V)>>> {
+    let mut out = Vec::new();
+    let mut keys = vec![K::default(); LOOKUP_CHUNK];
+    let mut values = vec![V::default(); LOOKUP_CHUNK];
+    // The resume token: a bucket index for hash maps, a key for others; big enough for both.
+    let mut token = [0u64; 4];
+    let mut first = true;
+    loop {
+        let mut attr = BatchAttr {
+            in_batch: if first { 0 } else { token.as_mut_ptr() as u64 },
+            out_batch: token.as_mut_ptr() as u64,
+            keys: keys.as_mut_ptr() as u64,
+            values: values.as_mut_ptr() as u64,
+            count: LOOKUP_CHUNK as u32,
+            map_fd: map.as_raw_fd() as u32,
+            ..BatchAttr::default()
+        };
+        // SAFETY: the key and value buffers hold `count` elements of the map's key and value
+        // layout; the token buffer is larger than any token the kernel writes.
+        let rc = unsafe {
+            libc::syscall(
+                libc::SYS_bpf,
+                BPF_MAP_LOOKUP_BATCH,
+                &mut attr as *mut BatchAttr,
+                size_of::<BatchAttr>() as u32,
+            )
+        };
+        let n = (attr.count as usize).min(LOOKUP_CHUNK);
+        let err = (rc != 0).then(io::Error::last_os_error);
+        match err.as_ref().and_then(io::Error::raw_os_error) {
+            // ENOENT: the walk is over (this call may still have returned entries).
+            None | Some(libc::ENOENT) => {
+                out.extend(keys[..n].iter().copied().zip(values[..n].iter().copied()));
+                if err.is_some() {
+                    return Ok(Some(out));
+                }
+            }
+            Some(libc::EINVAL) | Some(libc::ENOTSUP) | Some(libc::EOPNOTSUPP) if first => {
+                return Ok(None);
+            }
+            _ => return Err(err.expect("an error")),
+        }
+        first = false;
+    }
 }

@@ -59,7 +59,7 @@ pub fn full_errno(e: &io::Error) -> bool {
 }
 
 /// An address as the list maps key it: network byte order, 4 bytes (IPv4) or 16 (IPv6).
-pub trait Addr: Pod + Send {
+pub trait Addr: Pod + Send + Default {
     /// The address of `net`, which is of this family (the caller chose the map by family).
     fn of(net: &IpNet) -> Self;
     /// The prefix of this address and length.
@@ -70,7 +70,7 @@ pub trait Addr: Pod + Send {
 
 impl<const N: usize> Addr for [u8; N]
 where
-    [u8; N]: Pod,
+    [u8; N]: Pod + Default,
 {
     fn of(net: &IpNet) -> Self {
         match net.addr() {
@@ -133,7 +133,18 @@ impl<A: Addr + 'static> ListMap for HashMap<MapData, A, ListEntry> {
         crate::batch::update(self.data().fd().as_fd(), &keys, values, 0)
     }
     fn entries(&self) -> Entries<'_> {
-        Box::new(self.iter().map(|kv| kv.map(|(k, v)| (k.net(A::HOST), v))))
+        // One syscall per few thousand entries where the kernel can (a 1M-entry list is read in
+        // milliseconds, not seconds); the key walk where it cannot.
+        match crate::batch::lookup_all::<A, ListEntry>(self.data().fd().as_fd()) {
+            Ok(Some(all)) => Box::new(all.into_iter().map(|(k, v)| Ok((k.net(A::HOST), v)))),
+            Ok(None) => Box::new(self.iter().map(|kv| kv.map(|(k, v)| (k.net(A::HOST), v)))),
+            Err(e) => Box::new(std::iter::once(Err(MapError::SyscallError(
+                aya::sys::SyscallError {
+                    call: "bpf_map_lookup_batch",
+                    io_error: e,
+                },
+            )))),
+        }
     }
     fn len(&self) -> usize {
         self.keys().count()
