@@ -92,7 +92,7 @@ impl Facts {
         Facts {
             src,
             dst,
-            frame_len: (ctx.data_end() - ctx.data()) as u64,
+            frame_len: crate::stats::frame_len(ctx),
             l3_off: ip.l3_off as u32,
             ip_len: ip.ip_len,
             hdr_len: ip.hdr_len,

@@ -1,6 +1,6 @@
-//! BPF_MAP_UPDATE_BATCH: many entries written in one syscall (aya 0.14 has no batch API).
-//! Loading a million-entry list one `bpf(BPF_MAP_UPDATE_ELEM)` at a time costs a syscall per
-//! entry; a batch costs one per few thousand.
+//! BPF_MAP_UPDATE_BATCH and BPF_MAP_LOOKUP_BATCH: many entries written or read in one syscall
+//! (aya 0.14 has no batch API). Loading or reading a million-entry list one element at a time
+//! costs a syscall (or two) per entry; a batch costs one per few thousand.
 
 use std::{
     io,
@@ -24,6 +24,23 @@ struct BatchAttr {
     map_fd: u32,
     elem_flags: u64,
     flags: u64,
+}
+
+/// One batch command; true on success (else the error is in errno). The kernel writes back
+/// `attr.count` (and the resume token of a lookup).
+///
+/// # Safety
+/// `attr`'s pointers must name buffers of `attr.count` keys and values of the map's layout.
+unsafe fn bpf_batch(cmd: libc::c_long, attr: &mut BatchAttr) -> bool {
+    // SAFETY: upheld by the caller; `attr` is a valid `union bpf_attr` prefix of its size.
+    unsafe {
+        libc::syscall(
+            libc::SYS_bpf,
+            cmd,
+            attr as *mut BatchAttr,
+            size_of::<BatchAttr>() as u32,
+        ) == 0
+    }
 }
 
 /// Write `keys[i] -> values[i]` in order, creating or overwriting (the kernel takes no
@@ -50,15 +67,7 @@ pub fn update<K: Copy, V: Copy>(
     };
     // SAFETY: attr points at valid key and value arrays of `count` elements each, laid out
     // as the map's key and value (the callers' types are the maps' repr(C) types).
-    let rc = unsafe {
-        libc::syscall(
-            libc::SYS_bpf,
-            BPF_MAP_UPDATE_BATCH,
-            &mut attr as *mut BatchAttr,
-            size_of::<BatchAttr>() as u32,
-        )
-    };
-    if rc == 0 {
+    if unsafe { bpf_batch(BPF_MAP_UPDATE_BATCH, &mut attr) } {
         return (keys.len(), None);
     }
     let err = io::Error::last_os_error();
@@ -92,16 +101,9 @@ pub fn lookup_all<K: Copy + Default, V: Copy + Default>(
         };
         // SAFETY: the key and value buffers hold `count` elements of the map's key and value
         // layout; the token buffer is larger than any token the kernel writes.
-        let rc = unsafe {
-            libc::syscall(
-                libc::SYS_bpf,
-                BPF_MAP_LOOKUP_BATCH,
-                &mut attr as *mut BatchAttr,
-                size_of::<BatchAttr>() as u32,
-            )
-        };
+        let ok = unsafe { bpf_batch(BPF_MAP_LOOKUP_BATCH, &mut attr) };
         let n = (attr.count as usize).min(LOOKUP_CHUNK);
-        let err = (rc != 0).then(io::Error::last_os_error);
+        let err = (!ok).then(io::Error::last_os_error);
         match err.as_ref().and_then(io::Error::raw_os_error) {
             // ENOENT: the walk is over (this call may still have returned entries).
             None | Some(libc::ENOENT) => {

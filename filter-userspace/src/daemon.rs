@@ -91,18 +91,23 @@ impl Shared {
     /// Make a change under the lock the CLI takes too. Refused when the pins are gone: a
     /// change to maps nobody else can see would be reported done and have no effect.
     pub fn write<T>(&self, change: impl FnOnce(&mut State) -> Result<T>) -> Result<T> {
-        let _lock = StateLock::acquire(self.pin.root())?;
-        self.pins_intact()?;
-        let mut state = self.state();
-        // A CLI command (or a handler of ours) that died mid-batch: undo it first.
-        match state.lists.recover() {
-            Ok(Some(r)) => log_recovered(&r),
-            Ok(None) => {}
-            Err(e) => return Err(e),
-        }
-        let out = change(&mut state);
+        let out = self.locked(|state| {
+            self.pins_intact()?;
+            change(state)
+        });
         self.changes.fetch_add(1, Ordering::Relaxed);
         out
+    }
+
+    /// Run `work` under the lock the CLI takes too, after undoing a batch whose writer died
+    /// part-way (a CLI command, or a handler of ours): what `work` sees holds whole batches.
+    fn locked<T>(&self, work: impl FnOnce(&mut State) -> Result<T>) -> Result<T> {
+        let _lock = StateLock::acquire(self.pin.root())?;
+        let mut state = self.state();
+        if let Some(r) = state.lists.recover()? {
+            log_recovered(&r);
+        }
+        work(&mut state)
     }
 
     pub fn runtime(&self) -> std::sync::RwLockReadGuard<'_, Runtime> {
@@ -699,30 +704,13 @@ fn save_snapshot(sh: &Shared, path: &Path) {
     let started = Instant::now();
     // Under the state lock: a CLI load under way must not be saved half done, and one that
     // died part-way is undone first; either way a reboot brings back whole batches only.
-    let _lock = match StateLock::acquire(sh.pin.root()) {
-        Ok(l) => l,
-        Err(e) => {
-            warn!(event = "snapshot_failed", error = %one_line(&e));
-            return;
-        }
-    };
-    let mut state = sh.state();
-    match state.lists.recover() {
-        Ok(Some(r)) => log_recovered(&r),
-        Ok(None) => {}
-        Err(e) => {
-            warn!(event = "snapshot_failed", error = %one_line(&e));
-            return;
-        }
-    }
-    let snap = match snapshot::take(&state.lists) {
+    let snap = match sh.locked(|state| snapshot::take(&state.lists)) {
         Ok(s) => s,
         Err(e) => {
             warn!(event = "snapshot_failed", error = %one_line(&e));
             return;
         }
     };
-    drop(state);
     match snapshot::write(path, &snap) {
         Ok(()) => tracing::debug!(event = "snapshot_written", path = %path.display(),
             entries = snap.blocklist.len() + snap.allowlist.len(),
