@@ -6,8 +6,10 @@ use clap::Args;
 
 use crate::{config::LogFormat, daemon, loader::PinDir};
 
-/// Run the daemon: attach the configured interfaces, apply the configuration, serve the push
-/// API and Prometheus /metrics, sweep expired entries, save snapshots, log attack events.
+/// Run the daemon: the configured interfaces and defences, the push API and /metrics.
+///
+/// It attaches the configured interfaces, applies the configuration, serves the push API and
+/// Prometheus /metrics, sweeps expired entries, saves snapshots and logs attack events.
 ///
 /// SIGHUP, or a change to the file, reloads it: a file with any error is rejected with the
 /// reason in the log, and the running state stays as it was. SIGTERM stops the daemon and
@@ -16,10 +18,12 @@ use crate::{config::LogFormat, daemon, loader::PinDir};
 /// is restored only when the maps are new (after a reboot).
 ///
 /// The [daemon] section of the file configures it (see examples/floodgate.toml); the API
-/// reference is in the README. A systemd unit: examples/systemd/floodgate.service. With no
-/// file at --config the daemon starts anyway, with every [daemon] key at its default (no
-/// interfaces, API writes disabled, listen 127.0.0.1:9477), leaves the defences and lists as
-/// they are, and says so in the log; the file is read once it appears.
+/// reference is in the README. A systemd unit: examples/systemd/floodgate.service (the
+/// Debian package installs it).
+///
+/// With no file at --config the daemon starts anyway, with every [daemon] key at its default
+/// (no interfaces, API writes disabled, listen 127.0.0.1:9477), leaves the defences and lists
+/// as they are, and says so in the log; the file is read once it appears.
 ///
 /// Examples:
 ///   floodgate run --config /etc/floodgate/floodgate.toml
