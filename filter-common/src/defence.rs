@@ -139,8 +139,13 @@ pub struct Config {
     /// Bit per [`Class`] with any limit configured: the packet skips the stage when 0.
     pub limit_classes: u32,
     pub limits: [ClassLimit; CLASS_COUNT],
+    /// [`crate::synguard_bits`]: 0 = the SYN guard is off.
+    pub synguard: u32,
+    /// With [`crate::synguard_bits::WHEN_OVER`]: a destination is guarded while it receives
+    /// more SYNs per second than this.
+    pub synguard_over_pps: u32,
 }
-const _: () = assert!(size_of::<Config>() == 32 + 48 * CLASS_COUNT);
+const _: () = assert!(size_of::<Config>() == 40 + 48 * CLASS_COUNT);
 
 impl Config {
     /// Every defence off (what a zeroed `CONFIG` means to the data plane), with the default
@@ -164,6 +169,8 @@ impl Config {
                 has_aggregate: 0,
                 _pad: 0,
             }; CLASS_COUNT],
+            synguard: 0,
+            synguard_over_pps: 0,
         }
     }
 
@@ -184,6 +191,8 @@ pub mod port_bits {
     pub const AMPLIFIER: u32 = 1 << 0;
     /// UDP to this destination port is exempt from the reflection preset.
     pub const EXEMPT_DST: u32 = 1 << 1;
+    /// TCP to this destination port is protected by the SYN guard when it is on.
+    pub const SYNGUARD: u32 = 1 << 2;
 }
 
 /// Well-known UDP amplification services: (port, service). The reflection preset's default

@@ -12,8 +12,10 @@ use core::mem::size_of;
 pub mod defence;
 pub mod rate;
 pub mod sanity;
+pub mod synguard;
 
 pub use defence::*;
+pub use synguard::*;
 
 /// Why a packet got its verdict. The numeric value indexes the per-CPU `STATS` array; the
 /// name (see [`Reason::name`]) is part of the user interface (`floodgate stats`, metrics).
@@ -51,11 +53,17 @@ pub enum Reason {
     Ratelimit = 12,
     /// Over an aggregate cap for a protected destination prefix.
     Aggregate = 13,
+    /// SYN guard: a SYN to a protected port answered with a SYN-ACK cookie (XDP_TX); it never
+    /// reaches the listener. Counted apart from drops (action `tx`).
+    SynCookie = 14,
+    /// SYN guard: an ACK to a protected port with no connection and no valid cookie (an ACK
+    /// flood, or a handshake older than the cookie's lifetime).
+    BadCookie = 15,
 }
 
 /// Number of reasons. `STATS` holds two rows of this many slots: enforced verdicts, then
 /// packets a drop reason matched but dry-run let through (see [`stats_slot`]).
-pub const REASON_COUNT: usize = 14;
+pub const REASON_COUNT: usize = 16;
 
 /// Every reason, in numeric order.
 pub const REASONS: [Reason; REASON_COUNT] = [
@@ -73,6 +81,8 @@ pub const REASONS: [Reason; REASON_COUNT] = [
     Reason::RuleLimit,
     Reason::Ratelimit,
     Reason::Aggregate,
+    Reason::SynCookie,
+    Reason::BadCookie,
 ];
 
 /// Length of the `STATS` array: one enforced and one dry-run slot per reason.
@@ -90,6 +100,19 @@ pub const fn stats_slot(reason: Reason, dry_run: bool) -> u32 {
 pub enum Action {
     Pass,
     Drop,
+    /// Answered from the data plane (XDP_TX): the packet is turned into the reply.
+    Tx,
+}
+
+impl Action {
+    /// The user-visible name (`floodgate stats`, the `action` label of metrics).
+    pub const fn name(self) -> &'static str {
+        match self {
+            Action::Pass => "pass",
+            Action::Drop => "drop",
+            Action::Tx => "tx",
+        }
+    }
 }
 
 impl Reason {
@@ -110,6 +133,8 @@ impl Reason {
             Reason::RuleLimit => "rule_limit",
             Reason::Ratelimit => "ratelimit",
             Reason::Aggregate => "aggregate",
+            Reason::SynCookie => "syn_cookie",
+            Reason::BadCookie => "bad_cookie",
         }
     }
 
@@ -117,6 +142,7 @@ impl Reason {
     pub const fn action(self) -> Action {
         match self {
             Reason::Pass | Reason::Allowlist => Action::Pass,
+            Reason::SynCookie => Action::Tx,
             _ => Action::Drop,
         }
     }
@@ -254,6 +280,11 @@ pub mod map_names {
     pub const AGGREGATE_V4: &str = "AGGREGATE_V4";
     pub const AGGREGATE_V6: &str = "AGGREGATE_V6";
     pub const FRONT: &str = "FRONT";
+    pub const SYNGUARD_DST_V4: &str = "SYNGUARD_DST_V4";
+    pub const SYNGUARD_DST_V6: &str = "SYNGUARD_DST_V6";
+    pub const SYNGUARD_SECRET: &str = "SYNGUARD_SECRET";
+    pub const SYNGUARD_STATS: &str = "SYNGUARD_STATS";
+    pub const SYNGUARD_RATE: &str = "SYNGUARD_RATE";
 }
 
 /// Capacities. Hash maps are created with BPF_F_NO_PREALLOC, so an unused slot costs only its
@@ -411,11 +442,20 @@ pub const AGGREGATE_CLASS_BITS: u32 = 8;
 /// The data plane's later stages, each its own XDP program verified on its own, reached by a
 /// tail call through the `STAGES` program array (see filter-ebpf/src/main.rs). The first stage
 /// is [`PROGRAM_NAME`] (parse, lists, L4, sanity); index = position in this table.
-pub const STAGES: [(u32, &str); 1] = [(STAGE_DEFENCES, DEFENCES_PROGRAM_NAME)];
+pub const STAGES: [(u32, &str); 2] = [
+    (STAGE_DEFENCES, DEFENCES_PROGRAM_NAME),
+    (STAGE_SYNGUARD, SYNGUARD_PROGRAM_NAME),
+];
 /// `STAGES` index of the defences stage: rules, reflection preset, rate limits.
 pub const STAGE_DEFENCES: u32 = 0;
 /// The defences stage's program name (the kernel keeps 15 bytes of a name).
 pub const DEFENCES_PROGRAM_NAME: &str = "fg_defences";
+/// `STAGES` index of the SYN guard stage (see [`synguard`]): last, for TCP to protected ports.
+pub const STAGE_SYNGUARD: u32 = 1;
+pub const SYNGUARD_PROGRAM_NAME: &str = "fg_synguard";
+/// The TC ingress program that hands a handshake with a valid cookie to its listener
+/// (kfunc `bpf_sk_assign_tcp_reqsk`, kernel 6.9+).
+pub const SYNGUARD_TC_PROGRAM_NAME: &str = "fg_synguard_tc";
 
 /// Does a list entry still match at monotonic time `now_ns`? Shared so the host tests the same
 /// rule the kernel runs.
@@ -438,6 +478,8 @@ mod pod {
     unsafe impl aya::Pod for super::SourceState {}
     unsafe impl aya::Pod for super::Bucket {}
     unsafe impl aya::Pod for super::Aggregate {}
+    unsafe impl aya::Pod for super::SynguardSecret {}
+    unsafe impl aya::Pod for super::SynRate {}
 }
 
 #[cfg(test)]

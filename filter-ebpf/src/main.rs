@@ -74,6 +74,7 @@ mod program {
         match verdict.reason.action() {
             Action::Pass => xdp_action::XDP_PASS,
             Action::Drop => xdp_action::XDP_DROP,
+            Action::Tx => xdp_action::XDP_TX,
         }
     }
 

@@ -9,8 +9,8 @@ use aya_ebpf::{
 use filter_common::{
     AGGREGATE_MAX, ALLOW_EXACT_MAX, ALLOW_PREFIX_MAX, Aggregate, BLOCK_EXACT_MAX, BLOCK_PREFIX_MAX,
     Config, Counter, EntryMeta, FRONT_LEN, LIST_META_MAX, ListEntry, MetaKey, REFLECT_EXEMPT_MAX,
-    RULES_MAX, Rule, SOURCE_STATE_DEFAULT, SOURCES_MAX, STATS_SLOTS, SourceKey, SourceName,
-    SourceState,
+    RULES_MAX, Rule, SOURCE_STATE_DEFAULT, SOURCES_MAX, STATS_SLOTS, SYNGUARD_DST_MAX,
+    SYNGUARD_RATE_MAX, SourceKey, SourceName, SourceState, SynRate, SynguardSecret, synguard_stat,
 };
 
 /// Packets and bytes per reason (enforced row, then dry-run row), per CPU; written at the
@@ -115,3 +115,24 @@ pub static STAGES: ProgramArray = ProgramArray::pinned(filter_common::STAGES.len
 /// in between). Pinned: the first stage and the stage it jumps to may come from two loads.
 #[map(name = "SCRATCH")]
 pub static SCRATCH: PerCpuArray<crate::facts::Facts> = PerCpuArray::pinned(1, 0);
+
+/// Destination prefixes the SYN guard protects when `synguard_bits::DST` is set; written by
+/// the CLI and the daemon.
+#[map(name = "SYNGUARD_DST_V4")]
+pub static SYNGUARD_DST_V4: LpmTrie<[u8; 4], u32> = LpmTrie::pinned(SYNGUARD_DST_MAX, 0);
+#[map(name = "SYNGUARD_DST_V6")]
+pub static SYNGUARD_DST_V6: LpmTrie<[u8; 16], u32> = LpmTrie::pinned(SYNGUARD_DST_MAX, 0);
+
+/// The SipHash key of the SYN cookies (one entry); random, written by userspace once.
+#[map(name = "SYNGUARD_SECRET")]
+pub static SYNGUARD_SECRET: Array<SynguardSecret> = Array::pinned(1, 0);
+
+/// SYN guard counters beside the reasons (`synguard_stat`), per CPU; written by the XDP stage
+/// and the TC program, summed by the CLI and the daemon.
+#[map(name = "SYNGUARD_STATS")]
+pub static SYNGUARD_STATS: PerCpuArray<u64> = PerCpuArray::pinned(synguard_stat::COUNT, 0);
+
+/// SYNs per second per destination address for `synguard on --when-over`; written by the data
+/// plane. LRU: a flood spread over many destinations evicts the quiet ones.
+#[map(name = "SYNGUARD_RATE")]
+pub static SYNGUARD_RATE: LruHashMap<[u8; 16], SynRate> = LruHashMap::pinned(SYNGUARD_RATE_MAX, 0);

@@ -95,10 +95,7 @@ pub fn render(state: &State, daemon: &DaemonMetrics) -> Result<String> {
             }
             "dry_run"
         } else {
-            match reason.action() {
-                filter_common::Action::Pass => "pass",
-                filter_common::Action::Drop => "drop",
-            }
+            reason.action().name()
         };
         packets
             .with_label_values(&[reason.name(), action])

@@ -95,10 +95,10 @@ fn print(
         if i >= REASON_COUNT && r.action() == Action::Pass {
             continue;
         }
-        let action = match (i >= REASON_COUNT, r.action()) {
-            (true, _) => "dry",
-            (false, Action::Pass) => "pass",
-            (false, Action::Drop) => "drop",
+        let action = if i >= REASON_COUNT {
+            "dry"
+        } else {
+            r.action().name()
         };
         let rt = rate(i)
             .map(|(p, b)| format!(" {:>12.0} {:>12}", p, human_bits(b)))
