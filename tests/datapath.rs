@@ -97,6 +97,7 @@ fn case(what: &'static str, frame: Vec<u8>, reason: Reason) -> Case {
     let action = match reason.action() {
         filter_common::Action::Pass => XDP_PASS,
         filter_common::Action::Drop => XDP_DROP,
+        filter_common::Action::Tx => floodgate_tests::XDP_TX,
     };
     Case {
         what,

@@ -518,6 +518,7 @@ fn check(h: &mut Harness, rows: &[Row]) -> Vec<String> {
         let want_action = match (r.dry_run, r.reason.action()) {
             (true, _) | (false, Action::Pass) => XDP_PASS,
             (false, Action::Drop) => XDP_DROP,
+            (false, Action::Tx) => floodgate_tests::XDP_TX,
         };
         if (action, reason, dry_run) != (want_action, r.reason, r.dry_run) {
             failures.push(format!(

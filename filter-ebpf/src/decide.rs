@@ -1,27 +1,28 @@
 //! The pipeline, in order: parse, allowlist, blocklist, L4 parse, sanity (the first stage,
 //! [`classify`]); then rules, reflection preset, rate limits, else pass (the defences stage,
-//! [`defend`], reached by tail call). Every step but the lists is switched by the live `CONFIG`
+//! [`defend`], reached by tail call). TCP SYNs and ACKs to protected ports meet the SYN guard
+//! (`synguard.rs`, its own stage) between the two: what it passes goes on to the defences. Every step but the lists is switched by the live `CONFIG`
 //! record and costs one branch when off. The steps live in their own modules; this file only
 //! orders them.
 
 use aya_ebpf::programs::XdpContext;
-use filter_common::{Config, FRONT_ALLOW, FRONT_BLOCK, Reason};
+use filter_common::{Config, FRONT_ALLOW, FRONT_BLOCK, Reason, STAGE_DEFENCES};
 
 use crate::{
     facts::{Clock, Facts, Verdict, drop, pass},
     limits, lists, maps,
     parse::{self, Addrs, Frame, L4},
-    reflection, rules, sanity,
+    reflection, rules, sanity, synguard,
 };
 
 /// An unconfigured program (maps just created) runs with every defence off.
 static OFF: Config = Config::off();
 
-/// What the first stage decided: a verdict, or "the defences stage decides" (the facts are in
-/// `SCRATCH`).
+/// What a stage decided: a verdict, or "the stage at this `STAGES` index decides" (the facts
+/// are in `SCRATCH`).
 pub enum Next {
     Done(Verdict),
-    Defences,
+    Stage(u32),
 }
 
 /// The first stage: parse, allowlist, blocklist, L4 parse, sanity.
@@ -76,7 +77,7 @@ pub fn classify(ctx: &XdpContext) -> Next {
         None => L4::default(),
     };
     // Every later stage off: nothing more to learn about this packet.
-    if cfg.sanity | cfg.rule_count | cfg.reflection | cfg.limit_classes == 0 {
+    if cfg.sanity | cfg.rule_count | cfg.reflection | cfg.limit_classes | cfg.synguard == 0 {
         return done(pass(Reason::Pass));
     }
     // Sanity runs on a copy on the stack; only the later stages need the copy in SCRATCH.
@@ -86,14 +87,27 @@ pub fn classify(ctx: &XdpContext) -> Next {
             return done(drop(reason, dry));
         }
     }
-    if cfg.rule_count | cfg.reflection | cfg.limit_classes == 0 {
+    // (The SYN guard is reached through the defences stage: a test here, on every parse
+    // path, costs this stage's verifier 150k instructions; there it is one test.)
+    if cfg.rule_count | cfg.reflection | cfg.limit_classes | cfg.synguard == 0 {
         return done(pass(Reason::Pass));
     }
     let Some(pkt) = maps::SCRATCH.get_ptr_mut(0) else {
         return done(pass(Reason::Pass));
     };
     unsafe { core::ptr::write(pkt, facts) };
-    Next::Defences
+    Next::Stage(STAGE_DEFENCES)
+}
+
+/// Does the packet in `SCRATCH` go to the SYN guard stage first? (The defences stage asks on
+/// entry; the guard hands back what it passes, marked `guarded`.)
+#[inline(always)]
+pub fn to_synguard() -> bool {
+    let cfg = maps::CONFIG.get(0).unwrap_or(&OFF);
+    match maps::SCRATCH.get(0) {
+        Some(pkt) => cfg.synguard != 0 && pkt.guarded == 0 && synguard::wants(pkt),
+        None => false,
+    }
 }
 
 /// The defences stage, on the facts the first stage left in `SCRATCH`: rules, reflection

@@ -54,7 +54,9 @@ pub struct Facts {
     pub tcp_flags: u8,
     pub icmp_type: u8,
     pub icmp_code: u8,
-    pub _pad: [u8; 4],
+    /// Set by the SYN guard stage before it hands the packet back to the defences stage.
+    pub guarded: u8,
+    pub _pad: [u8; 3],
 }
 
 /// Reading the clock costs a helper call: read it once, only when a stage needs it.
@@ -108,7 +110,8 @@ impl Facts {
             tcp_flags: l4.tcp_flags,
             icmp_type: l4.icmp_type,
             icmp_code: l4.icmp_code,
-            _pad: [0; 4],
+            guarded: 0,
+            _pad: [0; 3],
         }
     }
 }

@@ -30,16 +30,24 @@ mod rules;
 mod sanity;
 #[cfg(target_arch = "bpf")]
 mod stats;
+#[cfg(target_arch = "bpf")]
+mod synguard;
+#[cfg(target_arch = "bpf")]
+mod synguard_tc;
 
 #[cfg(target_arch = "bpf")]
 mod program {
-    use aya_ebpf::{bindings::xdp_action, macros::xdp, programs::XdpContext};
-    use filter_common::{Action, Reason, STAGE_DEFENCES};
+    use aya_ebpf::{
+        bindings::{TC_ACT_OK, xdp_action},
+        macros::{classifier, xdp},
+        programs::{TcContext, XdpContext},
+    };
+    use filter_common::{Action, Reason, STAGE_SYNGUARD};
 
     use crate::{
         decide::{self, Next},
         facts::{self, Verdict},
-        maps, stats,
+        maps, stats, synguard, synguard_tc,
     };
 
     /// The first stage (attached to interfaces): parse, lists, L4, sanity. Packets the later
@@ -47,27 +55,54 @@ mod program {
     /// stage that decides it.
     #[xdp]
     pub fn floodgate(ctx: XdpContext) -> u32 {
-        match decide::classify(&ctx) {
-            Next::Done(verdict) => exit(&ctx, &verdict),
-            Next::Defences => {
-                // SAFETY: a tail call replaces this program; it returns only when it fails.
-                unsafe { maps::STAGES.tail_call(&ctx, STAGE_DEFENCES) };
-                // No defences stage loaded (it is filled by the loader): as if all were off.
-                exit(&ctx, &facts::pass(Reason::Pass))
-            }
-        }
+        next(&ctx, decide::classify(&ctx), stats::frame_len(&ctx))
     }
 
     /// The defences stage: rules, reflection preset, rate limits (reached by tail call).
     #[xdp]
     pub fn fg_defences(ctx: XdpContext) -> u32 {
-        exit(&ctx, &decide::defend(&ctx))
+        if decide::to_synguard() {
+            // SAFETY: as in `next`; on failure the defences run as if the guard were off.
+            unsafe { maps::STAGES.tail_call(&ctx, STAGE_SYNGUARD) };
+        }
+        exit(&decide::defend(&ctx), stats::frame_len(&ctx))
     }
 
-    /// The single exit of every stage: count the packet under its reason, give the action.
+    /// The SYN guard stage: SYN-ACK cookies for SYNs, cookie checks for ACKs (tail call).
+    /// What it passes goes on to the defences stage, when any defence is on.
+    #[xdp]
+    pub fn fg_synguard(ctx: XdpContext) -> u32 {
+        // Counted at the length it came in with: an answered SYN leaves as its SYN-ACK.
+        let bytes = stats::frame_len(&ctx);
+        next(&ctx, synguard::guard(&ctx), bytes)
+    }
+
+    /// The SYN guard's TC ingress half: completes handshakes that carry a valid cookie.
+    #[classifier]
+    pub fn fg_synguard_tc(ctx: TcContext) -> i32 {
+        synguard_tc::handshake(&ctx);
+        TC_ACT_OK
+    }
+
+    /// Exit with a verdict, or jump to the stage that decides.
     #[inline(always)]
-    fn exit(ctx: &XdpContext, verdict: &Verdict) -> u32 {
-        stats::record(ctx, verdict);
+    fn next(ctx: &XdpContext, next: Next, bytes: u64) -> u32 {
+        match next {
+            Next::Done(verdict) => exit(&verdict, bytes),
+            Next::Stage(index) => {
+                // SAFETY: a tail call replaces this program; it returns only when it fails.
+                unsafe { maps::STAGES.tail_call(ctx, index) };
+                // The stage is not loaded (the loader fills STAGES): as if it were off.
+                exit(&facts::pass(Reason::Pass), bytes)
+            }
+        }
+    }
+
+    /// The single exit of every stage: count the packet (of `bytes` as it came in) under its
+    /// reason, give the action.
+    #[inline(always)]
+    fn exit(verdict: &Verdict, bytes: u64) -> u32 {
+        stats::record(verdict, bytes);
         if verdict.dry_run {
             return xdp_action::XDP_PASS;
         }

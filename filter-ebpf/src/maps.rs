@@ -136,3 +136,12 @@ pub static SYNGUARD_STATS: PerCpuArray<u64> = PerCpuArray::pinned(synguard_stat:
 /// plane. LRU: a flood spread over many destinations evicts the quiet ones.
 #[map(name = "SYNGUARD_RATE")]
 pub static SYNGUARD_RATE: LruHashMap<[u8; 16], SynRate> = LruHashMap::pinned(SYNGUARD_RATE_MAX, 0);
+
+/// Per-CPU room for the TCP options of the SYN being answered (the SYN guard stage's stack is
+/// full with the reply it builds). Data plane only.
+#[map(name = "SYNGUARD_OPTIONS")]
+pub static SYNGUARD_OPTIONS: PerCpuArray<[u8; 64]> = PerCpuArray::with_max_entries(1, 0);
+
+/// Per-CPU room for the SYN-ACK's IP and TCP headers while they are built. Data plane only.
+#[map(name = "SYNGUARD_REPLY")]
+pub static SYNGUARD_REPLY: PerCpuArray<[u8; 72]> = PerCpuArray::with_max_entries(1, 0);

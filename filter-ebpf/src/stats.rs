@@ -22,10 +22,10 @@ pub fn add(counter: *mut Counter, bytes: u64) {
     }
 }
 
-/// Count the packet under the reason that decided it.
+/// Count the packet (`bytes` long as it came in) under the reason that decided it.
 #[inline(always)]
-pub fn record(ctx: &XdpContext, verdict: &Verdict) {
+pub fn record(verdict: &Verdict, bytes: u64) {
     if let Some(counter) = STATS.get_ptr_mut(stats_slot(verdict.reason, verdict.dry_run)) {
-        add(counter, frame_len(ctx));
+        add(counter, bytes);
     }
 }

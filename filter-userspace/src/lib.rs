@@ -20,6 +20,7 @@ pub mod entry;
 pub mod error;
 pub mod front;
 pub mod journal;
+pub mod kfunc;
 pub mod listfile;
 pub mod lists;
 pub mod loader;

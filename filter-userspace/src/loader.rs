@@ -4,6 +4,7 @@
 //! ```text
 //! maps/<NAME>   every map (lists, counters), created on first use and reused after
 //! prog          the XDP program, shared by every interface
+//! synguard_tc   the SYN guard's TC ingress program, beside the XDP program on each interface
 //! ```
 //! Interfaces are attached over netlink (see [`crate::netlink`] for why), and an interface
 //! counts as floodgate's when its XDP program uses this pin directory's STATS map: that holds
@@ -18,14 +19,18 @@ use std::{
 };
 
 use aya::{
-    Ebpf, EbpfLoader,
+    Btf, Ebpf, EbpfLoader,
     maps::{MapData, ProgramArray},
-    programs::{ProgramInfo, Xdp, loaded_programs},
+    programs::{
+        ProgramInfo, SchedClassifier, TcAttachType, Xdp, loaded_programs,
+        tc::{self, NlOptions, TcAttachOptions, TcError},
+    },
 };
-use filter_common::{PROGRAM_NAME, map_names};
+use filter_common::{PROGRAM_NAME, SYNGUARD_TC_PROGRAM_NAME, map_names};
 
 use crate::{
     error::{Error, IoContext, Result},
+    kfunc,
     netlink::{self, XdpMode},
     sys,
 };
@@ -71,6 +76,38 @@ impl PinDir {
     }
     pub fn prog(&self) -> PathBuf {
         self.root.join("prog")
+    }
+    pub fn synguard_tc(&self) -> PathBuf {
+        self.root.join("synguard_tc")
+    }
+}
+
+/// The kfunc the SYN guard completes handshakes with (TC ingress, kernel 6.9+).
+pub const SYNGUARD_KFUNC: &str = "bpf_sk_assign_tcp_reqsk";
+
+/// How the SYN guard turns a valid cookie into a connection on this kernel.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Completion {
+    /// The TC ingress program calls [`SYNGUARD_KFUNC`].
+    Kfunc,
+    /// Not possible here: why.
+    Unavailable(String),
+}
+
+impl Completion {
+    /// Probe the running kernel (its BTF must name the kfunc).
+    pub fn probe() -> Completion {
+        match Btf::from_sys_fs() {
+            Err(e) => Completion::Unavailable(format!("no kernel BTF ({e})")),
+            Ok(btf) => {
+                match btf.id_by_type_name_kind(SYNGUARD_KFUNC, aya_obj::btf::BtfKind::Func) {
+                    Ok(_) => Completion::Kfunc,
+                    Err(_) => Completion::Unavailable(format!(
+                        "the kernel has no kfunc {SYNGUARD_KFUNC} (needs Linux 6.9 or later)"
+                    )),
+                }
+            }
+        }
     }
 }
 
@@ -120,7 +157,10 @@ pub fn load_object(pin: &PinDir) -> Result<Ebpf> {
             }
         }
     }
-    Ok(loader.load(OBJECT)?)
+    // The kernel's BTF names the kfuncs the object calls; aya parses it again for itself.
+    let btf = Btf::from_sys_fs().ok();
+    let linked = kfunc::link(OBJECT, btf.as_ref())?;
+    Ok(loader.load(&linked.object)?)
 }
 
 /// The XDP program named `name` in `ebpf` (not loaded yet, maybe).
@@ -242,7 +282,11 @@ pub fn attach(
     })?;
     let current = attachments(pin)?;
     let mut out = Vec::new();
+    let completion = Completion::probe() == Completion::Kfunc;
     for (iface, ifindex) in ifaces.iter().zip(indexes) {
+        if completion {
+            attach_synguard_tc(ebpf, pin, iface)?;
+        }
         if let Some(a) = current.iter().find(|a| a.ifindex == ifindex) {
             out.push(AttachOutcome {
                 iface: iface.clone(),
@@ -275,6 +319,70 @@ pub fn attach(
         });
     }
     Ok(out)
+}
+
+/// Put the SYN guard's TC ingress program on `iface` (replacing a copy already there). It
+/// does nothing until the guard is switched on; it stays after this process exits (a netlink
+/// tc filter, like the XDP attachment) until `detach`.
+fn attach_synguard_tc(ebpf: &mut Ebpf, pin: &PinDir, iface: &str) -> Result<()> {
+    let path = pin.synguard_tc();
+    if !path.exists() {
+        let prog: &mut SchedClassifier = ebpf
+            .program_mut(SYNGUARD_TC_PROGRAM_NAME)
+            .ok_or_else(|| Error::MissingInObject {
+                what: "program",
+                name: SYNGUARD_TC_PROGRAM_NAME.into(),
+            })?
+            .try_into()
+            .map_err(|source| Error::Program {
+                context: format!("{SYNGUARD_TC_PROGRAM_NAME}: program type"),
+                source,
+            })?;
+        if prog.fd().is_err() {
+            prog.load().map_err(|source| Error::Program {
+                context: format!("verifying the TC program {SYNGUARD_TC_PROGRAM_NAME}"),
+                source,
+            })?;
+        }
+        prog.pin(&path).map_err(|e| Error::Io {
+            context: format!("pinning the TC program at {}", path.display()),
+            source: std::io::Error::other(e),
+        })?;
+    }
+    let tc_error = |what: &str, e: TcError| Error::Io {
+        context: format!("{iface}: {what}"),
+        source: std::io::Error::other(e),
+    };
+    match tc::qdisc_add_clsact(iface) {
+        Ok(()) => {}
+        Err(TcError::NetlinkError(e)) if e.raw_os_error() == Some(libc::EEXIST) => {}
+        Err(e) => return Err(tc_error("adding the clsact qdisc for the SYN guard", e)),
+    }
+    detach_synguard_tc(iface);
+    let mut prog = SchedClassifier::from_pin(&path).map_err(|source| Error::Program {
+        context: format!("opening {}", path.display()),
+        source,
+    })?;
+    let link = prog
+        .attach_with_options(
+            iface,
+            TcAttachType::Ingress,
+            TcAttachOptions::Netlink(NlOptions::default()),
+        )
+        .and_then(|id| prog.take_link(id))
+        .map_err(|source| Error::Program {
+            context: format!("{iface}: attaching the SYN guard's TC program"),
+            source,
+        })?;
+    // The filter stays when the link is dropped only if the link is not dropped: a netlink
+    // link holds no fd, so forgetting it leaks nothing.
+    std::mem::forget(link);
+    Ok(())
+}
+
+/// Remove the SYN guard's TC program from `iface`, if it is there.
+fn detach_synguard_tc(iface: &str) {
+    let _ = tc::qdisc_detach_program(iface, TcAttachType::Ingress, SYNGUARD_TC_PROGRAM_NAME);
 }
 
 /// The pinned program, loading (verifying) and pinning it first if there is none.
@@ -405,14 +513,16 @@ pub fn detach(pin: &PinDir, ifaces: &[String], all: bool, purge: bool) -> Result
         })?;
         netlink::detach(a.ifindex, fd.as_fd(), a.mode)
             .io_context(|| format!("{}: detaching", a.iface))?;
+        detach_synguard_tc(&a.iface);
         done.push(a.iface.clone());
     }
     if attachments(pin)?.is_empty() {
         // Nothing here uses the program: unpin it so the next attach loads the current build.
-        let prog = pin.prog();
-        if let Err(e) = fs::remove_file(&prog) {
-            if e.kind() != ErrorKind::NotFound {
-                return Err(e).io_context(|| format!("removing {}", prog.display()));
+        for prog in [pin.prog(), pin.synguard_tc()] {
+            if let Err(e) = fs::remove_file(&prog) {
+                if e.kind() != ErrorKind::NotFound {
+                    return Err(e).io_context(|| format!("removing {}", prog.display()));
+                }
             }
         }
         if purge && pin.root().exists() {

@@ -53,6 +53,17 @@ impl Harness {
         Harness { state, _pins: pins }
     }
 
+    /// The harness's pin directory (its maps are pinned under `maps/`).
+    pub fn pin_dir(&self) -> &Path {
+        &self._pins.0
+    }
+
+    /// The pinned map `name`, opened afresh (for fixtures that set what no verb sets yet).
+    pub fn pinned_map(&self, name: &str) -> aya::maps::MapData {
+        aya::maps::MapData::from_pin(self.pin_dir().join("maps").join(name))
+            .unwrap_or_else(|e| panic!("opening pinned map {name}: {e}"))
+    }
+
     /// Every STATS slot: the enforced row, then the dry-run row.
     pub fn counters(&self) -> Vec<Counter> {
         let stats = &self.state.stats;
@@ -75,15 +86,24 @@ impl Harness {
     /// Run one frame: the XDP action, the reason, and whether it was counted in the dry-run
     /// row. Exactly one slot of the two rows must count it, with the frame's exact length.
     pub fn run_any(&mut self, frame: &[u8]) -> (u32, Reason, bool) {
+        let (action, reason, dry_run, _) = self.run_out(frame);
+        (action, reason, dry_run)
+    }
+
+    /// [`Harness::run_any`], and the frame as the program left it (an XDP_TX reply).
+    pub fn run_out(&mut self, frame: &[u8]) -> (u32, Reason, bool, Vec<u8>) {
         let before = self.counters();
         let prog = loader::program(&mut self.state.ebpf).expect("program");
+        let mut out = vec![0u8; 4096];
         let result = prog
             .test_run(TestRunOptions {
                 data_in: Some(frame),
+                data_out: Some(&mut out),
                 repeat: 1,
                 ..TestRunOptions::default()
             })
             .unwrap_or_else(|e| panic!("test_run of a {}-byte frame: {e}", frame.len()));
+        out.truncate(result.data_size_out as usize);
         let after = self.counters();
         let changed: Vec<usize> = (0..after.len())
             .filter(|i| after[*i].packets != before[*i].packets)
@@ -105,7 +125,7 @@ impl Harness {
             "bytes counted must be the frame length"
         );
         let reason = filter_common::REASONS[slot % REASON_COUNT];
-        (result.return_value, reason, slot >= REASON_COUNT)
+        (result.return_value, reason, slot >= REASON_COUNT, out)
     }
 }
 
@@ -117,6 +137,7 @@ impl Default for Harness {
 
 pub const XDP_DROP: u32 = 1;
 pub const XDP_PASS: u32 = 2;
+pub const XDP_TX: u32 = 3;
 
 /// The `floodgate` binary under test: FLOODGATE_BIN (set by `cargo xtask test`), else the
 /// debug build next to this workspace.

@@ -36,7 +36,8 @@ pub fn eth(vlans: &[(u16, u16)], ether_type: u16, payload: &[u8]) -> Vec<u8> {
     f
 }
 
-fn checksum(data: &[u8]) -> u16 {
+/// The Internet checksum of `data` (0 when `data` holds a correct checksum field).
+pub fn checksum(data: &[u8]) -> u16 {
     let mut sum = 0u32;
     for chunk in data.chunks(2) {
         let word = u16::from_be_bytes([chunk[0], *chunk.get(1).unwrap_or(&0)]);

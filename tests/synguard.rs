@@ -1,0 +1,532 @@
+//! The SYN guard stage through BPF_PROG_TEST_RUN: a SYN to a protected port comes back as
+//! its SYN-ACK (XDP_TX) with a valid cookie, checksums and the options the cookie keeps; an
+//! ACK with that cookie passes, one without it is dropped; everything else is untouched.
+
+use std::net::{Ipv4Addr, Ipv6Addr};
+
+use aya::maps::{Array, Map};
+use filter_common::{
+    CONFIG_MAGIC, Config, CookieFacts, CookieFlow, Reason, SynguardSecret, cookie_check, map_names,
+    port_bits, synguard_bits, synguard_stat,
+};
+use floodgate_tests::{
+    Harness, XDP_DROP, XDP_PASS, XDP_TX,
+    packet::{self, *},
+};
+
+const SERVER4: Ipv4Addr = Ipv4Addr::new(198, 18, 0, 1);
+const CLIENT4: Ipv4Addr = Ipv4Addr::new(198, 18, 0, 2);
+const SERVER6: Ipv6Addr = Ipv6Addr::new(0x2001, 0xdb8, 0, 0, 0, 0, 0, 1);
+const CLIENT6: Ipv6Addr = Ipv6Addr::new(0x2001, 0xdb8, 0, 0, 0, 0, 0, 2);
+const PORT: u16 = 443;
+const CLIENT_PORT: u16 = 40000;
+const CLIENT_ISN: u32 = 0x1234_5678;
+const KEY: SynguardSecret = SynguardSecret {
+    key: [0x0011_2233_4455_6677, 0x8899_aabb_ccdd_eeff],
+};
+
+const SYN: u8 = 0x02;
+const ACK: u8 = 0x10;
+const RST: u8 = 0x04;
+const ECE: u8 = 0x40;
+const CWR: u8 = 0x80;
+
+/// What Linux puts in a SYN: MSS 1460, SACK permitted, timestamps, NOP, window scale 7.
+const LINUX_OPTIONS: [u8; 20] = [
+    2, 4, 0x05, 0xb4, 4, 2, 8, 10, 0, 0, 0, 1, 0, 0, 0, 0, 1, 3, 3, 7,
+];
+/// What Windows puts in a SYN: MSS 1400, NOP, window scale 8, NOP, NOP, SACK permitted.
+const WINDOWS_OPTIONS: [u8; 12] = [2, 4, 0x05, 0x78, 1, 3, 3, 8, 1, 1, 4, 2];
+
+fn tcp_seg(sport: u16, dport: u16, flags: u8, seq: u32, ack: u32, options: &[u8]) -> Vec<u8> {
+    let mut opts = options.to_vec();
+    while !opts.len().is_multiple_of(4) {
+        opts.push(0);
+    }
+    let mut h = Vec::new();
+    h.extend_from_slice(&sport.to_be_bytes());
+    h.extend_from_slice(&dport.to_be_bytes());
+    h.extend_from_slice(&seq.to_be_bytes());
+    h.extend_from_slice(&ack.to_be_bytes());
+    h.push((((20 + opts.len()) / 4) as u8) << 4);
+    h.push(flags);
+    h.extend_from_slice(&[0xfa, 0xf0, 0, 0, 0, 0]);
+    h.extend_from_slice(&opts);
+    h
+}
+
+fn v4(vlans: &[(u16, u16)], seg: &[u8]) -> Vec<u8> {
+    eth(
+        vlans,
+        ETH_P_IP,
+        &ipv4(CLIENT4, SERVER4, TCP, &[], 0x4000, seg),
+    )
+}
+
+fn v6(seg: &[u8]) -> Vec<u8> {
+    eth(&[], ETH_P_IPV6, &ipv6(CLIENT6, SERVER6, TCP, seg))
+}
+
+fn addr16(ip: std::net::IpAddr) -> [u8; 16] {
+    let mut a = [0u8; 16];
+    match ip {
+        std::net::IpAddr::V4(v4) => a[..4].copy_from_slice(&v4.octets()),
+        std::net::IpAddr::V6(v6) => a = v6.octets(),
+    }
+    a
+}
+
+fn now_ns() -> u64 {
+    let mut ts = libc::timespec {
+        tv_sec: 0,
+        tv_nsec: 0,
+    };
+    // SAFETY: a valid timespec to fill; CLOCK_MONOTONIC is bpf_ktime_get_ns's clock.
+    let r = unsafe { libc::clock_gettime(libc::CLOCK_MONOTONIC, &mut ts) };
+    assert_eq!(r, 0, "clock_gettime");
+    ts.tv_sec as u64 * 1_000_000_000 + ts.tv_nsec as u64
+}
+
+/// Switch the guard on (with `bits` besides ON) for `PORT`, with a known secret.
+fn guard(h: &Harness, bits: u32, dry_run: bool) {
+    let mut config: Array<_, Config> =
+        Array::try_from(Map::Array(h.pinned_map(map_names::CONFIG))).expect("CONFIG");
+    let mut cfg = config.get(&0, 0).expect("reading CONFIG");
+    cfg.magic = CONFIG_MAGIC;
+    cfg.synguard = synguard_bits::ON | bits;
+    cfg.dry_run = dry_run as u32;
+    config.set(0, cfg, 0).expect("writing CONFIG");
+    let mut ports: Array<_, u32> =
+        Array::try_from(Map::Array(h.pinned_map(map_names::PORT_FLAGS))).expect("PORT_FLAGS");
+    let f = ports.get(&u32::from(PORT), 0).expect("reading PORT_FLAGS");
+    ports
+        .set(u32::from(PORT), f | port_bits::SYNGUARD, 0)
+        .expect("writing PORT_FLAGS");
+    let mut secret: Array<_, SynguardSecret> =
+        Array::try_from(Map::Array(h.pinned_map(map_names::SYNGUARD_SECRET)))
+            .expect("SYNGUARD_SECRET");
+    secret.set(0, KEY, 0).expect("writing the secret");
+}
+
+fn synguard_stats(h: &Harness) -> Vec<u64> {
+    let stats: aya::maps::PerCpuArray<_, u64> =
+        aya::maps::PerCpuArray::try_from(Map::PerCpuArray(h.pinned_map(map_names::SYNGUARD_STATS)))
+            .expect("SYNGUARD_STATS");
+    (0..synguard_stat::COUNT)
+        .map(|i| stats.get(&i, 0).expect("reading").iter().sum())
+        .collect()
+}
+
+/// A parsed SYN-ACK: checks every header field the client relies on, returns its cookie and
+/// what the cookie says.
+struct SynAck {
+    cookie: u32,
+    facts: CookieFacts,
+    options: Vec<u8>,
+    flags: u8,
+}
+
+fn check_synack(
+    what: &str,
+    syn: &[u8],
+    out: &[u8],
+    l3: usize,
+    v6: bool,
+    client: std::net::IpAddr,
+    server: std::net::IpAddr,
+) -> SynAck {
+    // Ethernet: MACs swapped, VLAN tags and type kept.
+    assert_eq!(
+        &out[..6],
+        &syn[6..12],
+        "{what}: destination MAC is the SYN's source"
+    );
+    assert_eq!(
+        &out[6..12],
+        &syn[..6],
+        "{what}: source MAC is the SYN's destination"
+    );
+    assert_eq!(
+        &out[12..l3],
+        &syn[12..l3],
+        "{what}: VLAN tags and EtherType kept"
+    );
+    let (ip_len, tcp) = if v6 { (40, l3 + 40) } else { (20, l3 + 20) };
+    assert_eq!(
+        out.len(),
+        tcp + 32,
+        "{what}: frame cut to the SYN-ACK's length"
+    );
+    let ip = &out[l3..l3 + ip_len];
+    let mut pseudo = Vec::new();
+    if v6 {
+        assert_eq!(ip[0] >> 4, 6, "{what}: IPv6");
+        assert_eq!(
+            u16::from_be_bytes([ip[4], ip[5]]),
+            32,
+            "{what}: payload length"
+        );
+        assert_eq!(ip[6], TCP, "{what}: next header");
+        assert_eq!(&ip[8..24], &addr16(server), "{what}: source is the server");
+        assert_eq!(
+            &ip[24..40],
+            &addr16(client),
+            "{what}: destination is the client"
+        );
+        pseudo.extend_from_slice(&ip[8..40]);
+        pseudo.extend_from_slice(&32u32.to_be_bytes());
+        pseudo.extend_from_slice(&[0, 0, 0, TCP]);
+    } else {
+        assert_eq!(ip[0], 0x45, "{what}: IPv4, no options");
+        assert_eq!(
+            u16::from_be_bytes([ip[2], ip[3]]),
+            52,
+            "{what}: total length"
+        );
+        assert_eq!(ip[9], TCP, "{what}: protocol");
+        assert_eq!(packet::checksum(ip), 0, "{what}: IPv4 header checksum");
+        assert_eq!(
+            &ip[12..16],
+            &addr16(server)[..4],
+            "{what}: source is the server"
+        );
+        assert_eq!(
+            &ip[16..20],
+            &addr16(client)[..4],
+            "{what}: destination is the client"
+        );
+        pseudo.extend_from_slice(&ip[12..20]);
+        pseudo.extend_from_slice(&[0, TCP, 0, 32]);
+    }
+    let t = &out[tcp..];
+    pseudo.extend_from_slice(t);
+    assert_eq!(packet::checksum(&pseudo), 0, "{what}: TCP checksum");
+    assert_eq!(
+        u16::from_be_bytes([t[0], t[1]]),
+        PORT,
+        "{what}: source port"
+    );
+    assert_eq!(
+        u16::from_be_bytes([t[2], t[3]]),
+        CLIENT_PORT,
+        "{what}: destination port"
+    );
+    assert_eq!(
+        u32::from_be_bytes([t[8], t[9], t[10], t[11]]),
+        CLIENT_ISN.wrapping_add(1),
+        "{what}: acknowledges the client's ISN + 1"
+    );
+    assert_eq!(t[12] >> 4, 8, "{what}: 32-byte TCP header");
+    assert_eq!(t[13] & (SYN | ACK | RST), SYN | ACK, "{what}: SYN-ACK");
+    let cookie = u32::from_be_bytes([t[4], t[5], t[6], t[7]]);
+    let flow = CookieFlow {
+        client: addr16(client),
+        server: addr16(server),
+        client_port: CLIENT_PORT,
+        server_port: PORT,
+        client_isn: CLIENT_ISN,
+    };
+    let facts = cookie_check(&KEY, &flow, cookie, now_ns())
+        .unwrap_or_else(|| panic!("{what}: the sequence number {cookie:#x} is a valid cookie"));
+    SynAck {
+        cookie,
+        facts,
+        options: t[20..32].to_vec(),
+        flags: t[13],
+    }
+}
+
+/// A SYN fixture: the frame, its IP header offset, and what its SYN-ACK must say.
+struct SynCase {
+    what: &'static str,
+    frame: Vec<u8>,
+    l3: usize,
+    v6: bool,
+    want: CookieFacts,
+    options: [u8; 12],
+}
+
+fn syn_case(
+    what: &'static str,
+    frame: Vec<u8>,
+    l3: usize,
+    v6: bool,
+    want: CookieFacts,
+    options: [u8; 12],
+) -> SynCase {
+    SynCase {
+        what,
+        frame,
+        l3,
+        v6,
+        want,
+        options,
+    }
+}
+
+#[test]
+fn a_syn_to_a_protected_port_is_answered_with_a_cookie() {
+    let mut h = Harness::new();
+    guard(&h, 0, false);
+    let (c4, s4): (std::net::IpAddr, std::net::IpAddr) = (CLIENT4.into(), SERVER4.into());
+    let (c6, s6): (std::net::IpAddr, std::net::IpAddr) = (CLIENT6.into(), SERVER6.into());
+    let linux = tcp_seg(CLIENT_PORT, PORT, SYN, CLIENT_ISN, 0, &LINUX_OPTIONS);
+    let windows = tcp_seg(CLIENT_PORT, PORT, SYN, CLIENT_ISN, 0, &WINDOWS_OPTIONS);
+    let bare = tcp_seg(CLIENT_PORT, PORT, SYN, CLIENT_ISN, 0, &[]);
+    let ecn = tcp_seg(
+        CLIENT_PORT,
+        PORT,
+        SYN | ECE | CWR,
+        CLIENT_ISN,
+        0,
+        &LINUX_OPTIONS,
+    );
+    let q = ETH_P_8021Q;
+    let ad = ETH_P_8021AD;
+    let full = |wscale| CookieFacts {
+        mss: 1460,
+        wscale: Some(wscale),
+        sack: true,
+        ecn: false,
+    };
+    let ws_sack = [2, 4, 0x05, 0xb4, 1, 3, 3, 7, 1, 1, 4, 2];
+    let ws_sack6 = [2, 4, 0x05, 0xa0, 1, 3, 3, 7, 1, 1, 4, 2];
+    let cases: Vec<SynCase> = vec![
+        syn_case(
+            "v4, Linux options",
+            v4(&[], &linux),
+            14,
+            false,
+            full(7),
+            ws_sack,
+        ),
+        syn_case(
+            "v4, Windows options",
+            v4(&[], &windows),
+            14,
+            false,
+            CookieFacts {
+                mss: 1400,
+                wscale: Some(8),
+                sack: true,
+                ecn: false,
+            },
+            ws_sack,
+        ),
+        syn_case(
+            "v4, no options (MSS 536, no scaling, no SACK)",
+            v4(&[], &bare),
+            14,
+            false,
+            CookieFacts {
+                mss: 536,
+                wscale: None,
+                sack: false,
+                ecn: false,
+            },
+            [2, 4, 0x05, 0xb4, 1, 1, 1, 1, 1, 1, 1, 1],
+        ),
+        syn_case(
+            "v4, ECN requested",
+            v4(&[], &ecn),
+            14,
+            false,
+            CookieFacts {
+                ecn: true,
+                ..full(7)
+            },
+            ws_sack,
+        ),
+        syn_case(
+            "802.1Q v4",
+            v4(&[(q, 10)], &linux),
+            18,
+            false,
+            full(7),
+            ws_sack,
+        ),
+        syn_case(
+            "QinQ v4",
+            v4(&[(ad, 100), (q, 10)], &linux),
+            22,
+            false,
+            full(7),
+            ws_sack,
+        ),
+        syn_case("v6, Linux options", v6(&linux), 14, true, full(7), ws_sack6),
+    ];
+    for SynCase {
+        what,
+        frame,
+        l3,
+        v6: is_v6,
+        want,
+        options,
+    } in cases
+    {
+        let (client, server) = if is_v6 { (c6, s6) } else { (c4, s4) };
+        let (action, reason, dry, out) = h.run_out(&frame);
+        assert_eq!(
+            (action, reason, dry),
+            (XDP_TX, Reason::SynCookie, false),
+            "{what}"
+        );
+        let sa = check_synack(what, &frame, &out, l3, is_v6, client, server);
+        assert_eq!(sa.facts, want, "{what}: what the cookie keeps");
+        assert_eq!(sa.options, options, "{what}: SYN-ACK options");
+        assert_eq!(
+            sa.flags & ECE != 0,
+            want.ecn,
+            "{what}: ECE answers an ECN request"
+        );
+    }
+}
+
+#[test]
+fn acks_pass_with_a_valid_cookie_and_drop_without() {
+    let mut h = Harness::new();
+    guard(&h, 0, false);
+    let syn = v4(
+        &[],
+        &tcp_seg(CLIENT_PORT, PORT, SYN, CLIENT_ISN, 0, &LINUX_OPTIONS),
+    );
+    let (_, _, _, out) = h.run_out(&syn);
+    let cookie = check_synack("SYN", &syn, &out, 14, false, CLIENT4.into(), SERVER4.into()).cookie;
+    let ack = |seq: u32, ack: u32| v4(&[], &tcp_seg(CLIENT_PORT, PORT, ACK, seq, ack, &[]));
+    let before = synguard_stats(&h);
+    let seq = CLIENT_ISN.wrapping_add(1);
+    let udp = eth(
+        &[],
+        ETH_P_IP,
+        &ipv4(
+            CLIENT4,
+            SERVER4,
+            UDP,
+            &[],
+            0,
+            &packet::udp(CLIENT_PORT, PORT, b"x"),
+        ),
+    );
+    let rows: Vec<(&str, Vec<u8>, u32, Reason)> = vec![
+        (
+            "the handshake's ACK (cookie + 1)",
+            ack(seq, cookie.wrapping_add(1)),
+            XDP_PASS,
+            Reason::Pass,
+        ),
+        (
+            "an ACK with another cookie",
+            ack(seq, cookie.wrapping_add(2)),
+            XDP_DROP,
+            Reason::BadCookie,
+        ),
+        (
+            "an ACK from another client ISN",
+            ack(seq.wrapping_add(1), cookie.wrapping_add(1)),
+            XDP_DROP,
+            Reason::BadCookie,
+        ),
+        (
+            "an ACK flood's random ACK",
+            ack(0xdead_beef, 0x0bad_cafe),
+            XDP_DROP,
+            Reason::BadCookie,
+        ),
+        (
+            "a RST passes the guard by",
+            v4(&[], &tcp_seg(CLIENT_PORT, PORT, RST | ACK, seq, 1, &[])),
+            XDP_PASS,
+            Reason::Pass,
+        ),
+        (
+            "a SYN to an unprotected port",
+            v4(
+                &[],
+                &tcp_seg(CLIENT_PORT, 80, SYN, CLIENT_ISN, 0, &LINUX_OPTIONS),
+            ),
+            XDP_PASS,
+            Reason::Pass,
+        ),
+        (
+            "an ACK to an unprotected port",
+            v4(&[], &tcp_seg(CLIENT_PORT, 80, ACK, 5, 5, &[])),
+            XDP_PASS,
+            Reason::Pass,
+        ),
+        (
+            "UDP to the protected port number",
+            udp,
+            XDP_PASS,
+            Reason::Pass,
+        ),
+    ];
+    for (what, frame, action, reason) in rows {
+        assert_eq!(h.run(&frame), (action, reason), "{what}");
+    }
+    let after = synguard_stats(&h);
+    let d = |i: u32| after[i as usize] - before[i as usize];
+    assert_eq!(
+        d(synguard_stat::COOKIE_VALID),
+        1,
+        "one valid cookie counted"
+    );
+    assert_eq!(
+        d(synguard_stat::COOKIE_INVALID),
+        3,
+        "three invalid cookies counted"
+    );
+    assert_eq!(d(synguard_stat::ESTABLISHED), 0, "no socket owns these");
+}
+
+#[test]
+fn off_dry_run_and_destination_scope() {
+    let mut h = Harness::new();
+    let syn = v4(
+        &[],
+        &tcp_seg(CLIENT_PORT, PORT, SYN, CLIENT_ISN, 0, &LINUX_OPTIONS),
+    );
+    let bad_ack = v4(&[], &tcp_seg(CLIENT_PORT, PORT, ACK, 7, 7, &[]));
+    // Off: the port bit alone changes nothing.
+    guard(&h, 0, false);
+    let mut config: Array<_, Config> =
+        Array::try_from(Map::Array(h.pinned_map(map_names::CONFIG))).expect("CONFIG");
+    let mut cfg = config.get(&0, 0).expect("CONFIG");
+    cfg.synguard = 0;
+    config.set(0, cfg, 0).expect("CONFIG");
+    assert_eq!(h.run(&syn), (XDP_PASS, Reason::Pass), "off: SYN passes");
+    assert_eq!(h.run(&bad_ack), (XDP_PASS, Reason::Pass), "off: ACK passes");
+
+    // Dry-run: counted as what would happen, the packet passes unchanged.
+    guard(&h, 0, true);
+    let (action, reason, dry, out) = h.run_out(&syn);
+    assert_eq!(
+        (action, reason, dry),
+        (XDP_PASS, Reason::SynCookie, true),
+        "dry-run SYN"
+    );
+    assert_eq!(out, syn, "dry-run leaves the SYN as it was");
+    let (action, reason, dry) = h.run_any(&bad_ack);
+    assert_eq!(
+        (action, reason, dry),
+        (XDP_PASS, Reason::BadCookie, true),
+        "dry-run bad ACK"
+    );
+
+    // --dst: only the listed destinations are guarded.
+    guard(&h, synguard_bits::DST, false);
+    assert_eq!(
+        h.run(&syn),
+        (XDP_PASS, Reason::Pass),
+        "destination not in --dst"
+    );
+    let mut dst: aya::maps::LpmTrie<_, [u8; 4], u32> =
+        aya::maps::LpmTrie::try_from(Map::LpmTrie(h.pinned_map(map_names::SYNGUARD_DST_V4)))
+            .expect("SYNGUARD_DST_V4");
+    dst.insert(&aya::maps::lpm_trie::Key::new(24, [198, 18, 0, 0]), 1, 0)
+        .expect("adding 198.18.0.0/24");
+    assert_eq!(
+        h.run(&syn).1,
+        Reason::SynCookie,
+        "destination inside a --dst prefix"
+    );
+}
