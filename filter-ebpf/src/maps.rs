@@ -145,3 +145,9 @@ pub static SYNGUARD_OPTIONS: PerCpuArray<[u8; 64]> = PerCpuArray::with_max_entri
 /// Per-CPU room for the SYN-ACK's IP and TCP headers while they are built. Data plane only.
 #[map(name = "SYNGUARD_REPLY")]
 pub static SYNGUARD_REPLY: PerCpuArray<[u8; 72]> = PerCpuArray::with_max_entries(1, 0);
+
+/// Flows whose handshake ACK carried a valid cookie, until their expiry (monotonic ns): the
+/// segments right behind that ACK pass before the kernel has made the connection. Data plane
+/// only; LRU, so an ACK flood cannot fill it (only valid cookies get in).
+#[map(name = "SYNGUARD_FLOWS")]
+pub static SYNGUARD_FLOWS: LruHashMap<[u64; 5], u64> = LruHashMap::with_max_entries(1 << 16, 0);

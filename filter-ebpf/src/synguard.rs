@@ -23,8 +23,8 @@ use crate::{
     decide::Next,
     facts::{Facts, Verdict, drop, pass},
     maps::{
-        CONFIG, PORT_FLAGS, SCRATCH, SYNGUARD_DST_V4, SYNGUARD_DST_V6, SYNGUARD_OPTIONS,
-        SYNGUARD_RATE, SYNGUARD_REPLY, SYNGUARD_SECRET, SYNGUARD_STATS,
+        CONFIG, PORT_FLAGS, SCRATCH, SYNGUARD_DST_V4, SYNGUARD_DST_V6, SYNGUARD_FLOWS,
+        SYNGUARD_OPTIONS, SYNGUARD_RATE, SYNGUARD_REPLY, SYNGUARD_SECRET, SYNGUARD_STATS,
     },
 };
 
@@ -135,8 +135,18 @@ fn judge(ctx: &XdpContext, cfg: &Config) -> Verdict {
         count(synguard_stat::ESTABLISHED);
         return pass(Reason::Pass);
     }
+    // Segments right behind the handshake's ACK (its data, the client's FIN) come before the
+    // kernel has made the connection: XDP sees a whole batch first.
+    let flow = flow_key(pkt);
+    if let Some(until) = unsafe { SYNGUARD_FLOWS.get(&flow) } {
+        if *until > now {
+            count(synguard_stat::ESTABLISHED);
+            return pass(Reason::Pass);
+        }
+    }
     if cookie_valid(ctx, pkt, now) {
         count(synguard_stat::COOKIE_VALID);
+        let _ = SYNGUARD_FLOWS.insert(&flow, &(now + FLOW_HOLD_NS), 0);
         return pass(Reason::Pass);
     }
     count(synguard_stat::COOKIE_INVALID);
@@ -145,6 +155,34 @@ fn judge(ctx: &XdpContext, cfg: &Config) -> Verdict {
         return pass(Reason::Pass);
     }
     drop(Reason::BadCookie, dry)
+}
+
+/// How long a flow whose cookie was valid passes without a socket (until the kernel has made
+/// its connection, which then answers the socket lookup).
+const FLOW_HOLD_NS: u64 = 10_000_000_000;
+
+/// The `SYNGUARD_FLOWS` key of a segment: addresses, then the ports.
+#[inline(always)]
+fn flow_key(pkt: &Facts) -> [u64; 5] {
+    let w = |a: &[u8; 16], i: usize| {
+        u64::from_ne_bytes([
+            a[i],
+            a[i + 1],
+            a[i + 2],
+            a[i + 3],
+            a[i + 4],
+            a[i + 5],
+            a[i + 6],
+            a[i + 7],
+        ])
+    };
+    [
+        w(&pkt.src, 0),
+        w(&pkt.src, 8),
+        w(&pkt.dst, 0),
+        w(&pkt.dst, 8),
+        (pkt.sport as u64) << 16 | pkt.dport as u64,
+    ]
 }
 
 /// Count this SYN against its destination's one-second window; is the guard on for it?

@@ -38,6 +38,28 @@ pub fn floor() -> (ProgramFd, u32) {
     (info.fd().expect("floor fd"), info.id())
 }
 
+/// An XDP_PASS program on the attacker's veth, so the victim's XDP_TX replies (SYN guard
+/// SYN-ACKs) arrive: veth delivers them only to a peer with an XDP program. Stays attached
+/// until the lab's namespaces go.
+pub fn attacker_xdp_pass(lab: &Lab) {
+    let mut obj = Ebpf::load(FLOOR_OBJECT).expect("loading the floor object");
+    let pass: &mut Xdp = obj
+        .program_mut("pass")
+        .expect("pass program")
+        .try_into()
+        .expect("xdp");
+    pass.load().expect("verifying the pass program");
+    let fd = pass.fd().expect("pass fd");
+    let ifindex = lab
+        .attacker
+        .run(|| floodgate::sys::if_index(ATTACKER_IF).expect("attacker veth"))
+        .expect("attacker namespace");
+    lab.attacker
+        .run(|| netlink::attach(ifindex, fd.as_fd(), netlink::XdpMode::Native))
+        .expect("attacker namespace")
+        .unwrap_or_else(|e| panic!("XDP pass on the attacker's veth: {e}"));
+}
+
 /// Attach (`on`) or detach the program `fd` on the victim's veth, native mode. Detach names
 /// the program, so it never takes off anything else.
 pub fn victim_xdp(lab: &Lab, fd: &ProgramFd, on: bool) {

@@ -1,4 +1,5 @@
-//! The cost floor for benchmarks: an XDP program that drops everything and does nothing else.
+//! The cost floor for benchmarks: an XDP program that drops everything and does nothing else
+//! (and `pass`, for the peer of a veth that sends XDP_TX replies).
 //! Not part of the product; `cargo xtask bench` runs floodgate beside it.
 #![cfg_attr(target_arch = "bpf", no_std)]
 #![cfg_attr(target_arch = "bpf", no_main)]
@@ -10,6 +11,13 @@ mod program {
     #[xdp]
     pub fn floor(_ctx: XdpContext) -> u32 {
         xdp_action::XDP_DROP
+    }
+
+    /// Passes everything: put on the far end of a veth so that XDP_TX replies from the near
+    /// end are delivered (veth in native mode drops them when its peer has no XDP program).
+    #[xdp]
+    pub fn pass(_ctx: XdpContext) -> u32 {
+        xdp_action::XDP_PASS
     }
 
     #[panic_handler]

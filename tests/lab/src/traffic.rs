@@ -34,6 +34,42 @@ pub fn udp_frame(
     out
 }
 
+/// A TCP SYN from `src`:`sport` to `dst`:`dport` with the options Linux sends (MSS 1460,
+/// SACK permitted, timestamps, window scale 7), correct checksums: a spoofed SYN flood's frame.
+pub fn tcp_syn_frame(
+    src_mac: [u8; 6],
+    dst_mac: [u8; 6],
+    src: IpAddr,
+    dst: IpAddr,
+    sport: u16,
+    dport: u16,
+    seq: u32,
+) -> Vec<u8> {
+    use etherparse::TcpOptionElement::*;
+    let eth = PacketBuilder::ethernet2(src_mac, dst_mac);
+    let ip = match (src, dst) {
+        (IpAddr::V4(s), IpAddr::V4(d)) => eth.ipv4(s.octets(), d.octets(), 64),
+        (IpAddr::V6(s), IpAddr::V6(d)) => eth.ipv6(s.octets(), d.octets(), 64),
+        _ => panic!("tcp_syn_frame: {src} and {dst} are of different families"),
+    };
+    let builder = ip
+        .tcp(sport, dport, seq, 64240)
+        .syn()
+        .options(&[
+            MaximumSegmentSize(1460),
+            SelectiveAcknowledgementPermitted,
+            Timestamp(seq, 0),
+            Noop,
+            WindowScale(7),
+        ])
+        .expect("20 bytes of options fit");
+    let mut out = Vec::with_capacity(builder.size(0));
+    builder
+        .write(&mut out, &[])
+        .expect("writing to a Vec cannot fail");
+    out
+}
+
 /// An AF_PACKET socket sending raw frames out of one interface of the current namespace.
 pub struct RawSender {
     fd: OwnedFd,
@@ -153,6 +189,52 @@ pub fn tcp_connect(src: IpAddr, dst: SocketAddr, timeout: Duration) -> Option<St
     let mut buf = String::new();
     s.read_to_string(&mut buf).ok()?;
     Some(buf)
+}
+
+/// Connect from `src` to `dst`, send `msg`, close the sending side and read everything the
+/// other end sends back; `None` if any step failed.
+pub fn tcp_exchange(
+    src: IpAddr,
+    dst: SocketAddr,
+    msg: &[u8],
+    timeout: Duration,
+) -> Option<Vec<u8>> {
+    let mut s = connect_from(src, dst, timeout)?;
+    s.set_read_timeout(Some(timeout)).ok()?;
+    s.write_all(msg).ok()?;
+    s.shutdown(std::net::Shutdown::Write).ok()?;
+    let mut buf = Vec::new();
+    s.read_to_end(&mut buf).ok()?;
+    Some(buf)
+}
+
+/// Serve `listener` until `stop`: each connection gets back what it sent (read to its end).
+/// Returns the number of exchanges completed.
+pub fn tcp_echo_server(listener: &TcpListener, stop: &std::sync::atomic::AtomicBool) -> usize {
+    use std::sync::atomic::Ordering;
+    listener.set_nonblocking(true).ok();
+    let mut served = 0;
+    while !stop.load(Ordering::Relaxed) {
+        let mut pfd = libc::pollfd {
+            fd: listener.as_raw_fd(),
+            events: libc::POLLIN,
+            revents: 0,
+        };
+        // SAFETY: one valid pollfd.
+        if unsafe { libc::poll(&mut pfd, 1, 50) } <= 0 {
+            continue;
+        }
+        let Ok((mut s, _)) = listener.accept() else {
+            continue;
+        };
+        s.set_nonblocking(false).ok();
+        s.set_read_timeout(Some(Duration::from_secs(2))).ok();
+        let mut buf = Vec::new();
+        if s.read_to_end(&mut buf).is_ok() && s.write_all(&buf).is_ok() {
+            served += 1;
+        }
+    }
+    served
 }
 
 fn connect_from(src: IpAddr, dst: SocketAddr, timeout: Duration) -> Option<TcpStream> {
