@@ -12,13 +12,13 @@ use crate::{
     state::{Access, State},
 };
 
-/// Set lists, rules, presets, sanity checks, limits, the SYN guard and mode from one TOML file.
+/// Set lists, rules, presets, sanity checks, limits and mode from one TOML file.
 ///
-/// The whole file is checked before anything changes: an error names the line and the field,
-/// and nothing is applied. Sections left out get their defaults; `[lists]` left out leaves the
-/// lists alone, and a list given in `[lists]` replaces only the entries of source `config`
-/// (entries added with the CLI, by other sources or by auto-ban stay). A commented example:
-/// examples/floodgate.toml in the source tree.
+/// The SYN guard too (`[synguard]`). The whole file is checked before anything changes: an
+/// error names the line and the field, and nothing is applied. Sections left out get their
+/// defaults; `[lists]` left out leaves the lists alone, and a list given in `[lists]` replaces
+/// only the entries of source `config` (entries added with the CLI, by other sources or by
+/// auto-ban stay). A commented example: examples/floodgate.toml in the source tree.
 ///
 /// Examples:
 ///   floodgate apply /etc/floodgate/floodgate.toml

@@ -196,6 +196,10 @@ fn status(pin: &PinDir, json: bool) -> anyhow::Result<()> {
         counters,
         warnings: syncookies_warning(syncookies).into_iter().collect(),
     };
+    // On stderr in both forms: the JSON on stdout stays parseable.
+    for w in &status.warnings {
+        eprintln!("floodgate: warning: {w}");
+    }
     if json {
         println!("{}", serde_json::to_string_pretty(&status)?);
         return Ok(());
@@ -228,9 +232,6 @@ fn status(pin: &PinDir, json: bool) -> anyhow::Result<()> {
         ("bad_cookie drops", c.bad_cookie),
     ] {
         println!("  {name:<28} {v:>16}");
-    }
-    for w in &status.warnings {
-        eprintln!("floodgate: warning: {w}");
     }
     Ok(())
 }
