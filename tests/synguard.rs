@@ -553,10 +553,8 @@ mod e2e {
         time::{Duration, Instant},
     };
 
-    use aya::maps::{Array, Map, MapData, PerCpuArray};
-    use filter_common::{
-        CONFIG_MAGIC, Config, SynguardSecret, map_names, port_bits, synguard_bits, synguard_stat,
-    };
+    use aya::maps::{Map, MapData, PerCpuArray};
+    use filter_common::{map_names, synguard_stat};
     use floodgate_lab::{ATTACKER_IF, ATTACKER_V4, Lab, VICTIM_IF, VICTIM_V4, traffic};
     use floodgate_tests::{bench, floodgate_ok, stat};
 
@@ -566,25 +564,6 @@ mod e2e {
     fn map(pin: &Path, name: &str) -> MapData {
         MapData::from_pin(pin.join("maps").join(name))
             .unwrap_or_else(|e| panic!("opening pinned map {name}: {e}"))
-    }
-
-    fn guard_on(pin: &Path) {
-        let mut config: Array<_, Config> =
-            Array::try_from(Map::Array(map(pin, map_names::CONFIG))).expect("CONFIG");
-        let mut cfg = config.get(&0, 0).expect("CONFIG");
-        cfg.magic = CONFIG_MAGIC;
-        cfg.synguard = synguard_bits::ON;
-        config.set(0, cfg, 0).expect("CONFIG");
-        let mut ports: Array<_, u32> =
-            Array::try_from(Map::Array(map(pin, map_names::PORT_FLAGS))).expect("PORT_FLAGS");
-        ports
-            .set(u32::from(PORT), port_bits::SYNGUARD, 0)
-            .expect("PORT_FLAGS");
-        let mut secret: Array<_, SynguardSecret> =
-            Array::try_from(Map::Array(map(pin, map_names::SYNGUARD_SECRET))).expect("secret");
-        secret
-            .set(0, SynguardSecret { key: [7, 9] }, 0)
-            .expect("secret");
     }
 
     fn guard_stats(pin: &Path) -> Vec<u64> {
@@ -638,7 +617,7 @@ mod e2e {
                     );
                     if tx.send(&frame).is_ok() {
                         sent += 1;
-                        if sent % 1024 == 0 {
+                        if sent.is_multiple_of(1024) {
                             sent_so_far.store(sent, Ordering::Relaxed);
                         }
                     }
@@ -653,7 +632,13 @@ mod e2e {
         let lab = Lab::new("sg").unwrap_or_else(|e| panic!("creating the lab: {e:#}"));
         floodgate_ok(&lab, &["attach", VICTIM_IF]);
         bench::attacker_xdp_pass(&lab);
-        guard_on(&lab.pin_dir);
+        let out = floodgate_ok(&lab, &["synguard", "on", "--port", "443"]);
+        assert!(out.contains("443"), "synguard on names its port: {out}");
+        let status = floodgate_ok(&lab, &["synguard", "status"]);
+        assert!(
+            status.contains("kfunc bpf_sk_assign_tcp_reqsk (TC ingress"),
+            "status names the completion path: {status}"
+        );
         let bind = SocketAddr::new(VICTIM_V4.into(), PORT);
         let listener: TcpListener = lab
             .victim

@@ -21,7 +21,7 @@ use crate::{
     prefix::{display, parse_prefix},
     settings::{
         DefenceMode, LimitSpec, RateSpec, Reflection, RuleText, Sanity, Settings, Spelling,
-        parse_class, parse_duration,
+        Synguard, parse_class, parse_duration,
     },
 };
 
@@ -42,6 +42,9 @@ pub struct FileConfig {
     /// Keyed by class: syn, udp, icmp, all.
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub limits: BTreeMap<ClassName, Spanned<LimitText>>,
+    /// Spanned: an error names the section's line.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub synguard: Option<Spanned<SynguardFile>>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub lists: Option<ListsFile>,
     /// Settings of `floodgate run` (the daemon); `floodgate apply` ignores them.
@@ -267,6 +270,44 @@ pub struct ReflectionFile {
     pub exempt_dst: Vec<Prefix>,
 }
 
+/// `[synguard]`: the SYN guard (see [`Synguard`]).
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SynguardFile {
+    #[serde(default)]
+    pub enabled: bool,
+    /// Protected TCP destination ports.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub ports: Vec<u16>,
+    /// Protected destination prefixes; none: every local address.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub dst: Vec<Prefix>,
+    /// SYNs per second to one destination above which it is guarded; none: always.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub when_over: Option<u64>,
+}
+
+impl SynguardFile {
+    fn to_synguard(&self) -> Result<Synguard, crate::settings::Invalid> {
+        Synguard::new(
+            self.enabled,
+            self.ports.clone(),
+            self.dst.iter().map(|p| p.0).collect(),
+            self.when_over,
+            Spelling::File,
+        )
+    }
+
+    fn of(g: &Synguard) -> SynguardFile {
+        SynguardFile {
+            enabled: g.enabled,
+            ports: g.ports.clone(),
+            dst: g.dst.iter().copied().map(Prefix).collect(),
+            when_over: g.when_over,
+        }
+    }
+}
+
 /// A prefix or address, checked as it is read.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
 pub struct Prefix(pub IpNet);
@@ -486,6 +527,13 @@ fn to_desired(file: FileConfig, text: &str) -> Result<Desired, String> {
         })?;
         limits.insert(*c, spec);
     }
+    let synguard = match &file.synguard {
+        Some(g) => g
+            .get_ref()
+            .to_synguard()
+            .map_err(|e| format!("line {}: synguard: {e}", line_of(text, g.span().start)))?,
+        None => Synguard::default(),
+    };
     let (block, allow) = match file.lists {
         Some(ListsFile {
             block,
@@ -516,6 +564,7 @@ fn to_desired(file: FileConfig, text: &str) -> Result<Desired, String> {
             reflection,
             rules,
             limits,
+            synguard,
         },
         block,
         allow,
@@ -603,6 +652,7 @@ pub fn render(s: &Settings, block: Option<Vec<Entry>>, allow: Option<Vec<Entry>>
             .iter()
             .map(|(c, l)| (ClassName(*c), Spanned::new(0..0, LimitText::from_spec(l))))
             .collect(),
+        synguard: Some(Spanned::new(0..0, SynguardFile::of(&s.synguard))),
         lists: (block.is_some() || allow.is_some()).then(|| ListsFile {
             force: block
                 .iter()
@@ -632,6 +682,32 @@ mod tests {
         assert!(!d.settings.rules.is_empty(), "the example shows rules");
         assert!(!d.settings.limits.is_empty(), "the example shows limits");
         assert!(d.settings.reflection.enabled);
+        assert!(
+            !d.settings.synguard.ports.is_empty(),
+            "the example shows [synguard]"
+        );
+    }
+
+    #[test]
+    fn synguard_round_trips_through_the_file() {
+        let text = "[synguard]\nenabled = true\nports = [443, 80]\n\
+                    dst = [\"2001:db8::/64\", \"198.18.0.0/24\"]\nwhen_over = 20000\n";
+        let d = parse("f.toml", text).unwrap_or_else(|e| panic!("{e}"));
+        let g = &d.settings.synguard;
+        assert!(g.enabled);
+        assert_eq!(g.ports, [80, 443]);
+        assert_eq!(g.when_over, Some(20_000));
+        let rendered = render(&d.settings, None, None);
+        assert!(
+            rendered.contains("[synguard]\nenabled = true\nports = [\n    80,\n    443,\n]")
+                || rendered.contains("ports = [80, 443]"),
+            "{rendered}"
+        );
+        let again = parse("rendered", &rendered).unwrap_or_else(|e| panic!("{e}\n{rendered}"));
+        assert_eq!(again.settings, d.settings, "rendered:\n{rendered}");
+        // Left out: off, nothing protected.
+        let none = parse("f.toml", "mode = \"enforce\"\n").unwrap();
+        assert_eq!(none.settings.synguard, Synguard::default());
     }
 
     #[test]
@@ -718,6 +794,32 @@ mod tests {
                 "[limits.syn]\nper_source = \"10q\"\n",
                 "line 1",
                 "per_source",
+            ),
+            (
+                "mode = \"enforce\"\n\n[synguard]\nenabled = true\n",
+                "line 3",
+                "synguard: the SYN guard needs at least one TCP port to protect: give ports",
+            ),
+            (
+                "[synguard]\nenabled = true\nports = [443, 0]\n",
+                "line 1",
+                "synguard: ports: port 0 cannot be protected",
+            ),
+            (
+                "[synguard]\nenabled = true\nports = [443]\nwhen_over = 0\n",
+                "line 1",
+                "synguard: when_over must be more than 0",
+            ),
+            (
+                "[synguard]\nports = [443]\ndst = [\"198.18.0.1/24\"]\n",
+                "line 3",
+                "did you mean 198.18.0.0/24",
+            ),
+            ("[synguard]\nports = [70000]\n", "line 2", "ports"),
+            (
+                "[synguard]\nport = [443]\n",
+                "line 2",
+                "unknown field `port`",
             ),
         ];
         for (text, line, what) in cases {

@@ -330,6 +330,11 @@ impl std::fmt::Display for Checked {
         writeln!(f, "sanity:      {}", or(sanity, "off"))?;
         let reflection = if s.reflection.enabled { "on" } else { "off" };
         writeln!(f, "reflection:  {reflection}")?;
+        if s.synguard.enabled {
+            writeln!(f, "synguard:    on ({})", s.synguard.summary())?;
+        } else {
+            writeln!(f, "synguard:    off")?;
+        }
         writeln!(f, "rules:       {}", s.rules.len())?;
         let limits: Vec<&str> = s.limits.keys().map(|c| c.name()).collect();
         match limits.len() {
@@ -451,6 +456,7 @@ async fn serve(
     // Without a file there is nothing to apply: the defences and lists stay as they are.
     if file_hash.is_some() {
         state.apply(&desired)?;
+        warn_synguard(&desired.settings);
     }
     attach_configured(&mut state, &pin, &[], &d)?;
     drop(lock);
@@ -652,8 +658,22 @@ pub fn reload(sh: &Shared, why: &str) {
         trigger = why,
         rules = s.rules.len(),
         limit_classes = s.limits.len(),
+        synguard = s.synguard.enabled,
         mode = s.mode.name()
     );
+    warn_synguard(s);
+}
+
+/// The SYN guard is on but this namespace's kernel would refuse its handshakes: say so.
+fn warn_synguard(s: &crate::settings::Settings) {
+    if s.synguard.enabled && sys::tcp_syncookies() == Some(0) {
+        warn!(
+            event = "synguard_syncookies_off",
+            why = "net.ipv4.tcp_syncookies is 0: the kernel cannot complete the SYN guard's \
+                   handshakes",
+            fix = "sysctl -w net.ipv4.tcp_syncookies=1"
+        );
+    }
 }
 
 /// Reload when the file's bytes change (checked every second), or when it appears.

@@ -20,27 +20,96 @@ use aya::{
 use filter_common::{
     AGGREGATE_CLASS_BITS, Aggregate, CLASSES, CONFIG_MAGIC, Class, ClassLimit, Config, Counter,
     RULE_DROP, RULE_LIMIT, RULE_PASS, RULES_MAX, Rate, Rule, SOURCE_PREFIX_V4_DEFAULT,
-    SOURCE_PREFIX_V6_DEFAULT, addr_words, aggregate_key_v4, aggregate_key_v6, map_names as names,
-    match_bits, port_bits, words_addr,
+    SOURCE_PREFIX_V6_DEFAULT, SynguardSecret, addr_words, aggregate_key_v4, aggregate_key_v6,
+    map_names as names, match_bits, port_bits, synguard_bits, words_addr,
 };
 use ipnet::{IpNet, Ipv4Net, Ipv6Net};
 
 use crate::{
     error::{Error, MapContext, Result},
+    loader::Completion,
     maps::{not_found, sum_cpus, take_map},
     settings::{
         DefenceMode, Family, LimitSpec, RateSpec, Reflection, RuleAction, RuleSpec, Sanity,
-        Settings, TcpFlags,
+        Settings, Synguard, TcpFlags,
     },
 };
+
+/// A pair of prefix tries (IPv4, IPv6) whose value is 1: a set of destination prefixes.
+struct PrefixSet {
+    v4: LpmTrie<MapData, [u8; 4], u32>,
+    v6: LpmTrie<MapData, [u8; 16], u32>,
+    /// The maps' names, for errors.
+    names: (&'static str, &'static str),
+}
+
+impl PrefixSet {
+    fn take(ebpf: &mut Ebpf, v4: &'static str, v6: &'static str) -> Result<PrefixSet> {
+        Ok(PrefixSet {
+            v4: take_map(ebpf, v4)?,
+            v6: take_map(ebpf, v6)?,
+            names: (v4, v6),
+        })
+    }
+
+    /// The prefixes, sorted.
+    fn read(&self) -> Result<Vec<IpNet>> {
+        let mut out = Vec::new();
+        for k in self.v4.keys() {
+            let k = k.map_context(|| format!("reading {}", self.names.0))?;
+            if let Ok(n) = Ipv4Net::new(Ipv4Addr::from(k.data()), k.prefix_len() as u8) {
+                out.push(IpNet::V4(n));
+            }
+        }
+        for k in self.v6.keys() {
+            let k = k.map_context(|| format!("reading {}", self.names.1))?;
+            if let Ok(n) = Ipv6Net::new(Ipv6Addr::from(k.data()), k.prefix_len() as u8) {
+                out.push(IpNet::V6(n));
+            }
+        }
+        out.sort();
+        Ok(out)
+    }
+
+    /// Make the set `nets`, given that it holds `have`: new prefixes go in before old ones
+    /// leave, so a prefix in both is never missing. `what` says what the set is for, in errors.
+    fn write(&mut self, have: &[IpNet], nets: &[IpNet], what: &str) -> Result<()> {
+        let want: BTreeSet<IpNet> = nets.iter().copied().collect();
+        for net in &want {
+            let r = match net {
+                IpNet::V4(n) => {
+                    self.v4
+                        .insert(&Key::new(n.prefix_len() as u32, n.network().octets()), 1, 0)
+                }
+                IpNet::V6(n) => {
+                    self.v6
+                        .insert(&Key::new(n.prefix_len() as u32, n.network().octets()), 1, 0)
+                }
+            };
+            r.map_context(|| format!("adding {net} to {what}"))?;
+        }
+        for net in have.iter().filter(|n| !want.contains(n)) {
+            let _ = match net {
+                IpNet::V4(n) => self
+                    .v4
+                    .remove(&Key::new(n.prefix_len() as u32, n.network().octets())),
+                IpNet::V6(n) => self
+                    .v6
+                    .remove(&Key::new(n.prefix_len() as u32, n.network().octets())),
+            };
+        }
+        Ok(())
+    }
+}
 
 pub struct Defences {
     config: Array<MapData, Config>,
     rules: Array<MapData, Rule>,
     rule_stats: PerCpuHashMap<MapData, u32, Counter>,
     ports: Array<MapData, u32>,
-    exempt_v4: LpmTrie<MapData, [u8; 4], u32>,
-    exempt_v6: LpmTrie<MapData, [u8; 16], u32>,
+    exempt: PrefixSet,
+    synguard_dst: PrefixSet,
+    synguard_secret: Array<MapData, SynguardSecret>,
     agg_v4: LpmTrie<MapData, [u8; 5], Aggregate>,
     agg_v6: LpmTrie<MapData, [u8; 17], Aggregate>,
 }
@@ -211,8 +280,9 @@ impl Defences {
             rules: take_map(ebpf, names::RULES)?,
             rule_stats: take_map(ebpf, names::RULE_STATS)?,
             ports: take_map(ebpf, names::PORT_FLAGS)?,
-            exempt_v4: take_map(ebpf, names::REFLECT_EXEMPT_V4)?,
-            exempt_v6: take_map(ebpf, names::REFLECT_EXEMPT_V6)?,
+            exempt: PrefixSet::take(ebpf, names::REFLECT_EXEMPT_V4, names::REFLECT_EXEMPT_V6)?,
+            synguard_dst: PrefixSet::take(ebpf, names::SYNGUARD_DST_V4, names::SYNGUARD_DST_V6)?,
+            synguard_secret: take_map(ebpf, names::SYNGUARD_SECRET)?,
             agg_v4: take_map(ebpf, names::AGGREGATE_V4)?,
             agg_v6: take_map(ebpf, names::AGGREGATE_V6)?,
         })
@@ -240,11 +310,14 @@ impl Defences {
         }
         let defaults = Settings::default();
         // A fresh PORT_FLAGS is all zeros: no ports, no exemptions.
-        let empty = Reflection {
-            ports: Vec::new(),
-            ..Reflection::default()
+        let empty = Settings {
+            reflection: Reflection {
+                ports: Vec::new(),
+                ..Reflection::default()
+            },
+            ..Settings::default()
         };
-        self.write_ports(&empty, &defaults.reflection)?;
+        self.write_ports(&empty, &defaults)?;
         self.set_kernel_config(&Config::initial())?;
         Ok(true)
     }
@@ -272,6 +345,8 @@ impl Defences {
                 spec
             })
             .collect();
+        // 65,536 lookups: read once for both users of the table.
+        let port_flags = self.port_flags()?;
         Ok(Settings {
             mode: if cfg.dry_run != 0 {
                 DefenceMode::DryRun
@@ -282,16 +357,32 @@ impl Defences {
                 bits: cfg.sanity,
                 fragment_min_bytes: cfg.fragment_min_bytes,
             },
-            reflection: self.read_reflection(&cfg)?,
+            reflection: self.read_reflection(&cfg, &port_flags)?,
             rules,
             limits: self.read_limits(&cfg)?,
+            synguard: self.read_synguard(&cfg, &port_flags)?,
         })
     }
 
-    fn read_reflection(&self, cfg: &Config) -> Result<Reflection> {
+    fn read_synguard(&self, cfg: &Config, port_flags: &[u32]) -> Result<Synguard> {
+        let ports = port_flags
+            .iter()
+            .enumerate()
+            .filter(|(_, f)| *f & port_bits::SYNGUARD != 0)
+            .map(|(port, _)| port as u16)
+            .collect();
+        Ok(Synguard {
+            enabled: cfg.synguard & synguard_bits::ON != 0,
+            ports,
+            dst: self.synguard_dst.read()?,
+            when_over: (cfg.synguard_over_pps != 0).then_some(u64::from(cfg.synguard_over_pps)),
+        })
+    }
+
+    fn read_reflection(&self, cfg: &Config, port_flags: &[u32]) -> Result<Reflection> {
         let mut ports = Vec::new();
         let mut exempt_ports = Vec::new();
-        for (port, flags) in self.port_flags()?.into_iter().enumerate() {
+        for (port, &flags) in port_flags.iter().enumerate() {
             if flags & port_bits::AMPLIFIER != 0 {
                 ports.push(port as u16);
             }
@@ -303,26 +394,8 @@ impl Defences {
             enabled: cfg.reflection != 0,
             ports,
             exempt_ports,
-            exempt_dst: self.exempt_dst()?,
+            exempt_dst: self.exempt.read()?,
         })
-    }
-
-    fn exempt_dst(&self) -> Result<Vec<IpNet>> {
-        let mut exempt_dst = Vec::new();
-        for k in self.exempt_v4.keys() {
-            let k = k.map_context(|| "reading REFLECT_EXEMPT_V4".into())?;
-            if let Ok(n) = Ipv4Net::new(Ipv4Addr::from(k.data()), k.prefix_len() as u8) {
-                exempt_dst.push(IpNet::V4(n));
-            }
-        }
-        for k in self.exempt_v6.keys() {
-            let k = k.map_context(|| "reading REFLECT_EXEMPT_V6".into())?;
-            if let Ok(n) = Ipv6Net::new(Ipv6Addr::from(k.data()), k.prefix_len() as u8) {
-                exempt_dst.push(IpNet::V6(n));
-            }
-        }
-        exempt_dst.sort();
-        Ok(exempt_dst)
     }
 
     fn port_flags(&self) -> Result<Vec<u32>> {
@@ -466,11 +539,25 @@ impl Defences {
                     .map_context(|| format!("creating counters of rule {}", spec.id))?;
             }
         }
-        self.write_ports(&old_settings.reflection, &s.reflection)?;
-        self.write_exempt(
+        self.write_ports(old_settings, s)?;
+        self.exempt.write(
             &old_settings.reflection.exempt_dst,
             &s.reflection.exempt_dst,
+            "the reflection preset's exempt destinations",
         )?;
+        self.synguard_dst.write(
+            &old_settings.synguard.dst,
+            &s.synguard.dst,
+            "the SYN guard's destinations",
+        )?;
+        if s.synguard.enabled {
+            if !old_settings.synguard.enabled {
+                if let Completion::Unavailable(why) = Completion::probe() {
+                    return Err(Error::SynguardUnavailable { why });
+                }
+            }
+            self.ensure_synguard_secret()?;
+        }
         self.write_aggregates(&s.limits)?;
 
         cfg.magic = CONFIG_MAGIC;
@@ -480,6 +567,22 @@ impl Defences {
         cfg.reflection = s.reflection.enabled as u32;
         cfg.rule_bank = idle;
         cfg.rule_count = s.rules.len() as u32;
+        let g = &s.synguard;
+        // Off is 0, whatever else is kept: the data plane reads "0 = off".
+        cfg.synguard = 0;
+        if g.enabled {
+            cfg.synguard = synguard_bits::ON;
+            if !g.dst.is_empty() {
+                cfg.synguard |= synguard_bits::DST;
+            }
+            if g.when_over.is_some() {
+                cfg.synguard |= synguard_bits::WHEN_OVER;
+            }
+        }
+        // Kept while the guard is off, so that `read` gives back what was set (0 = none).
+        cfg.synguard_over_pps = g
+            .when_over
+            .map_or(0, |v| u32::try_from(v).unwrap_or(u32::MAX));
         cfg.limit_classes = 0;
         for class in CLASSES {
             let c = class as usize;
@@ -515,14 +618,46 @@ impl Defences {
         Ok(())
     }
 
-    fn write_ports(&mut self, old: &Reflection, new: &Reflection) -> Result<()> {
-        let flags = |r: &Reflection| {
+    /// The cookies' key: random, made the first time the guard is turned on, then kept (also
+    /// across off and on), so that a cookie sent before a change still checks after it.
+    fn ensure_synguard_secret(&mut self) -> Result<()> {
+        let have = self
+            .synguard_secret
+            .get(&0, 0)
+            .map_context(|| "reading SYNGUARD_SECRET".into())?;
+        if have != SynguardSecret::default() {
+            return Ok(());
+        }
+        let mut bytes = [0u8; 16];
+        crate::sys::random(&mut bytes).map_err(|source| Error::Io {
+            context: "making the SYN cookie key (getrandom)".into(),
+            source,
+        })?;
+        let (k0, k1) = bytes.split_at(8);
+        let key = SynguardSecret {
+            key: [
+                u64::from_ne_bytes(k0.try_into().expect("8 bytes")),
+                u64::from_ne_bytes(k1.try_into().expect("8 bytes")),
+            ],
+        };
+        self.synguard_secret
+            .set(0, key, 0)
+            .map_context(|| "writing SYNGUARD_SECRET".into())
+    }
+
+    /// PORT_FLAGS holds the bits of two defences (the reflection preset's, the SYN guard's):
+    /// each port's word is made from both, and only words that change are written.
+    fn write_ports(&mut self, old: &Settings, new: &Settings) -> Result<()> {
+        let flags = |s: &Settings| {
             let mut f: BTreeMap<u16, u32> = BTreeMap::new();
-            for p in &r.ports {
+            for p in &s.reflection.ports {
                 *f.entry(*p).or_default() |= port_bits::AMPLIFIER;
             }
-            for p in &r.exempt_ports {
+            for p in &s.reflection.exempt_ports {
                 *f.entry(*p).or_default() |= port_bits::EXEMPT_DST;
+            }
+            for p in &s.synguard.ports {
+                *f.entry(*p).or_default() |= port_bits::SYNGUARD;
             }
             f
         };
@@ -535,36 +670,6 @@ impl Defences {
                     .set(u32::from(port), w, 0)
                     .map_context(|| format!("writing PORT_FLAGS[{port}]"))?;
             }
-        }
-        Ok(())
-    }
-
-    fn write_exempt(&mut self, have: &[IpNet], nets: &[IpNet]) -> Result<()> {
-        let want: BTreeSet<IpNet> = nets.iter().copied().collect();
-        for net in &want {
-            let r = match net {
-                IpNet::V4(n) => self.exempt_v4.insert(
-                    &Key::new(n.prefix_len() as u32, n.network().octets()),
-                    1,
-                    0,
-                ),
-                IpNet::V6(n) => self.exempt_v6.insert(
-                    &Key::new(n.prefix_len() as u32, n.network().octets()),
-                    1,
-                    0,
-                ),
-            };
-            r.map_context(|| format!("exempting {net} from the reflection preset"))?;
-        }
-        for net in have.iter().filter(|n| !want.contains(n)) {
-            let _ = match net {
-                IpNet::V4(n) => self
-                    .exempt_v4
-                    .remove(&Key::new(n.prefix_len() as u32, n.network().octets())),
-                IpNet::V6(n) => self
-                    .exempt_v6
-                    .remove(&Key::new(n.prefix_len() as u32, n.network().octets())),
-            };
         }
         Ok(())
     }

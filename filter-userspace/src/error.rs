@@ -119,6 +119,12 @@ pub enum Error {
     #[error("{count} rules; the table holds at most {max}")]
     TooManyRules { count: usize, max: u32 },
 
+    #[error(
+        "the SYN guard cannot complete handshakes on this kernel: {why}; it stays off \
+         (SYNs would be answered and no connection could be made)"
+    )]
+    SynguardUnavailable { why: String },
+
     #[error("no rule with id {id} (see `floodgate rule list`)")]
     NoSuchRule { id: u32 },
 

@@ -6,8 +6,10 @@
 //! OpenMetrics, whose counter families (`x` with samples `x_total`) promtool's Prometheus
 //! format check rejects.
 
+use filter_common::{Reason, synguard_bits, synguard_stat};
 use prometheus::{
-    Encoder, GaugeVec, IntCounterVec, IntGauge, IntGaugeVec, Opts, Registry, TextEncoder,
+    Encoder, GaugeVec, IntCounter, IntCounterVec, IntGauge, IntGaugeVec, Opts, Registry,
+    TextEncoder, core::Collector,
 };
 
 use crate::{
@@ -73,13 +75,52 @@ fn gauge(name: &str, help: &str, labels: &[&str]) -> GaugeVec {
     GaugeVec::new(Opts::new(name, help), labels).expect("valid metric")
 }
 
+/// Help of `floodgate_synguard_<name>_total`, in `synguard_stat` slot order.
+const SYNGUARD_HELP: [&str; synguard_stat::COUNT as usize] = [
+    "SYN guard: ACKs to a protected port with a valid cookie (passed on to the kernel).",
+    "SYN guard: ACKs to a protected port with no connection and a bad cookie (dropped, reason \
+     bad_cookie).",
+    "SYN guard: ACKs to a protected port of an existing connection (passed untouched).",
+    "SYN guard: handshakes with a valid cookie handed to the listener.",
+    "SYN guard: valid cookies the kernel refused to turn into a connection.",
+];
+
+/// The SYN guard's families: SYN-ACKs sent (the `syn_cookie` reason), its own counters, and
+/// whether it is on.
+fn synguard_families(state: &State, syn_acks: u64) -> Result<Vec<Box<dyn Collector>>> {
+    let mut out: Vec<Box<dyn Collector>> = Vec::new();
+    let sent = IntCounter::new(
+        "floodgate_synguard_syn_acks_total",
+        "SYN guard: SYNs answered by the data plane with a SYN-ACK cookie (reason syn_cookie).",
+    )
+    .expect("valid metric");
+    sent.inc_by(syn_acks);
+    out.push(Box::new(sent));
+    for ((name, value), help) in state.stats.synguard()?.into_iter().zip(SYNGUARD_HELP) {
+        let c = IntCounter::new(format!("floodgate_synguard_{name}_total"), help)
+            .expect("valid metric");
+        c.inc_by(value);
+        out.push(Box::new(c));
+    }
+    let enabled = IntGauge::new(
+        "floodgate_synguard_enabled",
+        "1 while the SYN guard is on (floodgate synguard on, [synguard] enabled).",
+    )
+    .expect("valid metric");
+    let on = state.defences.kernel_config()?.synguard & synguard_bits::ON != 0;
+    enabled.set(i64::from(on));
+    out.push(Box::new(enabled));
+    Ok(out)
+}
+
 /// One scrape: every family filled from the kernel's maps, then encoded.
 pub fn render(state: &State, daemon: &DaemonMetrics) -> Result<String> {
     let registry = Registry::new();
     let packets = counter(
         "floodgate_packets_total",
-        "Packets seen by the XDP program, by verdict reason and action (pass, drop, or dry_run: \
-         a drop reason matched but dry-run let the packet pass).",
+        "Packets seen by the XDP program, by verdict reason and action (pass, drop, tx: answered \
+         from the data plane, or dry_run: a drop or tx reason matched but dry-run let the packet \
+         pass).",
         &["reason", "action"],
     );
     let bytes = counter(
@@ -181,7 +222,12 @@ pub fn render(state: &State, daemon: &DaemonMetrics) -> Result<String> {
     .expect("valid metric");
     info.with_label_values(&[env!("CARGO_PKG_VERSION")]).set(1);
 
-    let families: Vec<Box<dyn prometheus::core::Collector>> = vec![
+    let syn_acks = snap
+        .iter()
+        .take(filter_common::REASON_COUNT)
+        .find(|(r, _)| *r == Reason::SynCookie)
+        .map_or(0, |(_, c)| c.packets);
+    let mut families: Vec<Box<dyn Collector>> = vec![
         Box::new(packets),
         Box::new(bytes),
         Box::new(drops),
@@ -195,6 +241,7 @@ pub fn render(state: &State, daemon: &DaemonMetrics) -> Result<String> {
         Box::new(daemon.attack_active.clone()),
         Box::new(daemon.api_connections.clone()),
     ];
+    families.extend(synguard_families(state, syn_acks)?);
     for f in families {
         registry.register(f).expect("metric names are unique");
     }

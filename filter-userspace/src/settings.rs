@@ -8,7 +8,8 @@
 use std::{collections::BTreeMap, fmt, str::FromStr, time::Duration};
 
 use filter_common::{
-    AMPLIFIERS, Class, FRAGMENT_MIN_BYTES_DEFAULT, proto, sanity::TCP_FLAG_NAMES, sanity_bits,
+    AMPLIFIERS, Class, FRAGMENT_MIN_BYTES_DEFAULT, SYNGUARD_DST_MAX, proto, sanity::TCP_FLAG_NAMES,
+    sanity_bits,
 };
 use ipnet::IpNet;
 use serde::{Deserialize, Serialize};
@@ -40,10 +41,19 @@ impl Spelling {
             Spelling::File => key.to_string(),
         }
     }
+
+    /// A field the CLI names by another word than the file: a repeatable `--port` for the
+    /// list `ports = [...]`.
+    pub fn key_or_flag(self, key: &str, flag: &str) -> String {
+        match self {
+            Spelling::Cli => Spelling::Cli.key(flag),
+            Spelling::File => key.to_string(),
+        }
+    }
 }
 
 /// Parse a count with an optional SI suffix: `1500`, `10k`, `2.5M`, `1G`.
-fn parse_si(s: &str, what: &str) -> Result<u64, Invalid> {
+pub(crate) fn parse_si(s: &str, what: &str) -> Result<u64, Invalid> {
     let t = s.trim();
     let (num, mult) = match t.char_indices().last() {
         Some((i, 'k' | 'K')) => (&t[..i], 1e3),
@@ -61,7 +71,8 @@ fn parse_si(s: &str, what: &str) -> Result<u64, Invalid> {
     }
 }
 
-fn si(v: u64) -> String {
+/// A count as [`parse_si`] reads it, with the largest exact suffix: `10k`, `2500k`, `1234`.
+pub(crate) fn si(v: u64) -> String {
     for (m, suffix) in [(1_000_000_000, "G"), (1_000_000, "M"), (1_000, "k")] {
         if v >= m && v.is_multiple_of(m) {
             return format!("{}{suffix}", v / m);
@@ -655,6 +666,102 @@ impl Default for Reflection {
     }
 }
 
+/// The SYN guard (`floodgate synguard`, `[synguard]`): the data plane answers SYNs to these
+/// TCP ports itself, with a SYN-ACK whose sequence number is a cookie (see
+/// `filter_common::synguard`), so a spoofed SYN flood never reaches the listener.
+///
+/// Made by [`Synguard::new`] only (ports ascending and unique, prefixes sorted and unique), so
+/// what the maps give back compares equal to what was written.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Synguard {
+    pub enabled: bool,
+    /// Protected TCP destination ports. Kept while the guard is off.
+    pub ports: Vec<u16>,
+    /// Protected destination prefixes; empty: every local address.
+    pub dst: Vec<IpNet>,
+    /// Guard a destination only while it receives more SYNs per second than this; None:
+    /// always.
+    pub when_over: Option<u64>,
+}
+
+impl Synguard {
+    /// Check and normalise the guard's fields; messages name them as `spelling` writes them
+    /// (`--port`, `--dst`, `--when-over` or `ports`, `dst`, `when_over`).
+    pub fn new(
+        enabled: bool,
+        mut ports: Vec<u16>,
+        mut dst: Vec<IpNet>,
+        when_over: Option<u64>,
+        spelling: Spelling,
+    ) -> Result<Synguard, Invalid> {
+        let port = spelling.key_or_flag("ports", "port");
+        if ports.contains(&0) {
+            return invalid(format!(
+                "{port}: port 0 cannot be protected (TCP ports are 1-65535)"
+            ));
+        }
+        if enabled && ports.is_empty() {
+            return invalid(format!(
+                "the SYN guard needs at least one TCP port to protect: give {port}"
+            ));
+        }
+        ports.sort_unstable();
+        ports.dedup();
+        dst.sort();
+        dst.dedup();
+        let v4 = dst.iter().filter(|n| matches!(n, IpNet::V4(_))).count();
+        if v4.max(dst.len() - v4) > SYNGUARD_DST_MAX as usize {
+            return invalid(format!(
+                "{}: at most {SYNGUARD_DST_MAX} IPv4 and {SYNGUARD_DST_MAX} IPv6 prefixes",
+                spelling.key("dst")
+            ));
+        }
+        let when = spelling.key("when_over");
+        match when_over {
+            Some(0) => {
+                return invalid(format!(
+                    "{when} must be more than 0 SYNs per second (leave it out to guard always)"
+                ));
+            }
+            Some(v) if v > u64::from(u32::MAX) => {
+                return invalid(format!("{when} {v}: at most {} SYNs per second", u32::MAX));
+            }
+            _ => {}
+        }
+        Ok(Synguard {
+            enabled,
+            ports,
+            dst,
+            when_over,
+        })
+    }
+
+    /// One line for `status` and `synguard on`: ports, destinations, rate.
+    pub fn summary(&self) -> String {
+        let ports: Vec<String> = self.ports.iter().map(u16::to_string).collect();
+        let ports = if ports.is_empty() {
+            "none".into()
+        } else {
+            ports.join(" ")
+        };
+        let mut out = format!("ports {ports}, {}", self.destinations());
+        if let Some(w) = self.when_over {
+            out.push_str(&format!(", when over {} SYN/s", si(w)));
+        }
+        out
+    }
+
+    /// The protected destinations, or "all local addresses".
+    pub fn destinations(&self) -> String {
+        if self.dst.is_empty() {
+            "all local addresses".into()
+        } else {
+            let nets: Vec<String> = self.dst.iter().map(crate::prefix::display).collect();
+            nets.join(" ")
+        }
+    }
+}
+
 /// Limits of one class.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct LimitSpec {
@@ -738,6 +845,7 @@ pub struct Settings {
     pub reflection: Reflection,
     pub rules: Vec<RuleSpec>,
     pub limits: BTreeMap<Class, LimitSpec>,
+    pub synguard: Synguard,
 }
 
 pub fn parse_class(s: &str) -> Result<Class, Invalid> {
@@ -874,6 +982,98 @@ mod tests {
         };
         let err = flags.to_spec(1, Spelling::File).expect_err("no proto");
         assert!(err.0.contains("tcp_flags needs proto tcp"), "{err}");
+    }
+
+    #[test]
+    fn synguard_validation_names_the_field_each_front_end_uses() {
+        let net = |s: &str| s.parse::<IpNet>().unwrap();
+        let g = Synguard::new(
+            true,
+            vec![443, 80, 443],
+            vec![
+                net("2001:db8::/64"),
+                net("198.18.0.0/24"),
+                net("198.18.0.0/24"),
+            ],
+            Some(20_000),
+            Spelling::Cli,
+        )
+        .expect("valid");
+        assert_eq!(g.ports, [80, 443], "sorted, once each");
+        assert_eq!(
+            g.dst,
+            [net("198.18.0.0/24"), net("2001:db8::/64")],
+            "sorted, once each"
+        );
+        // Off with no ports is a valid (empty) guard; off keeps what was set.
+        Synguard::new(false, vec![], vec![], None, Spelling::File).expect("the default");
+        Synguard::new(false, vec![22], vec![], Some(5), Spelling::File).expect("kept while off");
+
+        let too_many: Vec<IpNet> = (0..=SYNGUARD_DST_MAX)
+            .map(|i| net(&format!("10.{}.{}.0/24", i / 256, i % 256)))
+            .collect();
+        #[expect(clippy::type_complexity, reason = "a table of cases")]
+        let cases: [(bool, Vec<u16>, Vec<IpNet>, Option<u64>, &str, &str); 5] = [
+            (
+                true,
+                vec![],
+                vec![],
+                None,
+                "needs at least one TCP port to protect: give --port",
+                "needs at least one TCP port to protect: give ports",
+            ),
+            (
+                true,
+                vec![443, 0],
+                vec![],
+                None,
+                "--port: port 0 cannot be protected",
+                "ports: port 0 cannot be protected",
+            ),
+            (
+                true,
+                vec![443],
+                vec![],
+                Some(0),
+                "--when-over must be more than 0",
+                "when_over must be more than 0",
+            ),
+            (
+                true,
+                vec![443],
+                vec![],
+                Some(u64::from(u32::MAX) + 1),
+                "--when-over 4294967296: at most 4294967295",
+                "when_over 4294967296: at most 4294967295",
+            ),
+            (
+                true,
+                vec![443],
+                too_many,
+                None,
+                "--dst: at most 1024 IPv4",
+                "dst: at most 1024 IPv4",
+            ),
+        ];
+        for (enabled, ports, dst, when, cli, file) in cases {
+            for (spelling, want) in [(Spelling::Cli, cli), (Spelling::File, file)] {
+                let err = Synguard::new(enabled, ports.clone(), dst.clone(), when, spelling)
+                    .expect_err(want)
+                    .0;
+                assert!(err.contains(want), "`{err}` should contain `{want}`");
+            }
+        }
+        assert!(
+            Synguard::new(
+                true,
+                vec![443],
+                vec![],
+                Some(u64::from(u32::MAX)),
+                Spelling::Cli
+            )
+            .is_ok(),
+            "the largest rate the kernel's u32 holds"
+        );
     }
 
     #[test]

@@ -1,4 +1,5 @@
-//! Reading the per-reason counters: the kernel keeps one slot per CPU; these are summed here.
+//! Reading the per-reason counters, and the SYN guard's counters beside them: the kernel keeps
+//! one slot per CPU; these are summed here.
 
 use aya::{
     Ebpf,
@@ -6,19 +7,40 @@ use aya::{
 };
 use std::collections::BTreeMap;
 
-use filter_common::{Action, Counter, REASON_COUNT, REASONS, Reason, map_names, stats_slot};
+use filter_common::{
+    Action, Counter, REASON_COUNT, REASONS, Reason, map_names, stats_slot, synguard_stat,
+};
 
 use crate::error::{MapContext, Result};
 
 pub struct Stats {
     map: PerCpuArray<MapData, Counter>,
+    synguard: PerCpuArray<MapData, u64>,
 }
+
+/// The SYN guard's counters, summed over CPUs: (name, value) in `synguard_stat` slot order,
+/// named by `synguard_stat::NAMES`.
+pub type SynguardCounters = [(&'static str, u64); synguard_stat::COUNT as usize];
 
 impl Stats {
     pub fn take(ebpf: &mut Ebpf) -> Result<Stats> {
         Ok(Stats {
             map: crate::maps::take_map(ebpf, map_names::STATS)?,
+            synguard: crate::maps::take_map(ebpf, map_names::SYNGUARD_STATS)?,
         })
+    }
+
+    /// The SYN guard's counters (`SYNGUARD_STATS`), summed over CPUs.
+    pub fn synguard(&self) -> Result<SynguardCounters> {
+        let mut out = synguard_stat::NAMES.map(|n| (n, 0));
+        for (slot, (_, total)) in out.iter_mut().enumerate() {
+            let per_cpu = self
+                .synguard
+                .get(&(slot as u32), 0)
+                .map_context(|| "reading SYNGUARD_STATS".into())?;
+            *total = per_cpu.iter().sum();
+        }
+        Ok(out)
     }
 
     /// Enforced row then dry-run row, as one array.
@@ -66,8 +88,8 @@ pub struct JsonCounter {
     pub bps: Option<f64>,
 }
 
-/// `floodgate stats --json`: enforced counters per reason, and the drop reasons dry-run let
-/// through.
+/// `floodgate stats --json`: enforced counters per reason, and what dry-run let through that
+/// a drop (or tx) reason matched.
 #[derive(Debug, serde::Serialize)]
 pub struct JsonStats {
     pub reasons: BTreeMap<&'static str, JsonCounter>,
@@ -94,7 +116,8 @@ pub fn json(now: &StatsSnapshot, prev: Option<(&StatsSnapshot, f64)>) -> JsonSta
             .enumerate()
             .skip(from)
             .take(REASON_COUNT)
-            .filter(|(_, (r, _))| from == 0 || r.action() == Action::Drop)
+            // The dry-run row has every reason that does not pass (drop and tx).
+            .filter(|(_, (r, _))| from == 0 || r.action() != Action::Pass)
             .map(|(i, (r, c))| {
                 let rt = rate(now, prev, i);
                 (

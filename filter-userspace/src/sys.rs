@@ -1,6 +1,6 @@
 //! The few system facts floodgate needs that no crate wraps: is this path on bpffs, the
 //! kernel's monotonic clock (the one `bpf_ktime_get_ns` reads), a mutation lock, and the
-//! open-file limit.
+//! open-file limit, random bytes, a TCP sysctl.
 
 use std::{
     ffi::CString,
@@ -37,6 +37,36 @@ pub fn raise_open_file_limit() -> std::io::Result<u64> {
         limit = raised;
     }
     Ok(limit.rlim_cur)
+}
+
+/// Fill `buf` from the kernel's random pool (getrandom(2); blocks only until the pool is
+/// initialised at boot).
+pub fn random(buf: &mut [u8]) -> std::io::Result<()> {
+    let mut done = 0;
+    while done < buf.len() {
+        let rest = &mut buf[done..];
+        // SAFETY: the pointer and length describe `rest`, which is writable.
+        let n = unsafe { libc::getrandom(rest.as_mut_ptr().cast(), rest.len(), 0) };
+        if n < 0 {
+            let e = std::io::Error::last_os_error();
+            if e.kind() == std::io::ErrorKind::Interrupted {
+                continue;
+            }
+            return Err(e);
+        }
+        done += n as usize;
+    }
+    Ok(())
+}
+
+/// `net.ipv4.tcp_syncookies` of this network namespace (it covers IPv6 too), or None when it
+/// cannot be read. At 0 the kernel refuses the connections the SYN guard's cookies complete.
+pub fn tcp_syncookies() -> Option<u32> {
+    std::fs::read_to_string("/proc/sys/net/ipv4/tcp_syncookies")
+        .ok()?
+        .trim()
+        .parse()
+        .ok()
 }
 
 /// Is `path` on a bpffs mount? Checks the nearest existing ancestor.

@@ -125,6 +125,7 @@ struct Defences {
     reflection: bool,
     /// Classes with limits, space-separated.
     limits: String,
+    synguard: bool,
 }
 
 #[derive(serde::Serialize)]
@@ -175,6 +176,7 @@ pub fn status(pin: &PinDir, args: StatusArgs) -> anyhow::Result<()> {
             .map(|c| c.name())
             .collect::<Vec<_>>()
             .join(" "),
+        synguard: settings.synguard.enabled,
     };
     let status = Status {
         pin_dir: pin.root().display().to_string(),
@@ -229,5 +231,10 @@ pub fn status(pin: &PinDir, args: StatusArgs) -> anyhow::Result<()> {
             &d.limits
         }
     );
+    if d.synguard {
+        println!("synguard:   on ({})", settings.synguard.summary());
+    } else {
+        println!("synguard:   off");
+    }
     Ok(())
 }

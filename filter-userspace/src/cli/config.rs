@@ -14,11 +14,11 @@ use crate::{
 
 /// Set lists, rules, presets, sanity checks, limits and mode from one TOML file.
 ///
-/// The whole file is checked before anything changes: an error names the line and the field,
-/// and nothing is applied. Sections left out get their defaults; `[lists]` left out leaves the
-/// lists alone, and a list given in `[lists]` replaces only the entries of source `config`
-/// (entries added with the CLI, by other sources or by auto-ban stay). A commented example:
-/// examples/floodgate.toml in the source tree.
+/// The SYN guard too (`[synguard]`). The whole file is checked before anything changes: an
+/// error names the line and the field, and nothing is applied. Sections left out get their
+/// defaults; `[lists]` left out leaves the lists alone, and a list given in `[lists]` replaces
+/// only the entries of source `config` (entries added with the CLI, by other sources or by
+/// auto-ban stay). A commented example: examples/floodgate.toml in the source tree.
 ///
 /// Examples:
 ///   floodgate apply /etc/floodgate/floodgate.toml
@@ -51,12 +51,13 @@ pub fn apply(pin: &PinDir, a: ApplyArgs) -> anyhow::Result<()> {
     state.apply(&desired)?;
     let s = &desired.settings;
     println!(
-        "applied {}: mode {}, {} rule(s), {} limit class(es), reflection preset {}",
+        "applied {}: mode {}, {} rule(s), {} limit class(es), reflection preset {}, SYN guard {}",
         a.file.display(),
         s.mode.name(),
         s.rules.len(),
         s.limits.len(),
-        if s.reflection.enabled { "on" } else { "off" }
+        if s.reflection.enabled { "on" } else { "off" },
+        if s.synguard.enabled { "on" } else { "off" }
     );
     Ok(())
 }

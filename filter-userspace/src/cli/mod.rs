@@ -17,6 +17,7 @@ pub mod man;
 mod rules;
 mod run;
 mod stats;
+mod synguard;
 
 /// floodgate: an XDP filter that drops flood traffic before the kernel allocates anything.
 ///
@@ -35,6 +36,7 @@ mod stats;
   floodgate block add 198.18.7.0/24 --ttl 10m --comment 'syn flood'
   floodgate preset reflection on
   floodgate limit set udp --per-source 1000 --ban-after 10s --ban-for 10m
+  floodgate synguard on --port 443
   floodgate rule add --proto udp --dst-port 53 --length 512-65535 --action limit --pps 10000
   floodgate apply /etc/floodgate/floodgate.toml
   floodgate stats --watch
@@ -82,6 +84,9 @@ enum Command {
     /// Rate limits per source (with auto-ban) and aggregate caps per destination.
     #[command(subcommand)]
     Limit(limits::LimitCommand),
+    /// SYN-flood guard: the data plane answers SYNs to protected TCP ports with SYN cookies.
+    #[command(subcommand)]
+    Synguard(synguard::SynguardCommand),
     Mode(defences::ModeArgs),
     Apply(config::ApplyArgs),
     ShowConfig(config::ShowConfigArgs),
@@ -109,6 +114,7 @@ pub fn run() -> anyhow::Result<()> {
         Command::Preset(c) => defences::preset(&pin, c),
         Command::Sanity(c) => defences::sanity(&pin, c),
         Command::Limit(c) => limits::limit(&pin, c),
+        Command::Synguard(c) => synguard::synguard(&pin, c),
         Command::Mode(a) => defences::mode(&pin, a),
         Command::Apply(a) => config::apply(&pin, a),
         Command::ShowConfig(a) => config::show_config(&pin, a),

@@ -13,11 +13,12 @@ use crate::{
 
 /// Packets and bytes per reason, summed over CPUs since the maps were created.
 ///
-/// Reasons passed: pass, allowlist. Dropped: blocklist, malformed, tcp_flags, land, martian,
-/// fragment, length, reflection, rule, rule_limit, ratelimit, aggregate (see README).
-/// The DRY-RUN section counts packets a drop reason matched but dry-run let through (global
-/// `floodgate mode dry-run`, or a rule added with --dry-run); every packet is counted once,
-/// in one section or the other.
+/// Reasons passed: pass, allowlist. Answered from the data plane (action tx): syn_cookie.
+/// Dropped: blocklist, malformed, tcp_flags, land, martian, fragment, length, reflection,
+/// rule, rule_limit, ratelimit, aggregate, bad_cookie (see README).
+/// The DRY-RUN section counts packets a drop or tx reason matched but dry-run let through
+/// (global `floodgate mode dry-run`, or a rule added with --dry-run); every packet is counted
+/// once, in one section or the other.
 ///
 /// Examples:
 ///   floodgate stats
@@ -90,7 +91,7 @@ fn print(
                 println!("\nDRY-RUN: nothing would have been dropped");
                 break;
             }
-            println!("\nDRY-RUN (matched a drop reason, passed)");
+            println!("\nDRY-RUN (matched a drop or tx reason, passed)");
         }
         if i >= REASON_COUNT && r.action() == Action::Pass {
             continue;
