@@ -547,7 +547,7 @@ fn off_dry_run_and_destination_scope() {
 
 mod e2e {
     use std::{
-        net::{IpAddr, Ipv4Addr, SocketAddr, TcpListener},
+        net::{IpAddr, SocketAddr, TcpListener},
         path::Path,
         sync::atomic::{AtomicBool, AtomicU64, Ordering},
         time::{Duration, Instant},
@@ -555,7 +555,7 @@ mod e2e {
 
     use aya::maps::{Map, MapData, PerCpuArray};
     use filter_common::{map_names, synguard_stat};
-    use floodgate_lab::{ATTACKER_IF, ATTACKER_V4, Lab, VICTIM_IF, VICTIM_V4, traffic};
+    use floodgate_lab::{ATTACKER_V4, Lab, VICTIM_IF, VICTIM_V4, traffic};
     use floodgate_tests::{bench, floodgate_ok, stat};
 
     const PORT: u16 = 443;
@@ -573,58 +573,6 @@ mod e2e {
         (0..synguard_stat::COUNT)
             .map(|i| stats.get(&i, 0).expect("reading").iter().sum())
             .collect()
-    }
-
-    /// TcpExt counters of the namespace the calling thread is in.
-    fn tcp_ext(names: &[&str]) -> Vec<u64> {
-        let text = std::fs::read_to_string("/proc/thread-self/net/netstat").expect("netstat");
-        let lines: Vec<&str> = text.lines().filter(|l| l.starts_with("TcpExt:")).collect();
-        let keys: Vec<&str> = lines[0].split_whitespace().collect();
-        let values: Vec<&str> = lines[1].split_whitespace().collect();
-        names
-            .iter()
-            .map(|n| {
-                let i = keys
-                    .iter()
-                    .position(|k| k == n)
-                    .unwrap_or_else(|| panic!("no TcpExt {n}"));
-                values[i].parse().expect("number")
-            })
-            .collect()
-    }
-
-    /// A spoofed SYN flood (random sources in 198.19.0.0/16) at the sender's full rate until
-    /// `stop`; returns the SYNs sent.
-    fn flood(lab: &Lab, stop: &AtomicBool, sent_so_far: &AtomicU64) -> u64 {
-        let victim_mac = Lab::mac(&lab.victim, VICTIM_IF).expect("victim MAC");
-        let attacker_mac = Lab::mac(&lab.attacker, ATTACKER_IF).expect("attacker MAC");
-        lab.attacker
-            .run(|| {
-                let tx = traffic::RawSender::open(ATTACKER_IF).expect("raw socket");
-                let mut rng = bench::Rng::new(13);
-                let mut sent = 0u64;
-                while !stop.load(Ordering::Relaxed) {
-                    let r = rng.next_u64();
-                    let src = Ipv4Addr::new(198, 19, (r >> 8) as u8, r as u8);
-                    let frame = traffic::tcp_syn_frame(
-                        attacker_mac,
-                        victim_mac,
-                        src.into(),
-                        VICTIM_V4.into(),
-                        1024 + (r >> 16) as u16 % 60000,
-                        PORT,
-                        (r >> 32) as u32,
-                    );
-                    if tx.send(&frame).is_ok() {
-                        sent += 1;
-                        if sent.is_multiple_of(1024) {
-                            sent_so_far.store(sent, Ordering::Relaxed);
-                        }
-                    }
-                }
-                sent
-            })
-            .expect("attacker namespace")
     }
 
     #[test]
@@ -646,14 +594,17 @@ mod e2e {
             .expect("victim namespace")
             .expect("listen");
         let netstat = ["SyncookiesSent", "SyncookiesRecv", "ListenOverflows"];
-        let before = lab.victim.run(|| tcp_ext(&netstat)).expect("victim");
+        let before = lab
+            .victim
+            .run(|| bench::net_counters("netstat", "TcpExt:", &netstat))
+            .expect("victim");
         let stop = AtomicBool::new(false);
         let flood_sent = AtomicU64::new(0);
         let failed = AtomicU64::new(0);
         let started = Instant::now();
         let (served, sent) = std::thread::scope(|s| {
             let server = s.spawn(|| traffic::tcp_echo_server(&listener, &stop));
-            let flooder = s.spawn(|| flood(&lab, &stop, &flood_sent));
+            let flooder = s.spawn(|| bench::syn_flood(&lab, PORT, &stop, &flood_sent));
             // The clients start into a running flood.
             while flood_sent.load(Ordering::Relaxed) < 20_000 {
                 std::thread::sleep(Duration::from_millis(5));
@@ -681,7 +632,10 @@ mod e2e {
             )
         });
         let secs = started.elapsed().as_secs_f64();
-        let after = lab.victim.run(|| tcp_ext(&netstat)).expect("victim");
+        let after = lab
+            .victim
+            .run(|| bench::net_counters("netstat", "TcpExt:", &netstat))
+            .expect("victim");
         let g = guard_stats(&lab.pin_dir);
         let (syn_acks, _) = stat(&lab, "syn_cookie");
         println!(
@@ -716,4 +670,73 @@ mod e2e {
             "none refused"
         );
     }
+}
+
+#[test]
+fn when_over_guards_a_destination_only_above_its_syn_rate() {
+    let mut h = Harness::new();
+    guard(&h, synguard_bits::WHEN_OVER, false);
+    let mut config: Array<_, Config> =
+        Array::try_from(Map::Array(h.pinned_map(map_names::CONFIG))).expect("CONFIG");
+    let mut cfg = config.get(&0, 0).expect("CONFIG");
+    cfg.synguard_over_pps = 3;
+    config.set(0, cfg, 0).expect("CONFIG");
+    let syn = v4(
+        &[],
+        &tcp_seg(CLIENT_PORT, PORT, SYN, CLIENT_ISN, 0, &LINUX_OPTIONS),
+    );
+    let bad_ack = v4(&[], &tcp_seg(CLIENT_PORT + 9, PORT, ACK, 7, 7, &[]));
+    let other = Ipv4Addr::new(198, 18, 0, 9);
+    let to_other = |flags: u8, seq: u32, ack: u32| {
+        eth(
+            &[],
+            ETH_P_IP,
+            &ipv4(
+                CLIENT4,
+                other,
+                TCP,
+                &[],
+                0,
+                &tcp_seg(CLIENT_PORT, PORT, flags, seq, ack, &LINUX_OPTIONS),
+            ),
+        )
+    };
+    // (The three SYNs run within a second: one window.)
+    for i in 1..=3 {
+        assert_eq!(
+            h.run(&syn),
+            (XDP_PASS, Reason::Pass),
+            "SYN {i} of 3 per second: not over the rate, to the listener"
+        );
+    }
+    assert_eq!(
+        h.run(&bad_ack),
+        (XDP_PASS, Reason::Pass),
+        "not guarded yet: a stray ACK is the kernel's to answer"
+    );
+    assert_eq!(
+        h.run(&syn).1,
+        Reason::SynCookie,
+        "the 4th SYN in a second is over 3/s: answered with a cookie"
+    );
+    assert_eq!(
+        h.run(&syn).1,
+        Reason::SynCookie,
+        "and the guard stays on for this destination"
+    );
+    assert_eq!(
+        h.run(&bad_ack),
+        (XDP_DROP, Reason::BadCookie),
+        "guarded: an ACK without a cookie is dropped"
+    );
+    assert_eq!(
+        h.run(&to_other(SYN, CLIENT_ISN, 0)),
+        (XDP_PASS, Reason::Pass),
+        "another destination is counted apart"
+    );
+    assert_eq!(
+        h.run(&to_other(ACK, 7, 7)),
+        (XDP_PASS, Reason::Pass),
+        "and its ACKs are not judged"
+    );
 }

@@ -288,3 +288,65 @@ pub fn map_memlock(fd: &aya::maps::MapFd) -> u64 {
         .context("no memlock in fdinfo")
         .expect("memlock")
 }
+
+/// A spoofed SYN flood at the sender's full rate: SYNs with Linux's options from random sources
+/// in 198.19.0.0/16 to the victim's `dport`, from the attacker's veth, until `stop`. Stores
+/// the count so far in `sent` now and then; returns the SYNs sent.
+pub fn syn_flood(
+    lab: &Lab,
+    dport: u16,
+    stop: &std::sync::atomic::AtomicBool,
+    sent: &std::sync::atomic::AtomicU64,
+) -> u64 {
+    use std::sync::atomic::Ordering;
+    let victim_mac = Lab::mac(&lab.victim, VICTIM_IF).expect("victim MAC");
+    let attacker_mac = Lab::mac(&lab.attacker, ATTACKER_IF).expect("attacker MAC");
+    lab.attacker
+        .run(|| {
+            let tx = traffic::RawSender::open(ATTACKER_IF).expect("raw socket");
+            let mut rng = Rng::new(13);
+            let mut n = 0u64;
+            while !stop.load(Ordering::Relaxed) {
+                let r = rng.next_u64();
+                let src = Ipv4Addr::new(198, 19, (r >> 8) as u8, r as u8);
+                let frame = traffic::tcp_syn_frame(
+                    attacker_mac,
+                    victim_mac,
+                    src.into(),
+                    VICTIM_V4.into(),
+                    1024 + (r >> 16) as u16 % 60000,
+                    dport,
+                    (r >> 32) as u32,
+                );
+                if tx.send(&frame).is_ok() {
+                    n += 1;
+                    if n.is_multiple_of(1024) {
+                        sent.store(n, Ordering::Relaxed);
+                    }
+                }
+            }
+            sent.store(n, Ordering::Relaxed);
+            n
+        })
+        .expect("attacker namespace")
+}
+
+/// Counters of the calling thread's network namespace from /proc/net/netstat or snmp lines
+/// starting with `group` (e.g. "TcpExt:", "Tcp:").
+pub fn net_counters(file: &str, group: &str, names: &[&str]) -> Vec<u64> {
+    let path = format!("/proc/thread-self/net/{file}");
+    let text = std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("{path}: {e}"));
+    let lines: Vec<&str> = text.lines().filter(|l| l.starts_with(group)).collect();
+    let keys: Vec<&str> = lines[0].split_whitespace().collect();
+    let values: Vec<&str> = lines[1].split_whitespace().collect();
+    names
+        .iter()
+        .map(|n| {
+            let i = keys
+                .iter()
+                .position(|k| k == n)
+                .unwrap_or_else(|| panic!("no {group} {n} in {path}"));
+            values[i].parse().expect("a number")
+        })
+        .collect()
+}

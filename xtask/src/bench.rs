@@ -30,6 +30,10 @@ const BENCHES: &[(&str, &str)] = &[
         "XDP against nftables and iptables+ipset; bulk load",
     ),
     ("daemon_push", "push to first drop; bulk push over the API"),
+    (
+        "synguard_cost",
+        "SYN guard against the kernel alone under a spoofed SYN flood",
+    ),
 ];
 
 pub fn run(opts: Options) -> anyhow::Result<()> {

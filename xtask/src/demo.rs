@@ -143,6 +143,137 @@ impl Demo {
     }
 }
 
+/// floodgate on the attacker's veth too, under its own pin directory: on veth, XDP_TX replies
+/// (the SYN guard's SYN-ACKs) are delivered only to a peer that has an XDP program. Detached
+/// and purged on drop.
+struct PeerXdp<'a>(&'a Demo);
+
+const PEER_PIN_DIR: &str = "/sys/fs/bpf/floodgate-demo-peer";
+
+impl PeerXdp<'_> {
+    fn run(&self, args: &[&str]) -> anyhow::Result<()> {
+        let out = self
+            .0
+            .lab
+            .attacker
+            .command(self.0.bin.to_str().context("non-UTF-8 path")?)
+            .args(["--pin-dir", PEER_PIN_DIR])
+            .args(args)
+            .output()
+            .context("running floodgate on the attacker side")?;
+        if !out.status.success() {
+            bail!(
+                "floodgate {} (attacker side) failed: {}",
+                args.join(" "),
+                String::from_utf8_lossy(&out.stderr).trim()
+            );
+        }
+        Ok(())
+    }
+}
+
+impl Drop for PeerXdp<'_> {
+    fn drop(&mut self) {
+        let _ = self.run(&["detach", "--all", "--purge"]);
+        let _ = std::fs::remove_dir_all(PEER_PIN_DIR);
+    }
+}
+
+fn synguard_act(d: &Demo) -> anyhow::Result<()> {
+    const PORT: u16 = 8443;
+    println!(
+        "  a listener on {VICTIM_V4}:{PORT}; the flood sends SYNs from random sources, each one a\n  \
+         half-open connection for the kernel to remember. With the guard, XDP answers every SYN\n  \
+         with a SYN-ACK cookie and only a client that got one can finish the handshake.\n  \
+         (veth: floodgate goes on the attacker's side too, so the SYN-ACKs are delivered.)"
+    );
+    let peer = PeerXdp(d);
+    let _ = std::fs::remove_dir_all(PEER_PIN_DIR);
+    peer.run(&["attach", ATTACKER_IF])?;
+    d.fg(&["synguard", "on", "--port", &PORT.to_string()])?;
+    let bind = std::net::SocketAddr::new(VICTIM_V4.into(), PORT);
+    let listener = d
+        .lab
+        .victim
+        .run(move || traffic::tcp_listen(bind))
+        .context("victim namespace")??;
+    let victim_mac = Lab::mac(&d.lab.victim, VICTIM_IF)?;
+    let attacker_mac = Lab::mac(&d.lab.attacker, ATTACKER_IF)?;
+    let stop = AtomicBool::new(false);
+    let (c0, b0) = (
+        d.stat("reasons", "syn_cookie")?,
+        d.stat("reasons", "bad_cookie")?,
+    );
+    let (sent, ok, tried, secs) = std::thread::scope(|s| -> anyhow::Result<_> {
+        let server = s.spawn(|| traffic::tcp_echo_server(&listener, &stop));
+        let flooder = s.spawn(|| {
+            d.lab.attacker.run(|| -> anyhow::Result<u64> {
+                let tx = traffic::RawSender::open(ATTACKER_IF)?;
+                let mut rng = 0x9E37_79B9_7F4A_7C15u64;
+                let mut n = 0u64;
+                while !stop.load(Ordering::Relaxed) && !STOP.load(Ordering::Relaxed) {
+                    let r = next(&mut rng);
+                    let src = Ipv4Addr::new(198, 18, 128 | (r >> 8) as u8 & 0x7f, r as u8);
+                    let frame = traffic::tcp_syn_frame(
+                        attacker_mac,
+                        victim_mac,
+                        src.into(),
+                        VICTIM_V4.into(),
+                        1024 + (r >> 16) as u16 % 60000,
+                        PORT,
+                        (r >> 32) as u32,
+                    );
+                    if tx.send(&frame).is_ok() {
+                        n += 1;
+                    }
+                }
+                Ok(n)
+            })
+        });
+        std::thread::sleep(Duration::from_millis(300));
+        let started = Instant::now();
+        let (ok, tried) = d.lab.attacker.run(|| {
+            let mut ok = 0;
+            for i in 0..200 {
+                let msg = format!("hello {i}\n");
+                if traffic::tcp_exchange(
+                    IpAddr::V4(ATTACKER_V4),
+                    bind,
+                    msg.as_bytes(),
+                    Duration::from_secs(2),
+                )
+                .as_deref()
+                    == Some(msg.as_bytes())
+                {
+                    ok += 1;
+                }
+            }
+            (ok, 200)
+        })?;
+        let secs = started.elapsed().as_secs_f64() + 0.3;
+        stop.store(true, Ordering::Relaxed);
+        let _ = server.join();
+        let sent = flooder
+            .join()
+            .map_err(|_| anyhow::anyhow!("the flood thread panicked"))???;
+        Ok((sent, ok, tried, secs))
+    })?;
+    println!(
+        "  {sent} spoofed SYNs in {secs:.1} s ({:.0}/s); the client completed {ok} of {tried} \
+         connect + echo exchanges meanwhile",
+        sent as f64 / secs
+    );
+    println!(
+        "  answered from XDP (syn_cookie): {}   dropped ACKs without a cookie (bad_cookie): {}",
+        d.stat("reasons", "syn_cookie")? - c0,
+        d.stat("reasons", "bad_cookie")? - b0
+    );
+    d.fg(&["synguard", "status"])?;
+    d.fg(&["synguard", "off"])?;
+    drop(peer);
+    Ok(())
+}
+
 /// `floodgate run` in the victim namespace; SIGTERM (then SIGKILL) on drop.
 struct DaemonProcess(std::process::Child);
 
@@ -516,18 +647,24 @@ fn script(d: &Demo, opts: &Options) -> anyhow::Result<()> {
 
     heading(
         9,
+        "A spoofed SYN flood: the SYN guard answers it from XDP, real clients still connect",
+    );
+    synguard_act(d)?;
+
+    heading(
+        10,
         "The daemon: a threat feed pushes over the HTTP API, drops are counted per feed",
     );
     daemon_act(d)?;
 
-    heading(10, "What an engineer looks at afterwards");
+    heading(11, "What an engineer looks at afterwards");
     d.fg(&["block", "list"])?;
     d.fg(&["allow", "list"])?;
     d.fg(&["stats"])?;
     d.fg(&["show-config", "--no-lists"])?;
     d.fg(&["status"])?;
 
-    heading(11, "Detach (the lists stay pinned until --purge)");
+    heading(12, "Detach (the lists stay pinned until --purge)");
     d.fg(&["detach", "--all", "--purge"])?;
     Ok(())
 }

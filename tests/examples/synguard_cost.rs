@@ -1,0 +1,210 @@
+//! The SYN guard against the kernel alone, on the same spoofed SYN flood: replies per second,
+//! CPU per SYN, and how a legitimate client fares (exchanges that succeed, and their time).
+//!
+//! Each setup gets the same flood (random sources in 198.19.0.0/16, at the raw sender's full
+//! rate, for `SECONDS`) at a listener on the victim, while a client on the attacker side does
+//! connect + send + read-back exchanges one after another (1 s timeout each). CPU is the whole
+//! machine's busy time (/proc/stat) per SYN sent, less the same with an empty XDP_DROP program
+//! on the victim (which leaves only the generator's own cost): what the victim spent per SYN.
+//!
+//! Prints a Markdown section; `cargo xtask bench` collects it into BENCHMARKS.md.
+
+use std::{
+    net::{IpAddr, SocketAddr},
+    sync::atomic::{AtomicBool, AtomicU64, Ordering},
+    time::{Duration, Instant},
+};
+
+use floodgate_lab::{ATTACKER_V4, Lab, VICTIM_IF, VICTIM_V4, traffic};
+use floodgate_tests::{bench::*, floodgate_ok, stat};
+
+const PORT: u16 = 443;
+const SECONDS: f64 = 4.0;
+
+/// What one setup did under the flood.
+struct Outcome {
+    syns_per_s: f64,
+    replies_per_s: f64,
+    cpu_ns_per_syn: f64,
+    tried: usize,
+    ok: usize,
+    median_ms: f64,
+    p99_ms: f64,
+}
+
+/// Busy and total jiffies of the whole machine.
+fn cpu_jiffies() -> (u64, u64) {
+    let text = std::fs::read_to_string("/proc/stat").expect("/proc/stat");
+    let f: Vec<u64> = text
+        .lines()
+        .next()
+        .expect("cpu line")
+        .split_whitespace()
+        .skip(1)
+        .map(|v| v.parse().expect("number"))
+        .collect();
+    // user nice system idle iowait irq softirq steal
+    let busy = f[0] + f[1] + f[2] + f[5] + f[6] + f[7];
+    (busy, busy + f[3] + f[4])
+}
+
+fn syncookies(lab: &Lab, value: &str) {
+    let v = value.to_string();
+    lab.victim
+        .run(move || std::fs::write("/proc/sys/net/ipv4/tcp_syncookies", v))
+        .expect("victim namespace")
+        .expect("setting net.ipv4.tcp_syncookies");
+}
+
+/// SYN-ACKs the victim's kernel sent (its TCP output segments: the flood's replies, and the
+/// client's few).
+fn kernel_out_segs(lab: &Lab) -> u64 {
+    lab.victim
+        .run(|| net_counters("snmp", "Tcp:", &["OutSegs"])[0])
+        .expect("victim namespace")
+}
+
+/// Run the flood and the client for `SECONDS`. `clients`: false for the floor (nothing
+/// answers there). `replies`: the setup's own count of SYN-ACKs sent so far.
+fn under_flood(lab: &Lab, clients: bool, replies: &dyn Fn() -> u64) -> (Outcome, u64) {
+    let bind = SocketAddr::new(VICTIM_V4.into(), PORT);
+    let listener = lab
+        .victim
+        .run(move || traffic::tcp_listen(bind))
+        .expect("victim namespace")
+        .expect("listen");
+    let stop = AtomicBool::new(false);
+    let sent = AtomicU64::new(0);
+    let (before, after, secs, mut times, tried) = std::thread::scope(|s| {
+        let server = s.spawn(|| traffic::tcp_echo_server(&listener, &stop));
+        let flooder = s.spawn(|| syn_flood(lab, PORT, &stop, &sent));
+        while sent.load(Ordering::Relaxed) < 20_000 {
+            std::thread::sleep(Duration::from_millis(5));
+        }
+        let before = (cpu_jiffies().0, replies(), sent.load(Ordering::Relaxed));
+        let started = Instant::now();
+        let (times, tried) = if clients {
+            lab.attacker
+                .run(|| {
+                    let mut times = Vec::new();
+                    let mut n = 0;
+                    let end = Instant::now() + Duration::from_secs_f64(SECONDS);
+                    while Instant::now() < end {
+                        n += 1;
+                        let msg = format!("exchange {n}\n");
+                        let t = Instant::now();
+                        let got = traffic::tcp_exchange(
+                            IpAddr::V4(ATTACKER_V4),
+                            bind,
+                            msg.as_bytes(),
+                            Duration::from_secs(1),
+                        );
+                        if got.as_deref() == Some(msg.as_bytes()) {
+                            times.push(t.elapsed().as_secs_f64() * 1000.0);
+                        }
+                    }
+                    (times, n)
+                })
+                .expect("attacker namespace")
+        } else {
+            std::thread::sleep(Duration::from_secs_f64(SECONDS));
+            (Vec::new(), 0)
+        };
+        let secs = started.elapsed().as_secs_f64();
+        let after = (cpu_jiffies().0, replies(), sent.load(Ordering::Relaxed));
+        stop.store(true, Ordering::Relaxed);
+        server.join().expect("server");
+        flooder.join().expect("flooder");
+        (before, after, secs, times, tried)
+    });
+    let (jiffies0, replies0, syns0) = before;
+    let (jiffies1, replies1, syns1) = after;
+    let syns = (syns1 - syns0).max(1);
+    // USER_HZ is 100: a jiffy is 10 ms.
+    let busy_ns = (jiffies1 - jiffies0) as f64 * 10_000_000.0;
+    times.sort_by(|a, b| a.partial_cmp(b).expect("no NaN"));
+    let pick = |q: f64| {
+        if times.is_empty() {
+            f64::NAN
+        } else {
+            times[((times.len() - 1) as f64 * q) as usize]
+        }
+    };
+    (
+        Outcome {
+            syns_per_s: syns as f64 / secs,
+            replies_per_s: (replies1 - replies0) as f64 / secs,
+            cpu_ns_per_syn: busy_ns / syns as f64,
+            tried,
+            ok: times.len(),
+            median_ms: pick(0.5),
+            p99_ms: pick(0.99),
+        },
+        syns,
+    )
+}
+
+fn main() {
+    let lab = Lab::new("sgb").unwrap_or_else(|e| panic!("creating the lab: {e:#}"));
+    // The victim's XDP_TX replies reach the attacker side only if its veth has XDP too; kept
+    // for every setup so that each pays the same.
+    attacker_xdp_pass(&lab);
+
+    let mut rows: Vec<(&str, Outcome)> = Vec::new();
+    let (floor_fd, _) = floor();
+    victim_xdp(&lab, &floor_fd, true);
+    let (floor, _) = under_flood(&lab, false, &|| 0);
+    victim_xdp(&lab, &floor_fd, false);
+    eprintln!("floor: {:.0} ns/SYN", floor.cpu_ns_per_syn);
+
+    for (name, cookies) in [
+        ("kernel, tcp_syncookies=0 (no defence)", "0"),
+        ("kernel, tcp_syncookies=1 (default)", "1"),
+        ("kernel, tcp_syncookies=2 (always)", "2"),
+    ] {
+        syncookies(&lab, cookies);
+        let (o, _) = under_flood(&lab, true, &|| kernel_out_segs(&lab));
+        eprintln!("{name}: {} of {} exchanges", o.ok, o.tried);
+        rows.push((name, o));
+    }
+    syncookies(&lab, "1");
+    floodgate_ok(&lab, &["attach", VICTIM_IF]);
+    floodgate_ok(&lab, &["synguard", "on", "--port", &PORT.to_string()]);
+    let (o, _) = under_flood(&lab, true, &|| stat(&lab, "syn_cookie").0);
+    eprintln!("floodgate: {} of {} exchanges", o.ok, o.tried);
+    rows.push(("floodgate synguard (XDP cookies + TC kfunc)", o));
+    floodgate_ok(&lab, &["detach", "--all"]);
+
+    println!("## SYN guard against the kernel alone, same spoofed SYN flood\n");
+    println!(
+        "A raw-socket flood of SYNs from random sources at the victim's listener for {SECONDS} s \
+         per setup, while one client does connect + echo exchanges back to back (1 s timeout). \
+         CPU per SYN is the whole machine's busy time per SYN sent, less the same under an \
+         empty XDP_DROP program on the victim ({:.0} ns/SYN: the generator's own cost). Two \
+         cores: the flood, the victim and the client share them.\n",
+        floor.cpu_ns_per_syn
+    );
+    println!(
+        "| setup | SYNs/s sent | SYN-ACKs/s | victim CPU ns per SYN | x floodgate | exchanges ok | exchange ms p50 / p99 |"
+    );
+    println!("|---|---|---|---|---|---|---|");
+    let ours = rows
+        .last()
+        .map(|(_, o)| o.cpu_ns_per_syn - floor.cpu_ns_per_syn);
+    for (name, o) in &rows {
+        let cpu = o.cpu_ns_per_syn - floor.cpu_ns_per_syn;
+        println!(
+            "| {name} | {:.0} | {:.0} | {:.0} | {} | {} of {} ({:.1}%) | {:.1} / {:.1} |",
+            o.syns_per_s,
+            o.replies_per_s,
+            cpu,
+            ours.map_or("-".into(), |f| format!("{:.1}", cpu / f)),
+            o.ok,
+            o.tried,
+            100.0 * o.ok as f64 / o.tried.max(1) as f64,
+            o.median_ms,
+            o.p99_ms
+        );
+    }
+    println!();
+}
