@@ -194,7 +194,7 @@ fn main() {
     for (name, o) in &rows {
         let cpu = o.cpu_ns_per_syn - floor.cpu_ns_per_syn;
         println!(
-            "| {name} | {:.0} | {:.0} | {:.0} | {} | {} of {} ({:.1}%) | {:.1} / {:.1} |",
+            "| {name} | {:.0} | {:.0} | {:.0} | {} | {} of {} ({:.1}%) | {} |",
             o.syns_per_s,
             o.replies_per_s,
             cpu,
@@ -202,8 +202,11 @@ fn main() {
             o.ok,
             o.tried,
             100.0 * o.ok as f64 / o.tried.max(1) as f64,
-            o.median_ms,
-            o.p99_ms
+            if o.ok == 0 {
+                "-".to_string()
+            } else {
+                format!("{:.2} / {:.2}", o.median_ms, o.p99_ms)
+            }
         );
     }
     println!();
