@@ -232,10 +232,13 @@ fn synguard_act(d: &Demo) -> anyhow::Result<()> {
         });
         std::thread::sleep(Duration::from_millis(300));
         let started = Instant::now();
+        // Exchanges back to back for 2 s of flood.
         let (ok, tried) = d.lab.attacker.run(|| {
-            let mut ok = 0;
-            for i in 0..200 {
-                let msg = format!("hello {i}\n");
+            let (mut ok, mut tried) = (0, 0);
+            let end = Instant::now() + Duration::from_secs(2);
+            while Instant::now() < end && !STOP.load(Ordering::Relaxed) {
+                tried += 1;
+                let msg = format!("hello {tried}\n");
                 if traffic::tcp_exchange(
                     IpAddr::V4(ATTACKER_V4),
                     bind,
@@ -248,7 +251,7 @@ fn synguard_act(d: &Demo) -> anyhow::Result<()> {
                     ok += 1;
                 }
             }
-            (ok, 200)
+            (ok, tried)
         })?;
         let secs = started.elapsed().as_secs_f64() + 0.3;
         stop.store(true, Ordering::Relaxed);
