@@ -144,8 +144,12 @@ pub struct Config {
     /// With [`crate::synguard_bits::WHEN_OVER`]: a destination is guarded while it receives
     /// more SYNs per second than this.
     pub synguard_over_pps: u32,
+    /// Non-zero while any `SAMPLE_RATES` slot is (see [`crate::sample`]).
+    pub sample: u32,
+    /// Bytes of each sampled packet copied (1..=[`crate::SAMPLE_BYTES_MAX`]; 0: the default).
+    pub sample_snaplen: u32,
 }
-const _: () = assert!(size_of::<Config>() == 40 + 48 * CLASS_COUNT);
+const _: () = assert!(size_of::<Config>() == 48 + 48 * CLASS_COUNT);
 
 impl Config {
     /// Every defence off (what a zeroed `CONFIG` means to the data plane), with the default
@@ -171,6 +175,8 @@ impl Config {
             }; CLASS_COUNT],
             synguard: 0,
             synguard_over_pps: 0,
+            sample: 0,
+            sample_snaplen: 0,
         }
     }
 

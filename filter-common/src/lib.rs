@@ -11,10 +11,12 @@ use core::mem::size_of;
 
 pub mod defence;
 pub mod rate;
+pub mod sample;
 pub mod sanity;
 pub mod synguard;
 
 pub use defence::*;
+pub use sample::*;
 pub use synguard::*;
 
 /// Why a packet got its verdict. The numeric value indexes the per-CPU `STATS` array; the
@@ -285,6 +287,9 @@ pub mod map_names {
     pub const SYNGUARD_SECRET: &str = "SYNGUARD_SECRET";
     pub const SYNGUARD_STATS: &str = "SYNGUARD_STATS";
     pub const SYNGUARD_RATE: &str = "SYNGUARD_RATE";
+    pub const SAMPLES: &str = "SAMPLES";
+    pub const SAMPLE_RATES: &str = "SAMPLE_RATES";
+    pub const SAMPLE_LOST: &str = "SAMPLE_LOST";
 }
 
 /// Capacities. Hash maps are created with BPF_F_NO_PREALLOC, so an unused slot costs only its

@@ -27,6 +27,8 @@ mod reflection;
 #[cfg(target_arch = "bpf")]
 mod rules;
 #[cfg(target_arch = "bpf")]
+mod sample;
+#[cfg(target_arch = "bpf")]
 mod sanity;
 #[cfg(target_arch = "bpf")]
 mod stats;
@@ -47,7 +49,7 @@ mod program {
     use crate::{
         decide::{self, Next},
         facts::{self, Verdict},
-        maps, stats, synguard, synguard_tc,
+        maps, sample, stats, synguard, synguard_tc,
     };
 
     /// The first stage (attached to interfaces): parse, lists, L4, sanity. Packets the later
@@ -65,7 +67,7 @@ mod program {
             // SAFETY: as in `next`; on failure the defences run as if the guard were off.
             unsafe { maps::STAGES.tail_call(&ctx, STAGE_SYNGUARD) };
         }
-        exit(&decide::defend(&ctx), stats::frame_len(&ctx))
+        exit(&ctx, &decide::defend(&ctx), stats::frame_len(&ctx))
     }
 
     /// The SYN guard stage: SYN-ACK cookies for SYNs, cookie checks for ACKs (tail call).
@@ -88,12 +90,12 @@ mod program {
     #[inline(always)]
     fn next(ctx: &XdpContext, next: Next, bytes: u64) -> u32 {
         match next {
-            Next::Done(verdict) => exit(&verdict, bytes),
+            Next::Done(verdict) => exit(ctx, &verdict, bytes),
             Next::Stage(index) => {
                 // SAFETY: a tail call replaces this program; it returns only when it fails.
                 unsafe { maps::STAGES.tail_call(ctx, index) };
                 // The stage is not loaded (the loader fills STAGES): as if it were off.
-                exit(&facts::pass(Reason::Pass), bytes)
+                exit(ctx, &facts::pass(Reason::Pass), bytes)
             }
         }
     }
@@ -101,8 +103,14 @@ mod program {
     /// The single exit of every stage: count the packet (of `bytes` as it came in) under its
     /// reason, give the action.
     #[inline(always)]
-    fn exit(verdict: &Verdict, bytes: u64) -> u32 {
-        stats::record(verdict, bytes);
+    fn exit(ctx: &XdpContext, verdict: &Verdict, bytes: u64) -> u32 {
+        let slot = stats::record(verdict, bytes);
+        // Sampling off: one test. On: the global function decides (verified once, on its own).
+        if let Some(cfg) = maps::CONFIG.get(0) {
+            if cfg.sample != 0 {
+                sample::fg_sample(ctx.ctx, slot, bytes as u32);
+            }
+        }
         if verdict.dry_run {
             return xdp_action::XDP_PASS;
         }

@@ -4,7 +4,9 @@
 use aya_ebpf::{
     bindings::{BPF_F_MMAPABLE, BPF_F_NO_PREALLOC},
     macros::map,
-    maps::{Array, HashMap, LpmTrie, LruHashMap, PerCpuArray, PerCpuHashMap, ProgramArray},
+    maps::{
+        Array, HashMap, LpmTrie, LruHashMap, PerCpuArray, PerCpuHashMap, ProgramArray, RingBuf,
+    },
 };
 use filter_common::{
     AGGREGATE_MAX, ALLOW_EXACT_MAX, ALLOW_PREFIX_MAX, Aggregate, BLOCK_EXACT_MAX, BLOCK_PREFIX_MAX,
@@ -151,3 +153,16 @@ pub static SYNGUARD_REPLY: PerCpuArray<[u8; 72]> = PerCpuArray::with_max_entries
 /// only; LRU, so an ACK flood cannot fill it (only valid cookies get in).
 #[map(name = "SYNGUARD_FLOWS")]
 pub static SYNGUARD_FLOWS: LruHashMap<[u64; 5], u64> = LruHashMap::with_max_entries(1 << 16, 0);
+
+/// Packet samples for `floodgate capture` (see `filter_common::sample`); written by the data
+/// plane, read by the CLI and the daemon.
+#[map(name = "SAMPLES")]
+pub static SAMPLES: RingBuf = RingBuf::pinned(filter_common::SAMPLES_RING_BYTES, 0);
+
+/// 1 in how many packets of each `STATS` slot are sampled (0: none); written by userspace.
+#[map(name = "SAMPLE_RATES")]
+pub static SAMPLE_RATES: Array<u32> = Array::pinned(STATS_SLOTS as u32, 0);
+
+/// Samples lost (ring buffer full) per `STATS` slot, per CPU; written by the data plane.
+#[map(name = "SAMPLE_LOST")]
+pub static SAMPLE_LOST: PerCpuArray<u64> = PerCpuArray::pinned(STATS_SLOTS as u32, 0);

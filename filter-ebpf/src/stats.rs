@@ -22,10 +22,12 @@ pub fn add(counter: *mut Counter, bytes: u64) {
     }
 }
 
-/// Count the packet (`bytes` long as it came in) under the reason that decided it.
+/// Count the packet (`bytes` long as it came in) under the reason that decided it; its slot.
 #[inline(always)]
-pub fn record(verdict: &Verdict, bytes: u64) {
-    if let Some(counter) = STATS.get_ptr_mut(stats_slot(verdict.reason, verdict.dry_run)) {
+pub fn record(verdict: &Verdict, bytes: u64) -> u32 {
+    let slot = stats_slot(verdict.reason, verdict.dry_run);
+    if let Some(counter) = STATS.get_ptr_mut(slot) {
         add(counter, bytes);
     }
+    slot
 }

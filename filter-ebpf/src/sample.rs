@@ -1,0 +1,70 @@
+//! Packet samples (see `filter_common::sample`): at its exit, a stage hands 1 in N packets of
+//! a reason to [`fg_sample`], which copies the packet's first bytes and the verdict into the
+//! `SAMPLES` ring buffer, or counts the sample as lost when the ring is full.
+//!
+//! `fg_sample` is a global BPF function: the verifier checks it once, on its own, not once per
+//! path into every stage's exit (which would cost the first stage tens of thousands of
+//! instructions). Its arguments are the context and plain numbers only, as a global function's
+//! must be.
+
+use aya_ebpf::{
+    bindings::xdp_md,
+    helpers::{bpf_get_prandom_u32, bpf_ktime_get_ns, bpf_xdp_load_bytes},
+};
+use filter_common::{SAMPLE_BYTES_MAX, SAMPLE_SNAPLEN_DEFAULT, Sample, SampleHead, sample_flags};
+
+use crate::maps::{CONFIG, SAMPLE_LOST, SAMPLE_RATES, SAMPLES};
+
+/// Sample the packet counted in `STATS` slot `slot` (`bytes` long as it came in), if its
+/// reason's rate draws it. Returns 1 when a sample was written, 0 otherwise.
+#[unsafe(no_mangle)]
+#[inline(never)]
+pub extern "C" fn fg_sample(ctx: *mut xdp_md, slot: u32, bytes: u32) -> i32 {
+    let Some(rate) = SAMPLE_RATES.get(slot) else {
+        return 0;
+    };
+    let rate = *rate;
+    if rate == 0 {
+        return 0;
+    }
+    if rate > 1 && unsafe { bpf_get_prandom_u32() } % rate != 0 {
+        return 0;
+    }
+    let snaplen = match CONFIG.get(0) {
+        Some(cfg) if cfg.sample_snaplen != 0 => cfg.sample_snaplen,
+        _ => SAMPLE_SNAPLEN_DEFAULT,
+    };
+    let Some(mut entry) = SAMPLES.reserve::<Sample>(0) else {
+        if let Some(lost) = SAMPLE_LOST.get_ptr_mut(slot) {
+            unsafe { *lost += 1 };
+        }
+        return 0;
+    };
+    let reason_count = filter_common::REASON_COUNT as u32;
+    let cap = bytes.min(snaplen).min(SAMPLE_BYTES_MAX as u32);
+    let s = entry.as_mut_ptr();
+    unsafe {
+        (*s).head = SampleHead {
+            time_ns: bpf_ktime_get_ns(),
+            frame_len: bytes,
+            cap_len: 0,
+            ifindex: (*ctx).ingress_ifindex,
+            reason: (slot % reason_count) as u8,
+            flags: if slot >= reason_count {
+                sample_flags::DRY_RUN
+            } else {
+                0
+            },
+            _pad: [0; 2],
+            rate,
+            _pad2: 0,
+        };
+        // A length the verifier can bound: 1..=SAMPLE_BYTES_MAX.
+        let len = core::hint::black_box(cap) as usize & (SAMPLE_BYTES_MAX - 1);
+        if len > 0 && bpf_xdp_load_bytes(ctx, 0, (*s).data.as_mut_ptr().cast(), len as u32) == 0 {
+            (*s).head.cap_len = len as u32;
+        }
+    }
+    entry.submit(0);
+    1
+}

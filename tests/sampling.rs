@@ -1,0 +1,174 @@
+//! Packet samples through BPF_PROG_TEST_RUN: a sampled packet's record carries its verdict,
+//! reason, lengths and first bytes; sampling off changes no verdict and writes nothing; a
+//! full ring counts what it lost.
+
+use std::net::Ipv4Addr;
+
+use aya::maps::{Array, Map, PerCpuArray, RingBuf};
+use filter_common::{
+    CONFIG_MAGIC, Config, REASON_COUNT, Reason, SOURCE_CLI, STATS_SLOTS, Sample, SampleHead,
+    map_names, sample_flags, stats_slot,
+};
+use floodgate::{lists::ListKind, prefix::parse_prefix};
+use floodgate_tests::{
+    Harness, XDP_DROP, XDP_PASS,
+    packet::{self, *},
+};
+
+const DST: Ipv4Addr = Ipv4Addr::new(198, 18, 0, 1);
+const CLEAN: Ipv4Addr = Ipv4Addr::new(198, 18, 0, 2);
+const BLOCKED: Ipv4Addr = Ipv4Addr::new(198, 18, 66, 6);
+
+fn frame(src: Ipv4Addr, payload: usize) -> Vec<u8> {
+    eth(
+        &[],
+        ETH_P_IP,
+        &ipv4(
+            src,
+            DST,
+            UDP,
+            &[],
+            0,
+            &packet::udp(40000, 53, &vec![0x5a; payload]),
+        ),
+    )
+}
+
+/// Sample 1 in `rate` of `slots` (others off), copying `snaplen` bytes.
+fn sampling(h: &Harness, slots: &[u32], rate: u32, snaplen: u32) {
+    let mut rates: Array<_, u32> =
+        Array::try_from(Map::Array(h.pinned_map(map_names::SAMPLE_RATES))).expect("rates");
+    for slot in 0..STATS_SLOTS as u32 {
+        let r = if slots.contains(&slot) { rate } else { 0 };
+        rates.set(slot, r, 0).expect("writing a rate");
+    }
+    let mut config: Array<_, Config> =
+        Array::try_from(Map::Array(h.pinned_map(map_names::CONFIG))).expect("CONFIG");
+    let mut cfg = config.get(&0, 0).expect("CONFIG");
+    cfg.magic = CONFIG_MAGIC;
+    cfg.sample = u32::from(!slots.is_empty() && rate != 0);
+    cfg.sample_snaplen = snaplen;
+    config.set(0, cfg, 0).expect("CONFIG");
+}
+
+fn dry_run(h: &Harness, on: bool) {
+    let mut config: Array<_, Config> =
+        Array::try_from(Map::Array(h.pinned_map(map_names::CONFIG))).expect("CONFIG");
+    let mut cfg = config.get(&0, 0).expect("CONFIG");
+    cfg.dry_run = u32::from(on);
+    config.set(0, cfg, 0).expect("CONFIG");
+}
+
+/// Every record waiting in the ring.
+fn drain(ring: &mut RingBuf<aya::maps::MapData>) -> Vec<(SampleHead, Vec<u8>)> {
+    let mut out = Vec::new();
+    while let Some(item) = ring.next() {
+        assert_eq!(item.len(), size_of::<Sample>(), "a whole record");
+        // SAFETY: the record is a Sample written by the data plane (repr(C), plain integers).
+        let s: Sample = unsafe { std::ptr::read_unaligned(item.as_ptr().cast()) };
+        out.push((s.head, s.data[..s.head.cap_len as usize].to_vec()));
+    }
+    out
+}
+
+fn lost(h: &Harness, slot: u32) -> u64 {
+    let lost: PerCpuArray<_, u64> =
+        PerCpuArray::try_from(Map::PerCpuArray(h.pinned_map(map_names::SAMPLE_LOST)))
+            .expect("SAMPLE_LOST");
+    lost.get(&slot, 0).expect("reading").iter().sum()
+}
+
+#[test]
+fn a_sampled_packet_carries_its_verdict_lengths_and_bytes() {
+    let mut h = Harness::new();
+    h.state
+        .lists
+        .add(
+            ListKind::Block,
+            SOURCE_CLI,
+            &[parse_prefix("198.18.66.6").expect("prefix")],
+            None,
+            None,
+            &mut |_, _| {},
+        )
+        .expect("blocking");
+    let mut ring = RingBuf::try_from(Map::RingBuf(h.pinned_map(map_names::SAMPLES))).expect("ring");
+    let block = stats_slot(Reason::Blocklist, false);
+
+    // Off: verdicts as always, nothing in the ring.
+    assert_eq!(h.run(&frame(BLOCKED, 100)), (XDP_DROP, Reason::Blocklist));
+    assert_eq!(h.run(&frame(CLEAN, 100)), (XDP_PASS, Reason::Pass));
+    assert!(drain(&mut ring).is_empty(), "sampling off writes nothing");
+
+    // Every blocklist drop, 64 bytes of each.
+    sampling(&h, &[block], 1, 64);
+    let big = frame(BLOCKED, 300);
+    assert_eq!(
+        h.run(&big),
+        (XDP_DROP, Reason::Blocklist),
+        "verdict unchanged"
+    );
+    assert_eq!(h.run(&frame(CLEAN, 100)), (XDP_PASS, Reason::Pass));
+    let small = frame(BLOCKED, 4);
+    assert_eq!(h.run(&small), (XDP_DROP, Reason::Blocklist));
+    let got = drain(&mut ring);
+    assert_eq!(
+        got.len(),
+        2,
+        "the two blocklist drops, not the pass: {got:?}"
+    );
+    let (head, data) = &got[0];
+    assert_eq!(head.reason, Reason::Blocklist as u8);
+    assert_eq!(head.flags & sample_flags::DRY_RUN, 0, "enforced");
+    assert_eq!(head.frame_len as usize, big.len(), "original length");
+    assert_eq!(head.cap_len, 64, "snap length");
+    assert_eq!(data[..], big[..64], "the packet's first bytes");
+    assert_eq!(head.rate, 1);
+    assert!(head.time_ns > 0, "a timestamp");
+    let (head, data) = &got[1];
+    assert_eq!(head.cap_len as usize, small.len(), "a short packet whole");
+    assert_eq!(data[..], small[..]);
+
+    // Dry-run: the record says so; the verdict is a pass.
+    dry_run(&h, true);
+    sampling(&h, &[stats_slot(Reason::Blocklist, true)], 1, 0);
+    let (action, reason, dry) = h.run_any(&big);
+    assert_eq!((action, reason, dry), (XDP_PASS, Reason::Blocklist, true));
+    let got = drain(&mut ring);
+    assert_eq!(got.len(), 1);
+    assert_eq!(
+        got[0].0.flags & sample_flags::DRY_RUN,
+        sample_flags::DRY_RUN
+    );
+    assert_eq!(got[0].0.cap_len, 128, "default snap length");
+    assert_eq!(
+        got[0].0.reason as usize,
+        Reason::Blocklist as usize % REASON_COUNT
+    );
+    dry_run(&h, false);
+
+    // 1 in 1000: about a thousandth (20 expected; outside 5..=50 once in millions of runs).
+    sampling(&h, &[block], 1000, 64);
+    for _ in 0..20_000 {
+        h.run(&small);
+    }
+    let n = drain(&mut ring).len();
+    assert!((5..=50).contains(&n), "1 in 1000 of 20000 packets sampled {n}");
+
+    // A full ring: what does not fit is counted as lost, exactly.
+    sampling(&h, &[block], 1, 64);
+    let before = lost(&h, block);
+    let records = filter_common::SAMPLES_RING_BYTES as usize / (size_of::<Sample>() + 8);
+    let sent = records + 500;
+    for _ in 0..sent {
+        h.run(&small);
+    }
+    let kept = drain(&mut ring).len() as u64;
+    let lost_now = lost(&h, block) - before;
+    assert_eq!(
+        kept + lost_now,
+        sent as u64,
+        "every sample written or counted lost"
+    );
+    assert!(lost_now >= 500, "the ring filled: {lost_now} lost");
+}
