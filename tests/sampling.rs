@@ -153,7 +153,10 @@ fn a_sampled_packet_carries_its_verdict_lengths_and_bytes() {
         h.run(&small);
     }
     let n = drain(&mut ring).len();
-    assert!((5..=50).contains(&n), "1 in 1000 of 20000 packets sampled {n}");
+    assert!(
+        (5..=50).contains(&n),
+        "1 in 1000 of 20000 packets sampled {n}"
+    );
 
     // A full ring: what does not fit is counted as lost, exactly.
     sampling(&h, &[block], 1, 64);
@@ -171,4 +174,114 @@ fn a_sampled_packet_carries_its_verdict_lengths_and_bytes() {
         "every sample written or counted lost"
     );
     assert!(lost_now >= 500, "the ring filled: {lost_now} lost");
+}
+
+// --- End to end: the real CLI on a lab, real traffic, the file read back by tcpdump ---
+
+mod e2e {
+    use std::{
+        net::Ipv4Addr,
+        process::{Command, Stdio},
+        time::{Duration, Instant},
+    };
+
+    use floodgate_lab::{Lab, VICTIM_IF};
+    use floodgate_tests::{floodgate_command, floodgate_ok};
+    use pcap_file::pcapng::{Block, PcapNgReader, blocks::enhanced_packet::EnhancedPacketOption};
+
+    /// Every packet of a pcapng file: (its bytes, its comment).
+    fn read_pcapng(path: &std::path::Path) -> Vec<(Vec<u8>, String)> {
+        let file = std::fs::File::open(path).expect("the capture file");
+        let mut r = PcapNgReader::new(file).expect("a pcapng file");
+        let mut out = Vec::new();
+        while let Some(block) = r.next_block() {
+            if let Block::EnhancedPacket(p) = block.expect("a whole block") {
+                let comment = p
+                    .options
+                    .iter()
+                    .find_map(|o| match o {
+                        EnhancedPacketOption::Comment(c) => Some(c.to_string()),
+                        _ => None,
+                    })
+                    .unwrap_or_default();
+                out.push((p.data.to_vec(), comment));
+            }
+        }
+        out
+    }
+
+    #[test]
+    fn capture_writes_exactly_the_chosen_drops_as_pcapng() {
+        let lab = Lab::new("cap").unwrap_or_else(|e| panic!("creating the lab: {e:#}"));
+        floodgate_ok(&lab, &["attach", VICTIM_IF]);
+        floodgate_ok(&lab, &["block", "add", "198.18.128.0/24"]);
+        floodgate_ok(&lab, &["preset", "reflection", "on"]);
+        let dir = std::env::temp_dir().join(format!("fgcap{}", std::process::id()));
+        std::fs::create_dir_all(&dir).expect("scratch dir");
+        let file = dir.join("blocked.pcapng");
+        let child = floodgate_command(
+            &lab.victim,
+            &lab.pin_dir,
+            &[
+                "capture",
+                "--reason",
+                "blocklist",
+                "--count",
+                "100",
+                "-w",
+                file.to_str().expect("path"),
+            ],
+        )
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("starting floodgate capture");
+        // Sampling is on once the capture has switched it on: wait for that.
+        let started = Instant::now();
+        while floodgate_ok(&lab, &["status", "--json"]).contains("\"sampling\": false")
+            && started.elapsed() < Duration::from_secs(5)
+        {
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        std::thread::sleep(Duration::from_millis(300));
+        // A flood from the blocked /24 and a reflection flood (NTP, random sources) together.
+        lab.spray_udp(3000, 64, |i| {
+            if i % 2 == 0 {
+                (Ipv4Addr::new(198, 18, 128, (i % 250) as u8 + 1), 40000, 53)
+            } else {
+                (Ipv4Addr::new(198, 19, (i >> 8) as u8, i as u8), 123, 40000)
+            }
+        })
+        .expect("flooding");
+        let out = child.wait_with_output().expect("capture ends by itself");
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(out.status.success(), "capture: {stderr}");
+        assert!(stderr.contains("100 written"), "summary: {stderr}");
+        let packets = read_pcapng(&file);
+        assert_eq!(packets.len(), 100, "exactly --count packets");
+        for (data, comment) in &packets {
+            assert_eq!(&data[26..29], &[198, 18, 128], "from the blocked /24");
+            assert!(
+                comment.starts_with("floodgate: drop blocklist (in fg-victim"),
+                "the verdict in the comment: {comment}"
+            );
+        }
+        let tcpdump = Command::new("tcpdump")
+            .args(["-n", "-r", file.to_str().expect("path")])
+            .output()
+            .expect("running tcpdump (cargo xtask setup installs it)");
+        let text = String::from_utf8_lossy(&tcpdump.stdout);
+        assert!(tcpdump.status.success(), "tcpdump reads the file");
+        assert_eq!(text.lines().count(), 100, "tcpdump sees 100 packets");
+        assert!(
+            text.lines().all(|l| l.contains(" 198.18.128.")),
+            "all from the blocked /24:\n{text}"
+        );
+        // The capture put sampling back.
+        let status = floodgate_ok(&lab, &["status", "--json"]);
+        assert!(
+            status.contains("\"sampling\": false"),
+            "sampling off again: {status}"
+        );
+        let _ = std::fs::remove_dir_all(&dir);
+    }
 }

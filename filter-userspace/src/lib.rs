@@ -9,6 +9,7 @@
 pub mod api;
 pub mod attack;
 pub mod batch;
+pub mod capture;
 pub mod cli;
 pub mod comments;
 pub mod config;

@@ -20,7 +20,17 @@ pub struct Options {
 /// prometheus: the daemon tests scrape it with a real Prometheus server and check it with promtool;
 /// systemd: `systemd-analyze verify` checks the shipped unit.
 /// curl: the demo talks to the daemon's API with it.
-const DEBIAN_PACKAGES: &[&str] = &["iproute2", "iputils-ping", "prometheus", "systemd", "curl"];
+/// libpcap-dev: `floodgate capture` compiles its filter expressions with libpcap.
+/// tcpdump: the capture tests read the pcapng files back with it.
+const DEBIAN_PACKAGES: &[&str] = &[
+    "iproute2",
+    "iputils-ping",
+    "prometheus",
+    "systemd",
+    "curl",
+    "libpcap-dev",
+    "tcpdump",
+];
 
 pub fn run(opts: Options) -> anyhow::Result<()> {
     let t = Instant::now();

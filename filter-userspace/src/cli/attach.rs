@@ -136,6 +136,8 @@ struct Status {
     blocklist: ListSizes,
     allowlist: ListSizes,
     defences: Defences,
+    /// Packet sampling is on for some reason (`floodgate capture` running, say).
+    sampling: bool,
 }
 
 pub fn status(pin: &PinDir, args: StatusArgs) -> anyhow::Result<()> {
@@ -185,6 +187,10 @@ pub fn status(pin: &PinDir, args: StatusArgs) -> anyhow::Result<()> {
         blocklist: sizes(ListKind::Block)?,
         allowlist: sizes(ListKind::Allow)?,
         defences,
+        sampling: crate::capture::Sampling::open(pin)?
+            .rates()?
+            .iter()
+            .any(|&r| r != 0),
     };
     if args.json {
         println!("{}", serde_json::to_string_pretty(&status)?);
@@ -236,5 +242,13 @@ pub fn status(pin: &PinDir, args: StatusArgs) -> anyhow::Result<()> {
     } else {
         println!("synguard:   off");
     }
+    println!(
+        "sampling:   {}",
+        if status.sampling {
+            "on (a capture is running)"
+        } else {
+            "off"
+        }
+    );
     Ok(())
 }

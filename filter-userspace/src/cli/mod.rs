@@ -8,6 +8,7 @@ use clap::{CommandFactory as _, Parser, Subcommand};
 use crate::{DEFAULT_PIN_DIR, loader::PinDir};
 
 mod attach;
+mod capture;
 pub mod completions;
 mod config;
 mod defences;
@@ -40,6 +41,7 @@ mod synguard;
   floodgate rule add --proto udp --dst-port 53 --length 512-65535 --action limit --pps 10000
   floodgate apply /etc/floodgate/floodgate.toml
   floodgate stats --watch
+  floodgate capture --reason blocklist --count 100 -w blocked.pcapng
   floodgate run --config /etc/floodgate/floodgate.toml
   floodgate detach --all
   floodgate completions bash > /etc/bash_completion.d/floodgate
@@ -87,6 +89,7 @@ enum Command {
     /// SYN-flood guard: the data plane answers SYNs to protected TCP ports with SYN cookies.
     #[command(subcommand)]
     Synguard(synguard::SynguardCommand),
+    Capture(capture::CaptureArgs),
     Mode(defences::ModeArgs),
     Apply(config::ApplyArgs),
     ShowConfig(config::ShowConfigArgs),
@@ -115,6 +118,7 @@ pub fn run() -> anyhow::Result<()> {
         Command::Sanity(c) => defences::sanity(&pin, c),
         Command::Limit(c) => limits::limit(&pin, c),
         Command::Synguard(c) => synguard::synguard(&pin, c),
+        Command::Capture(a) => capture::capture(&pin, a),
         Command::Mode(a) => defences::mode(&pin, a),
         Command::Apply(a) => config::apply(&pin, a),
         Command::ShowConfig(a) => config::show_config(&pin, a),

@@ -1,0 +1,212 @@
+//! `floodgate capture`: what XDP decided, packet by packet, as pcapng or one line each.
+
+use std::{
+    fs::File,
+    io::{BufWriter, Write},
+    path::PathBuf,
+    sync::{
+        Arc,
+        atomic::{AtomicBool, Ordering},
+    },
+    time::{Duration, Instant},
+};
+
+use anyhow::Context as _;
+use clap::{Args, ValueEnum};
+use filter_common::{Action, Reason, SAMPLE_BYTES_MAX};
+
+use crate::{
+    capture::{self, Filter, PcapNg, Reader, Sampling},
+    loader::PinDir,
+};
+
+/// Capture what the XDP program decided: the packets of chosen reasons, with their verdicts.
+///
+/// XDP drops packets before tcpdump can see them; this shows them. While it runs, the data
+/// plane copies the first bytes of 1 in N packets of the chosen reasons (all reasons if none
+/// is given) into a ring buffer; the capture writes them to a pcapng file (each packet's
+/// comment says what floodgate did: `floodgate: drop blocklist (in eth0)`; tshark shows it as
+/// `frame.comment`), or prints one line each. On exit (--count, --duration or Ctrl-C) the
+/// sampling is put back as it was and a summary goes to stderr: samples received, written,
+/// and lost when the ring was full. The file is valid whenever the capture stops.
+///
+/// The filter expression is tcpdump's (compiled by libpcap), applied to each sample's bytes
+/// after the reason and verdict selectors; only the first --snaplen bytes are there to match.
+///
+/// Examples:
+///   floodgate capture --reason blocklist --count 100 -w blocked.pcapng
+///   floodgate capture --verdict drop --duration 10s
+///   floodgate capture --reason reflection --sample 1000 -w - | tshark -r - -T fields -e frame.comment
+///   floodgate capture --reason syn_cookie 'tcp port 443'
+#[derive(Args)]
+#[command(verbatim_doc_comment)]
+pub struct CaptureArgs {
+    /// Write pcapng here (`-`: standard output). Without it, one line per packet.
+    #[arg(short = 'w', long = "write", value_name = "FILE")]
+    write: Option<PathBuf>,
+    /// Only packets counted under this reason (repeatable; see `floodgate stats`).
+    #[arg(long = "reason", value_name = "REASON", value_parser = parse_reason)]
+    reasons: Vec<Reason>,
+    /// Only packets with this verdict (a dry-run match passes: it counts as `pass`).
+    #[arg(long, value_enum)]
+    verdict: Option<Verdict>,
+    /// Bytes of each packet to keep (1-256).
+    #[arg(long, default_value_t = 128, value_parser = clap::value_parser!(u32).range(1..=SAMPLE_BYTES_MAX as i64))]
+    snaplen: u32,
+    /// Stop after this many packets are written.
+    #[arg(long, short = 'c', value_name = "N")]
+    count: Option<u64>,
+    /// Stop after this long (e.g. 30s, 5m).
+    #[arg(long, value_name = "DURATION", value_parser = parse_duration)]
+    duration: Option<Duration>,
+    /// Sample 1 in N packets of each chosen reason (1: every packet).
+    #[arg(long, value_name = "N", default_value_t = 1, value_parser = clap::value_parser!(u32).range(1..))]
+    sample: u32,
+    /// tcpdump filter expression (e.g. `udp src port 123`, `net 198.18.0.0/24`).
+    #[arg(value_name = "FILTER", trailing_var_arg = true)]
+    filter: Vec<String>,
+}
+
+#[derive(Clone, Copy, ValueEnum)]
+enum Verdict {
+    Drop,
+    Pass,
+    Tx,
+}
+
+fn parse_reason(s: &str) -> Result<Reason, String> {
+    Reason::from_name(s).ok_or_else(|| {
+        let names: Vec<&str> = filter_common::REASONS.iter().map(|r| r.name()).collect();
+        format!(
+            "unknown reason `{}`; one of: {}",
+            crate::entry::quote(s),
+            names.join(", ")
+        )
+    })
+}
+
+fn parse_duration(s: &str) -> Result<Duration, String> {
+    crate::settings::parse_duration(s, "duration").map_err(|e| e.to_string())
+}
+
+pub fn capture(pin: &PinDir, a: CaptureArgs) -> anyhow::Result<()> {
+    // Everything that can be refused is checked before the data plane is touched.
+    let filter = if a.filter.is_empty() {
+        None
+    } else {
+        Some(Filter::compile(&a.filter.join(" "))?)
+    };
+    let verdict = a.verdict.map(|v| match v {
+        Verdict::Drop => Action::Drop,
+        Verdict::Pass => Action::Pass,
+        Verdict::Tx => Action::Tx,
+    });
+    let slots = capture::slots_for(&a.reasons, verdict);
+    if slots.is_empty() {
+        anyhow::bail!("no reason has that verdict: nothing to capture");
+    }
+    let mut out: Option<PcapNg<Box<dyn Write>>> = match &a.write {
+        None => None,
+        Some(p) => {
+            let w: Box<dyn Write> = if p.as_os_str() == "-" {
+                Box::new(BufWriter::new(std::io::stdout()))
+            } else {
+                Box::new(BufWriter::new(
+                    File::create(p).with_context(|| format!("creating {}", p.display()))?,
+                ))
+            };
+            Some(PcapNg::new(w, a.snaplen)?)
+        }
+    };
+    let mut reader = Reader::open(pin)?;
+    let mut sampling = Sampling::open(pin)?;
+    let stop = Arc::new(AtomicBool::new(false));
+    {
+        let stop = stop.clone();
+        ctrlc::set_handler(move || stop.store(true, Ordering::Relaxed))
+            .context("installing the Ctrl-C handler")?;
+    }
+    // Samples left from an earlier capture are not this one's.
+    let _ = reader.read(Duration::ZERO);
+    let lost0 = sampling.lost(&slots)?;
+    let was = sampling.enable(pin, &slots, a.sample, Some(a.snaplen))?;
+    let result = run(
+        &a,
+        &slots,
+        verdict,
+        filter.as_ref(),
+        &mut reader,
+        out.as_mut(),
+        &stop,
+    );
+    // Put sampling back whatever happened, then report.
+    let restored = sampling.restore(pin, &was);
+    let lost = sampling.lost(&slots)?.saturating_sub(lost0);
+    if let Some(o) = out.as_mut() {
+        o.flush()?;
+    }
+    let (received, written) = result?;
+    restored?;
+    eprintln!("{received} samples received, {written} written, {lost} lost (ring full)");
+    Ok(())
+}
+
+fn run(
+    a: &CaptureArgs,
+    slots: &[u32],
+    verdict: Option<Action>,
+    filter: Option<&Filter>,
+    reader: &mut Reader,
+    mut out: Option<&mut PcapNg<Box<dyn Write>>>,
+    stop: &AtomicBool,
+) -> anyhow::Result<(u64, u64)> {
+    let end = a.duration.map(|d| Instant::now() + d);
+    let (mut received, mut written) = (0u64, 0u64);
+    let mut names = std::collections::HashMap::new();
+    let stdout = std::io::stdout();
+    while !stop.load(Ordering::Relaxed) {
+        if end.is_some_and(|e| Instant::now() >= e) || a.count.is_some_and(|c| written >= c) {
+            break;
+        }
+        for r in reader.read(Duration::from_millis(100)) {
+            received += 1;
+            let slot = filter_common::stats_slot(r.reason(), r.dry_run());
+            // Another capture's reasons, or one that ended with samples still in flight.
+            if !slots.contains(&slot) {
+                continue;
+            }
+            if verdict.is_some_and(|v| {
+                let got = if r.dry_run() {
+                    Action::Pass
+                } else {
+                    r.reason().action()
+                };
+                got != v
+            }) {
+                continue;
+            }
+            if filter.is_some_and(|f| !f.matches(&r)) {
+                continue;
+            }
+            if a.count.is_some_and(|c| written >= c) {
+                break;
+            }
+            let name = names
+                .entry(r.head.ifindex)
+                .or_insert_with(|| capture::ifname(r.head.ifindex));
+            match out.as_deref_mut() {
+                Some(o) => o.write(&r, name)?,
+                None => {
+                    let mut l = stdout.lock();
+                    // A closed pipe (`| head`) ends the capture quietly.
+                    if writeln!(l, "{}", capture::summary(&r, name)).is_err() {
+                        stop.store(true, Ordering::Relaxed);
+                        break;
+                    }
+                }
+            }
+            written += 1;
+        }
+    }
+    Ok((received, written))
+}
