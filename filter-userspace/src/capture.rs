@@ -2,7 +2,7 @@
 //! off per reason, reading the `SAMPLES` ring buffer, and writing what it holds as pcapng with
 //! each packet's verdict in its comment. `floodgate capture` is the front end.
 
-use std::{borrow::Cow, io::Write, os::fd::AsRawFd, path::Path, time::Duration};
+use std::{borrow::Cow, io::Write, os::fd::AsRawFd, time::Duration};
 
 use aya::maps::{Array, Map, MapData, PerCpuArray, RingBuf};
 use filter_common::{
@@ -340,9 +340,9 @@ pub fn ifname(ifindex: u32) -> String {
         .into_owned()
 }
 
-/// A one-line summary of a sample for the terminal: time, verdict, reason, addresses, ports,
-/// protocol, length.
-pub fn summary(r: &Record, ifname: &str) -> String {
+/// A one-line summary of a sample for the terminal: time (UTC), verdict, reason, interface,
+/// addresses, ports, protocol, length. `offset` is [`wall_offset`] at the capture's start.
+pub fn summary(r: &Record, ifname: &str, offset: Duration) -> String {
     use etherparse::{NetSlice, SlicedPacket, TransportSlice};
     let mut what = String::new();
     if let Ok(p) = SlicedPacket::from_ethernet(&r.data) {
@@ -377,8 +377,14 @@ pub fn summary(r: &Record, ifname: &str) -> String {
             _ => "not IP".into(),
         };
     }
+    let wall = offset + Duration::from_nanos(r.head.time_ns);
+    let day = wall.as_secs() % 86_400;
     format!(
-        "{:>7} {:<12} {ifname} {what} len {}",
+        "{:02}:{:02}:{:02}.{:06} {:>7} {:<12} {ifname} {what} len {}",
+        day / 3600,
+        day / 60 % 60,
+        day % 60,
+        wall.subsec_micros(),
         r.verdict(),
         r.reason().name(),
         r.head.frame_len
@@ -401,9 +407,4 @@ impl Filter {
     pub fn matches(&self, r: &Record) -> bool {
         self.0.filter(&r.data)
     }
-}
-
-/// Is `path` a terminal?
-pub fn is_terminal(path: &Path) -> bool {
-    path.as_os_str() == "-" && std::io::IsTerminal::is_terminal(&std::io::stdout())
 }

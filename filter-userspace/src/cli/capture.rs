@@ -164,6 +164,7 @@ fn run(
     let (mut received, mut written) = (0u64, 0u64);
     let mut names = std::collections::HashMap::new();
     let stdout = std::io::stdout();
+    let offset = capture::wall_offset();
     while !stop.load(Ordering::Relaxed) {
         if end.is_some_and(|e| Instant::now() >= e) || a.count.is_some_and(|c| written >= c) {
             break;
@@ -199,7 +200,7 @@ fn run(
                 None => {
                     let mut l = stdout.lock();
                     // A closed pipe (`| head`) ends the capture quietly.
-                    if writeln!(l, "{}", capture::summary(&r, name)).is_err() {
+                    if writeln!(l, "{}", capture::summary(&r, name, offset)).is_err() {
                         stop.store(true, Ordering::Relaxed);
                         break;
                     }
