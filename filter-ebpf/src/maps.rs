@@ -166,3 +166,7 @@ pub static SAMPLE_RATES: Array<u32> = Array::pinned(STATS_SLOTS as u32, 0);
 /// Samples lost (ring buffer full) per `STATS` slot, per CPU; written by the data plane.
 #[map(name = "SAMPLE_LOST")]
 pub static SAMPLE_LOST: PerCpuArray<u64> = PerCpuArray::pinned(STATS_SLOTS as u32, 0);
+
+/// Per CPU and `STATS` slot: packets left to skip before the next sample. Data plane only.
+#[map(name = "SAMPLE_SKIP")]
+pub static SAMPLE_SKIP: PerCpuArray<u32> = PerCpuArray::with_max_entries(STATS_SLOTS as u32, 0);

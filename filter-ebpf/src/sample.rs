@@ -8,12 +8,14 @@
 //! must be.
 
 use aya_ebpf::{
-    bindings::xdp_md,
+    bindings::{BPF_RB_AVAIL_DATA, BPF_RB_FORCE_WAKEUP, BPF_RB_NO_WAKEUP, xdp_md},
     helpers::{bpf_get_prandom_u32, bpf_ktime_get_ns, bpf_xdp_load_bytes},
 };
-use filter_common::{SAMPLE_BYTES_MAX, SAMPLE_SNAPLEN_DEFAULT, Sample, SampleHead, sample_flags};
+use filter_common::{
+    SAMPLE_BYTES_MAX, SAMPLE_SNAPLEN_DEFAULT, SAMPLES_RING_BYTES, Sample, SampleHead, sample_flags,
+};
 
-use crate::maps::{CONFIG, SAMPLE_LOST, SAMPLE_RATES, SAMPLES};
+use crate::maps::{CONFIG, SAMPLE_LOST, SAMPLE_RATES, SAMPLE_SKIP, SAMPLES};
 
 /// Sample the packet counted in `STATS` slot `slot` (`bytes` long as it came in), if its
 /// reason's rate draws it. Returns 1 when a sample was written, 0 otherwise.
@@ -27,8 +29,19 @@ pub extern "C" fn fg_sample(ctx: *mut xdp_md, slot: u32, bytes: u32) -> i32 {
     if rate == 0 {
         return 0;
     }
-    if rate > 1 && unsafe { bpf_get_prandom_u32() } % rate != 0 {
-        return 0;
+    // 1 in `rate` on average, without a random draw per packet: a per-CPU countdown, reset
+    // to a random gap of 1..=2*rate-1 when it runs out (so periodic traffic cannot alias).
+    if rate > 1 {
+        let Some(skip) = SAMPLE_SKIP.get_ptr_mut(slot) else {
+            return 0;
+        };
+        unsafe {
+            if *skip > 1 {
+                *skip -= 1;
+                return 0;
+            }
+            *skip = 1 + bpf_get_prandom_u32() % (2 * rate - 1);
+        }
     }
     let snaplen = match CONFIG.get(0) {
         Some(cfg) if cfg.sample_snaplen != 0 => cfg.sample_snaplen,
@@ -65,6 +78,13 @@ pub extern "C" fn fg_sample(ctx: *mut xdp_md, slot: u32, bytes: u32) -> i32 {
             (*s).head.cap_len = len as u32;
         }
     }
-    entry.submit(0);
+    // No wakeup per record (it costs the sender hundreds of ns): the reader polls with a
+    // timeout, and is woken once the ring is a quarter full.
+    let flags = if SAMPLES.query(BPF_RB_AVAIL_DATA as u64) >= (SAMPLES_RING_BYTES / 4) as u64 {
+        BPF_RB_FORCE_WAKEUP
+    } else {
+        BPF_RB_NO_WAKEUP
+    };
+    entry.submit(flags as u64);
     1
 }

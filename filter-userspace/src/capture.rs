@@ -95,6 +95,16 @@ impl Sampling {
         snaplen: Option<u32>,
     ) -> Result<SamplingWas> {
         let _lock = StateLock::acquire(pin.root())?;
+        self.enable_locked(slots, rate, snaplen)
+    }
+
+    /// [`Sampling::enable`] for a caller that holds the state lock already.
+    pub fn enable_locked(
+        &mut self,
+        slots: &[u32],
+        rate: u32,
+        snaplen: Option<u32>,
+    ) -> Result<SamplingWas> {
         let was = SamplingWas {
             rates: self.rates()?,
             snaplen: self.config()?.sample_snaplen,
@@ -110,6 +120,11 @@ impl Sampling {
     /// Put sampling back as it was before [`Sampling::enable`].
     pub fn restore(&mut self, pin: &PinDir, was: &SamplingWas) -> Result<()> {
         let _lock = StateLock::acquire(pin.root())?;
+        self.restore_locked(was)
+    }
+
+    /// [`Sampling::restore`] for a caller that holds the state lock already.
+    pub fn restore_locked(&mut self, was: &SamplingWas) -> Result<()> {
         self.write(&was.rates, was.snaplen)
     }
 
