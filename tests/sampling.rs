@@ -284,4 +284,187 @@ mod e2e {
         );
         let _ = std::fs::remove_dir_all(&dir);
     }
+
+    /// A flood from one /24 (blocked) and a larger NTP reflection flood from random sources.
+    fn mixed_flood(lab: &Lab, n: u64) {
+        lab.spray_udp(n, 64, |i| {
+            if i % 3 == 0 {
+                (Ipv4Addr::new(198, 18, 128, (i % 250) as u8 + 1), 40000, 53)
+            } else {
+                let r = i.wrapping_mul(0x9e37_79b9_7f4a_7c15) >> 40;
+                (Ipv4Addr::new(198, 19, (r >> 8) as u8, r as u8), 123, 40000)
+            }
+        })
+        .expect("flooding");
+    }
+
+    #[test]
+    fn top_json_names_the_attacking_net_and_port() {
+        let lab = Lab::new("top").unwrap_or_else(|e| panic!("creating the lab: {e:#}"));
+        floodgate_ok(&lab, &["attach", VICTIM_IF]);
+        floodgate_ok(&lab, &["block", "add", "198.18.128.0/24"]);
+        floodgate_ok(&lab, &["preset", "reflection", "on"]);
+        let child = floodgate_command(
+            &lab.victim,
+            &lab.pin_dir,
+            &[
+                "top",
+                "--json",
+                "--once",
+                "--interval",
+                "3s",
+                "--sample",
+                "1",
+            ],
+        )
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("starting floodgate top");
+        let started = Instant::now();
+        while floodgate_ok(&lab, &["status", "--json"]).contains("\"sampling\": false")
+            && started.elapsed() < Duration::from_secs(5)
+        {
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        mixed_flood(&lab, 6000);
+        let out = child.wait_with_output().expect("top ends by itself");
+        assert!(
+            out.status.success(),
+            "top: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let j: serde_json::Value = serde_json::from_slice(&out.stdout).expect("top --json is JSON");
+        let first = |t: &str| j[t][0]["key"].as_str().unwrap_or_default().to_string();
+        assert_eq!(
+            first("source_nets"),
+            "198.18.128.0/24",
+            "top source net: {j}"
+        );
+        assert_eq!(first("src_ports"), "udp/123", "top source port: {j}");
+        assert_eq!(first("destinations"), "198.18.0.1", "the victim: {j}");
+        let reasons: Vec<&str> = j["reasons"]
+            .as_array()
+            .expect("reasons")
+            .iter()
+            .filter_map(|r| r["reason"].as_str())
+            .collect();
+        assert!(
+            reasons.contains(&"blocklist") && reasons.contains(&"reflection"),
+            "both verdicts with rates: {reasons:?}"
+        );
+        assert_eq!(j["sample"], 1);
+        assert!(
+            j["samples"].as_u64().unwrap_or(0) >= 5000,
+            "samples: {}",
+            j["samples"]
+        );
+        let status = floodgate_ok(&lab, &["status", "--json"]);
+        assert!(status.contains("\"sampling\": false"), "sampling off again");
+    }
+
+    /// A tmux session running a command, killed on drop.
+    struct Tmux(String);
+
+    impl Tmux {
+        fn run(args: &[&str]) -> std::process::Output {
+            Command::new("tmux")
+                .args(args)
+                .output()
+                .expect("running tmux (cargo xtask setup installs it)")
+        }
+        fn alive(&self) -> bool {
+            Tmux::run(&["has-session", "-t", &self.0]).status.success()
+        }
+        fn screen(&self) -> String {
+            String::from_utf8_lossy(&Tmux::run(&["capture-pane", "-p", "-t", &self.0]).stdout)
+                .into_owned()
+        }
+    }
+
+    impl Drop for Tmux {
+        fn drop(&mut self) {
+            let _ = Tmux::run(&["kill-session", "-t", &self.0]);
+        }
+    }
+
+    #[test]
+    fn the_top_terminal_view_shows_its_panes_and_quits_cleanly() {
+        let lab = Lab::new("tui").unwrap_or_else(|e| panic!("creating the lab: {e:#}"));
+        floodgate_ok(&lab, &["attach", VICTIM_IF]);
+        floodgate_ok(&lab, &["block", "add", "198.18.128.0/24"]);
+        let bin = floodgate_tests::floodgate_bin();
+        let cmd = format!(
+            "nsenter --net={} {} --pin-dir {} top --interval 500ms --sample 1",
+            lab.victim.path().display(),
+            bin.display(),
+            lab.pin_dir.display()
+        );
+        let t = Tmux(format!("fgtop{}", std::process::id()));
+        let out = Tmux::run(&[
+            "new-session",
+            "-d",
+            "-s",
+            &t.0,
+            "-x",
+            "180",
+            "-y",
+            "50",
+            &cmd,
+        ]);
+        assert!(
+            out.status.success(),
+            "tmux: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let started = Instant::now();
+        while floodgate_ok(&lab, &["status", "--json"]).contains("\"sampling\": false")
+            && started.elapsed() < Duration::from_secs(5)
+        {
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        // Flood on while the screen is read, so that the refresh it shows has the flood in it.
+        let flooding = std::sync::atomic::AtomicBool::new(true);
+        let screen = std::thread::scope(|sc| {
+            sc.spawn(|| {
+                while flooding.load(std::sync::atomic::Ordering::Relaxed) {
+                    mixed_flood(&lab, 2000);
+                    std::thread::sleep(Duration::from_millis(50));
+                }
+            });
+            let started = Instant::now();
+            let mut screen = String::new();
+            while started.elapsed() < Duration::from_secs(8) {
+                screen = t.screen();
+                if screen.contains("198.18.128.0/24") && screen.contains("blocklist") {
+                    break;
+                }
+                std::thread::sleep(Duration::from_millis(100));
+            }
+            flooding.store(false, std::sync::atomic::Ordering::Relaxed);
+            screen
+        });
+        for pane in [
+            "floodgate top",
+            "verdicts (exact)",
+            "blocklist",
+            "sources",
+            "destination ports",
+            "TTLs",
+            "198.18.128.0/24",
+        ] {
+            assert!(screen.contains(pane), "the view shows {pane}:\n{screen}");
+        }
+        let _ = Tmux::run(&["send-keys", "-t", &t.0, "q"]);
+        let started = Instant::now();
+        while t.alive() && started.elapsed() < Duration::from_secs(3) {
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        assert!(!t.alive(), "q quits");
+        let status = floodgate_ok(&lab, &["status", "--json"]);
+        assert!(
+            status.contains("\"sampling\": false"),
+            "sampling put back after q"
+        );
+    }
 }

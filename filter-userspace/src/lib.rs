@@ -36,6 +36,7 @@ pub mod sources;
 pub mod state;
 pub mod stats;
 pub mod sys;
+pub mod top;
 
 pub use error::Error;
 

@@ -22,6 +22,7 @@ pub struct Options {
 /// curl: the demo talks to the daemon's API with it.
 /// libpcap-dev: `floodgate capture` compiles its filter expressions with libpcap.
 /// tcpdump: the capture tests read the pcapng files back with it.
+/// tmux: the `top` test drives the terminal view in it.
 const DEBIAN_PACKAGES: &[&str] = &[
     "iproute2",
     "iputils-ping",
@@ -30,6 +31,7 @@ const DEBIAN_PACKAGES: &[&str] = &[
     "curl",
     "libpcap-dev",
     "tcpdump",
+    "tmux",
 ];
 
 pub fn run(opts: Options) -> anyhow::Result<()> {

@@ -19,6 +19,7 @@ mod rules;
 mod run;
 mod stats;
 mod synguard;
+mod top;
 
 /// floodgate: an XDP filter that drops flood traffic before the kernel allocates anything.
 ///
@@ -42,6 +43,7 @@ mod synguard;
   floodgate apply /etc/floodgate/floodgate.toml
   floodgate stats --watch
   floodgate capture --reason blocklist --count 100 -w blocked.pcapng
+  floodgate top
   floodgate run --config /etc/floodgate/floodgate.toml
   floodgate detach --all
   floodgate completions bash > /etc/bash_completion.d/floodgate
@@ -90,6 +92,7 @@ enum Command {
     #[command(subcommand)]
     Synguard(synguard::SynguardCommand),
     Capture(capture::CaptureArgs),
+    Top(top::TopArgs),
     Mode(defences::ModeArgs),
     Apply(config::ApplyArgs),
     ShowConfig(config::ShowConfigArgs),
@@ -119,6 +122,7 @@ pub fn run() -> anyhow::Result<()> {
         Command::Limit(c) => limits::limit(&pin, c),
         Command::Synguard(c) => synguard::synguard(&pin, c),
         Command::Capture(a) => capture::capture(&pin, a),
+        Command::Top(a) => top::top(&pin, a),
         Command::Mode(a) => defences::mode(&pin, a),
         Command::Apply(a) => config::apply(&pin, a),
         Command::ShowConfig(a) => config::show_config(&pin, a),
