@@ -467,4 +467,43 @@ mod e2e {
             "sampling put back after q"
         );
     }
+
+    #[test]
+    fn the_daemon_answers_v1_top() {
+        use floodgate_tests::daemon::{Daemon, Scratch};
+        let lab = Lab::new("dtop").unwrap_or_else(|e| panic!("creating the lab: {e:#}"));
+        let dir = Scratch::new();
+        let d = Daemon::start_basic(
+            &lab.victim,
+            &lab.pin_dir,
+            &dir.0,
+            &format!("interfaces = [\"{VICTIM_IF}\"]"),
+        );
+        floodgate_ok(&lab, &["block", "add", "198.18.128.0/24"]);
+        floodgate_ok(&lab, &["preset", "reflection", "on"]);
+        let flooding = std::sync::atomic::AtomicBool::new(true);
+        let reply = std::thread::scope(|sc| {
+            sc.spawn(|| {
+                while flooding.load(std::sync::atomic::Ordering::Relaxed) {
+                    mixed_flood(&lab, 2000);
+                    std::thread::sleep(Duration::from_millis(50));
+                }
+            });
+            let r = d.call("GET", "/v1/top?interval=2s&sample=1&rows=5", None, false);
+            flooding.store(false, std::sync::atomic::Ordering::Relaxed);
+            r
+        });
+        assert_eq!(reply.status, 200, "{reply:?}");
+        let j = &reply.body;
+        assert_eq!(j["source_nets"][0]["key"], "198.18.128.0/24", "{j}");
+        assert_eq!(j["src_ports"][0]["key"], "udp/123", "{j}");
+        assert!(j["sources"].as_array().expect("rows").len() <= 5, "rows=5");
+        for bad in ["interval=1h", "sample=0", "interval=soon", "color=red"] {
+            let r = d.call("GET", &format!("/v1/top?{bad}"), None, false);
+            assert_eq!(r.status, 400, "{bad}: {r:?}");
+            assert!(r.body["error"].is_string(), "{bad}: a JSON error: {r:?}");
+        }
+        let status = floodgate_ok(&lab, &["status", "--json"]);
+        assert!(status.contains("\"sampling\": false"), "sampling put back");
+    }
 }

@@ -52,6 +52,7 @@ pub fn router(shared: Arc<Shared>, max_body: usize) -> Router {
         .route("/v1/allowlist", list_routes(ListKind::Allow))
         .route("/v1/stats", get(stats))
         .route("/v1/sources", get(sources))
+        .route("/v1/top", get(top))
         .route("/healthz", get(healthz))
         .route("/metrics", get(metrics))
         .fallback(not_found)
@@ -530,6 +531,64 @@ async fn sources(AxState(sh): Sh) -> Response {
             }));
         }
         Ok(json!({ "sources": out }))
+    })
+    .await;
+    json_reply(r)
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct TopQuery {
+    interval: Option<String>,
+    sample: Option<u32>,
+    rows: Option<usize>,
+}
+
+/// What `floodgate top --json --once` prints: the daemon samples for `interval` (default 1s,
+/// at most 10s), 1 in `sample` packets (default 100), and answers `rows` rows per table
+/// (default 10, at most 100).
+async fn top(AxState(sh): Sh, q: Result<Query<TopQuery>, QueryRejection>) -> Response {
+    let q = match q {
+        Ok(Query(q)) => q,
+        Err(e) => return fail(StatusCode::BAD_REQUEST, e.body_text(), None),
+    };
+    let interval = match q
+        .interval
+        .as_deref()
+        .map(|s| crate::settings::parse_duration(s, "interval"))
+    {
+        None => std::time::Duration::from_secs(1),
+        Some(Ok(d))
+            if d >= std::time::Duration::from_millis(100)
+                && d <= std::time::Duration::from_secs(10) =>
+        {
+            d
+        }
+        Some(Ok(_)) => return fail(StatusCode::BAD_REQUEST, "interval: from 100ms to 10s", None),
+        Some(Err(e)) => return fail(StatusCode::BAD_REQUEST, e.to_string(), None),
+    };
+    let sample = q.sample.unwrap_or(100);
+    if sample == 0 {
+        return fail(
+            StatusCode::BAD_REQUEST,
+            "sample: 1 or more (1 in N packets)",
+            None,
+        );
+    }
+    let rows = q.rows.unwrap_or(10).min(100);
+    let r = blocking(&sh, move |sh| {
+        let counters = || -> crate::error::Result<Vec<(u64, u64)>> {
+            Ok(sh
+                .state()
+                .stats
+                .snapshot()?
+                .iter()
+                .map(|(_, c)| (c.packets, c.bytes))
+                .collect())
+        };
+        let report = crate::top::sample_once(&sh.pin, &counters, interval, sample, rows)
+            .map_err(from_error)?;
+        Ok(serde_json::to_value(report).expect("serialisable"))
     })
     .await;
     json_reply(r)

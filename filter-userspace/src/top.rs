@@ -400,6 +400,45 @@ fn map_keys<K>(
     v.into_iter().map(|(k, p, b, e)| (f(k), p, b, e)).collect()
 }
 
+/// One report over `interval`, sampling 1 in `sample` packets of every reason meanwhile (and
+/// putting sampling back after): what `GET /v1/top` answers. `counters` gives the `STATS`
+/// slots' (packets, bytes).
+pub fn sample_once(
+    pin: &crate::loader::PinDir,
+    counters: &dyn Fn() -> crate::error::Result<Vec<(u64, u64)>>,
+    interval: Duration,
+    sample: u32,
+    rows: usize,
+) -> crate::error::Result<Report> {
+    use crate::capture::{Reader, Sampling};
+    let mut reader = Reader::open(pin)?;
+    let mut sampling = Sampling::open(pin)?;
+    let slots: Vec<u32> = (0..filter_common::STATS_SLOTS as u32).collect();
+    let _ = reader.read(Duration::ZERO);
+    let lost0 = sampling.lost(&slots)?;
+    let before = counters()?;
+    let start = std::time::Instant::now();
+    let was = sampling.enable(pin, &slots, sample, None)?;
+    let mut w = Window::default();
+    while start.elapsed() < interval {
+        let left = interval.saturating_sub(start.elapsed());
+        for r in reader.read(left.min(Duration::from_millis(100))) {
+            w.add(&r);
+        }
+    }
+    let restored = sampling.restore(pin, &was);
+    let elapsed = start.elapsed();
+    let after = counters()?;
+    let lost = sampling.lost(&slots)?.saturating_sub(lost0);
+    restored?;
+    let deltas: Vec<(u64, u64)> = after
+        .iter()
+        .zip(&before)
+        .map(|(a, b)| (a.0.saturating_sub(b.0), a.1.saturating_sub(b.1)))
+        .collect();
+    Ok(Report::new(&w, elapsed, sample, lost, &deltas, rows, false))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
