@@ -393,6 +393,7 @@ mod e2e {
         let lab = Lab::new("tui").unwrap_or_else(|e| panic!("creating the lab: {e:#}"));
         floodgate_ok(&lab, &["attach", VICTIM_IF]);
         floodgate_ok(&lab, &["block", "add", "198.18.128.0/24"]);
+        floodgate_ok(&lab, &["preset", "reflection", "on"]);
         let bin = floodgate_tests::floodgate_bin();
         let cmd = format!(
             "nsenter --net={} {} --pin-dir {} top --interval 500ms --sample 1",
@@ -407,9 +408,9 @@ mod e2e {
             "-s",
             &t.0,
             "-x",
-            "180",
+            "120",
             "-y",
-            "50",
+            "44",
             &cmd,
         ]);
         assert!(
@@ -444,6 +445,7 @@ mod e2e {
             flooding.store(false, std::sync::atomic::Ordering::Relaxed);
             screen
         });
+        println!("{screen}");
         for pane in [
             "floodgate top",
             "verdicts (exact)",
