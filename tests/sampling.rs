@@ -6,7 +6,7 @@ use std::net::Ipv4Addr;
 
 use aya::maps::{Array, Map, PerCpuArray, RingBuf};
 use filter_common::{
-    CONFIG_MAGIC, Config, REASON_COUNT, Reason, SOURCE_CLI, STATS_SLOTS, Sample, SampleHead,
+    CONFIG_MAGIC, Config, REASON_COUNT, Reason, SOURCE_CONFIG, STATS_SLOTS, Sample, SampleHead,
     map_names, sample_flags, stats_slot,
 };
 use floodgate::{lists::ListKind, prefix::parse_prefix};
@@ -85,7 +85,7 @@ fn a_sampled_packet_carries_its_verdict_lengths_and_bytes() {
         .lists
         .add(
             ListKind::Block,
-            SOURCE_CLI,
+            SOURCE_CONFIG,
             &[parse_prefix("198.18.66.6").expect("prefix")],
             None,
             None,
@@ -124,6 +124,10 @@ fn a_sampled_packet_carries_its_verdict_lengths_and_bytes() {
     assert_eq!(head.cap_len, 64, "snap length");
     assert_eq!(data[..], big[..64], "the packet's first bytes");
     assert_eq!(head.rate, 1);
+    assert_eq!(
+        head.detail, SOURCE_CONFIG,
+        "the list source that dropped it"
+    );
     assert!(head.time_ns > 0, "a timestamp");
     let (head, data) = &got[1];
     assert_eq!(head.cap_len as usize, small.len(), "a short packet whole");
@@ -146,6 +150,26 @@ fn a_sampled_packet_carries_its_verdict_lengths_and_bytes() {
         Reason::Blocklist as usize % REASON_COUNT
     );
     dry_run(&h, false);
+
+    // A rule's verdict carries the rule's id.
+    let mut settings = h.state.settings().expect("settings");
+    settings.rules = vec![
+        floodgate::settings::RuleText {
+            action: "drop".into(),
+            proto: Some("udp".into()),
+            ..Default::default()
+        }
+        .to_spec(7, floodgate::settings::Spelling::Cli)
+        .expect("rule"),
+    ];
+    h.state.write_settings(&settings).expect("rule 7");
+    sampling(&h, &[stats_slot(Reason::Rule, false)], 1, 64);
+    assert_eq!(h.run(&frame(CLEAN, 10)), (XDP_DROP, Reason::Rule));
+    let got = drain(&mut ring);
+    assert_eq!(got.len(), 1);
+    assert_eq!(got[0].0.detail, 7, "the rule's id");
+    settings.rules.clear();
+    h.state.write_settings(&settings).expect("no rules");
 
     // 1 in 1000: about a thousandth (20 expected; outside 5..=50 once in millions of runs).
     sampling(&h, &[block], 1000, 64);
@@ -214,7 +238,10 @@ mod e2e {
     fn capture_writes_exactly_the_chosen_drops_as_pcapng() {
         let lab = Lab::new("cap").unwrap_or_else(|e| panic!("creating the lab: {e:#}"));
         floodgate_ok(&lab, &["attach", VICTIM_IF]);
-        floodgate_ok(&lab, &["block", "add", "198.18.128.0/24"]);
+        floodgate_ok(
+            &lab,
+            &["block", "add", "198.18.128.0/24", "--source", "feed"],
+        );
         floodgate_ok(&lab, &["preset", "reflection", "on"]);
         let dir = std::env::temp_dir().join(format!("fgcap{}", std::process::id()));
         std::fs::create_dir_all(&dir).expect("scratch dir");
@@ -224,8 +251,8 @@ mod e2e {
             &lab.pin_dir,
             &[
                 "capture",
-                "--reason",
-                "blocklist",
+                "--source",
+                "feed",
                 "--count",
                 "100",
                 "-w",
@@ -261,7 +288,7 @@ mod e2e {
         for (data, comment) in &packets {
             assert_eq!(&data[26..29], &[198, 18, 128], "from the blocked /24");
             assert!(
-                comment.starts_with("floodgate: drop blocklist (in fg-victim"),
+                comment.starts_with("floodgate: drop blocklist source feed (in fg-victim"),
                 "the verdict in the comment: {comment}"
             );
         }

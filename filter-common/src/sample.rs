@@ -37,7 +37,9 @@ pub struct SampleHead {
     pub _pad: [u8; 2],
     /// 1 in this many packets of the reason were sampled when this one was.
     pub rate: u32,
-    pub _pad2: u32,
+    /// What decided: the list source id of a blocklist drop, the rule id of a rule's verdict
+    /// (`rule`, `rule_limit`, enforced or dry-run); 0 otherwise.
+    pub detail: u32,
 }
 const _: () = assert!(core::mem::size_of::<SampleHead>() == 32);
 

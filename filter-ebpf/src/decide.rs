@@ -9,7 +9,7 @@ use aya_ebpf::programs::XdpContext;
 use filter_common::{Config, FRONT_ALLOW, FRONT_BLOCK, Reason, STAGE_DEFENCES};
 
 use crate::{
-    facts::{Clock, Facts, Verdict, drop, pass},
+    facts::{Clock, Facts, Verdict, drop, drop_by, pass},
     limits, lists, maps,
     parse::{self, Addrs, Frame, L4},
     reflection, rules, sanity, synguard,
@@ -49,7 +49,7 @@ pub fn classify(ctx: &XdpContext) -> Next {
             if front & FRONT_BLOCK != 0 {
                 if let Some(source) = lists::blocked_v4(src, &mut clock) {
                     lists::count_drop(ctx, source, dry);
-                    return done(drop(Reason::Blocklist, dry));
+                    return done(drop_by(Reason::Blocklist, dry, source));
                 }
             }
         }
@@ -63,7 +63,7 @@ pub fn classify(ctx: &XdpContext) -> Next {
                     // Neighbour discovery from the link passes any list (see parse.rs).
                     if !parse::is_neighbour_discovery(ctx, &ip) {
                         lists::count_drop(ctx, source, dry);
-                        return done(drop(Reason::Blocklist, dry));
+                        return done(drop_by(Reason::Blocklist, dry, source));
                     }
                 }
             }
@@ -121,11 +121,18 @@ pub fn defend(ctx: &XdpContext) -> Verdict {
     };
     // A matching dry-run rule is remembered and evaluation goes on as if it had not matched.
     let mut would_drop = None;
+    let mut would_id = 0;
     if cfg.rule_count != 0 {
         match rules::evaluate(cfg, pkt) {
-            rules::Outcome::Drop(reason) => return drop(reason, dry),
+            rules::Outcome::Drop(reason, id) => return drop_by(reason, dry, id),
             rules::Outcome::Pass => return pass(Reason::Pass),
-            rules::Outcome::Continue { dry_run_drop } => would_drop = dry_run_drop,
+            rules::Outcome::Continue {
+                dry_run_drop,
+                dry_run_id,
+            } => {
+                would_drop = dry_run_drop;
+                would_id = dry_run_id;
+            }
         }
     }
     if cfg.reflection != 0 && reflection::check(pkt) {
@@ -137,10 +144,7 @@ pub fn defend(ctx: &XdpContext) -> Verdict {
         }
     }
     match would_drop {
-        Some(reason) => Verdict {
-            reason,
-            dry_run: true,
-        },
+        Some(reason) => drop_by(reason, true, would_id),
         None => pass(Reason::Pass),
     }
 }

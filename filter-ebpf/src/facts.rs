@@ -27,6 +27,15 @@ pub fn drop(reason: Reason, dry_run: bool) -> Verdict {
     Verdict { reason, dry_run }
 }
 
+/// [`drop`], noting what decided it for a packet sample (see `sample::note`): the list source
+/// of a blocklist drop, the id of a rule. Not carried in the verdict: a value live on every
+/// path to the exit costs the verifier tens of thousands of instructions.
+#[inline(always)]
+pub fn drop_by(reason: Reason, dry_run: bool, detail: u32) -> Verdict {
+    crate::sample::note(detail);
+    Verdict { reason, dry_run }
+}
+
 /// What the defences know about the packet. Written to a per-CPU scratch slot and read back
 /// from there: values read from a map are plain unknowns to the verifier, so every parse path
 /// (VLANs, extension headers, protocols) reaches the defences in the same state and the

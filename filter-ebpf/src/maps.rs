@@ -170,3 +170,7 @@ pub static SAMPLE_LOST: PerCpuArray<u64> = PerCpuArray::pinned(STATS_SLOTS as u3
 /// Per CPU and `STATS` slot: packets left to skip before the next sample. Data plane only.
 #[map(name = "SAMPLE_SKIP")]
 pub static SAMPLE_SKIP: PerCpuArray<u32> = PerCpuArray::with_max_entries(STATS_SLOTS as u32, 0);
+
+/// Per CPU: what decided the packet being handled (see `sample::note`). Data plane only.
+#[map(name = "SAMPLE_DETAIL")]
+pub static SAMPLE_DETAIL: PerCpuArray<u32> = PerCpuArray::with_max_entries(1, 0);

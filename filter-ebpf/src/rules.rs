@@ -18,11 +18,15 @@ use crate::{
 };
 
 pub enum Outcome {
-    Drop(Reason),
+    /// Dropped by the rule with this id.
+    Drop(Reason, u32),
     Pass,
     /// No enforcing rule decided; `dry_run_drop` is what the first dry-run rule would have done.
     Continue {
         dry_run_drop: Option<Reason>,
+        /// The id of that dry-run rule (0 when none). Not inside the Option: a None's
+        /// undefined payload may reach the verifier as an unread register.
+        dry_run_id: u32,
     },
 }
 
@@ -49,6 +53,9 @@ struct Scan {
     /// Out: what the first matching dry-run rule would have done (`DRY_*`).
     dry: u8,
     _pad: [u8; 3],
+    /// Out: the id of the rule that decided, and of the first matching dry-run rule.
+    decided_id: u32,
+    dry_id: u32,
 }
 
 const DECIDED_NONE: u8 = 0;
@@ -84,6 +91,8 @@ pub fn evaluate(cfg: &Config, pkt: &Facts) -> Outcome {
         dport: pkt.dport,
         dry: DRY_NONE,
         _pad: [0; 3],
+        decided_id: 0,
+        dry_id: 0,
     };
     let count = if cfg.rule_count > RULES_MAX {
         RULES_MAX
@@ -105,11 +114,15 @@ pub fn evaluate(cfg: &Config, pkt: &Facts) -> Outcome {
         DRY_LIMIT => Some(Reason::RuleLimit),
         _ => None,
     };
+    let dry_run_id = scan.dry_id;
     match scan.decided {
-        DECIDED_DROP => Outcome::Drop(Reason::Rule),
-        DECIDED_LIMIT => Outcome::Drop(Reason::RuleLimit),
+        DECIDED_DROP => Outcome::Drop(Reason::Rule, scan.decided_id),
+        DECIDED_LIMIT => Outcome::Drop(Reason::RuleLimit, scan.decided_id),
         DECIDED_PASS => Outcome::Pass,
-        _ => Outcome::Continue { dry_run_drop },
+        _ => Outcome::Continue {
+            dry_run_drop,
+            dry_run_id,
+        },
     }
 }
 
@@ -144,10 +157,12 @@ extern "C" fn step(index: u64, ctx: *mut c_void) -> i64 {
     if r.dry_run != 0 {
         if scan.dry == DRY_NONE {
             scan.dry = dry;
+            scan.dry_id = r.id;
         }
         return 0;
     }
     scan.decided = decided;
+    scan.decided_id = r.id;
     1
 }
 

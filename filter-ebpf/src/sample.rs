@@ -12,10 +12,21 @@ use aya_ebpf::{
     helpers::{bpf_get_prandom_u32, bpf_ktime_get_ns, bpf_xdp_load_bytes},
 };
 use filter_common::{
-    SAMPLE_BYTES_MAX, SAMPLE_SNAPLEN_DEFAULT, SAMPLES_RING_BYTES, Sample, SampleHead, sample_flags,
+    Reason, SAMPLE_BYTES_MAX, SAMPLE_SNAPLEN_DEFAULT, SAMPLES_RING_BYTES, Sample, SampleHead,
+    sample_flags,
 };
 
-use crate::maps::{CONFIG, SAMPLE_LOST, SAMPLE_RATES, SAMPLE_SKIP, SAMPLES};
+use crate::maps::{CONFIG, SAMPLE_DETAIL, SAMPLE_LOST, SAMPLE_RATES, SAMPLE_SKIP, SAMPLES};
+
+/// Note what decided this packet (a blocklist drop's list source, a rule's id) for its
+/// sample. Every path that ends in `blocklist`, `rule` or `rule_limit` notes it, so the value
+/// read for a sample of those reasons is always this packet's; other reasons ignore it.
+#[inline(always)]
+pub fn note(detail: u32) {
+    if let Some(d) = SAMPLE_DETAIL.get_ptr_mut(0) {
+        unsafe { *d = detail };
+    }
+}
 
 /// Sample the packet counted in `STATS` slot `slot` (`bytes` long as it came in), if its
 /// reason's rate draws it. Returns 1 when a sample was written, 0 otherwise.
@@ -54,6 +65,15 @@ pub extern "C" fn fg_sample(ctx: *mut xdp_md, slot: u32, bytes: u32) -> i32 {
         return 0;
     };
     let reason_count = filter_common::REASON_COUNT as u32;
+    let reason = slot % reason_count;
+    let detail = if reason == Reason::Blocklist as u32
+        || reason == Reason::Rule as u32
+        || reason == Reason::RuleLimit as u32
+    {
+        SAMPLE_DETAIL.get(0).copied().unwrap_or(0)
+    } else {
+        0
+    };
     let cap = bytes.min(snaplen).min(SAMPLE_BYTES_MAX as u32);
     let s = entry.as_mut_ptr();
     unsafe {
@@ -62,7 +82,7 @@ pub extern "C" fn fg_sample(ctx: *mut xdp_md, slot: u32, bytes: u32) -> i32 {
             frame_len: bytes,
             cap_len: 0,
             ifindex: (*ctx).ingress_ifindex,
-            reason: (slot % reason_count) as u8,
+            reason: reason as u8,
             flags: if slot >= reason_count {
                 sample_flags::DRY_RUN
             } else {
@@ -70,7 +90,7 @@ pub extern "C" fn fg_sample(ctx: *mut xdp_md, slot: u32, bytes: u32) -> i32 {
             },
             _pad: [0; 2],
             rate,
-            _pad2: 0,
+            detail,
         };
         // A length the verifier can bound: 1..=SAMPLE_BYTES_MAX.
         let len = core::hint::black_box(cap) as usize & (SAMPLE_BYTES_MAX - 1);

@@ -212,15 +212,39 @@ impl Record {
             self.reason().action().name()
         }
     }
-    /// The pcapng comment: what floodgate decided.
-    pub fn comment(&self, ifname: &str) -> String {
+    /// The rule id of a rule's verdict, if this is one.
+    pub fn rule(&self) -> Option<u32> {
+        matches!(self.reason(), Reason::Rule | Reason::RuleLimit).then_some(self.head.detail)
+    }
+
+    /// The list source id of a blocklist drop, if this is one.
+    pub fn list_source(&self) -> Option<u32> {
+        (self.reason() == Reason::Blocklist).then_some(self.head.detail)
+    }
+
+    /// What decided, in words: ` rule 3`, ` source spamhaus`, or nothing.
+    pub fn decided_by(&self, source_name: &dyn Fn(u32) -> Option<String>) -> String {
+        if let Some(id) = self.rule() {
+            return format!(" rule {id}");
+        }
+        if let Some(id) = self.list_source() {
+            return format!(
+                " source {}",
+                source_name(id).unwrap_or_else(|| format!("#{id}"))
+            );
+        }
+        String::new()
+    }
+
+    /// The pcapng comment: what floodgate decided (`by`: [`Record::decided_by`]).
+    pub fn comment(&self, ifname: &str, by: &str) -> String {
         let rate = if self.head.rate > 1 {
             format!(", sampled 1 in {}", self.head.rate)
         } else {
             String::new()
         };
         format!(
-            "floodgate: {} {} (in {ifname}{rate})",
+            "floodgate: {} {}{by} (in {ifname}{rate})",
             self.verdict(),
             self.reason().name()
         )
@@ -316,13 +340,15 @@ impl<W: Write> PcapNg<W> {
         })
     }
 
-    pub fn write(&mut self, r: &Record, ifname: &str) -> Result<()> {
+    pub fn write(&mut self, r: &Record, ifname: &str, by: &str) -> Result<()> {
         let block = EnhancedPacketBlock {
             interface_id: 0,
             timestamp: self.offset + Duration::from_nanos(r.head.time_ns),
             original_len: r.head.frame_len,
             data: Cow::Borrowed(&r.data),
-            options: vec![EnhancedPacketOption::Comment(Cow::Owned(r.comment(ifname)))],
+            options: vec![EnhancedPacketOption::Comment(Cow::Owned(
+                r.comment(ifname, by),
+            ))],
         };
         self.writer
             .write_pcapng_block(block)
@@ -357,7 +383,7 @@ pub fn ifname(ifindex: u32) -> String {
 
 /// A one-line summary of a sample for the terminal: time (UTC), verdict, reason, interface,
 /// addresses, ports, protocol, length. `offset` is [`wall_offset`] at the capture's start.
-pub fn summary(r: &Record, ifname: &str, offset: Duration) -> String {
+pub fn summary(r: &Record, ifname: &str, by: &str, offset: Duration) -> String {
     use etherparse::{NetSlice, SlicedPacket, TransportSlice};
     let mut what = String::new();
     if let Ok(p) = SlicedPacket::from_ethernet(&r.data) {
@@ -395,7 +421,7 @@ pub fn summary(r: &Record, ifname: &str, offset: Duration) -> String {
     let wall = offset + Duration::from_nanos(r.head.time_ns);
     let day = wall.as_secs() % 86_400;
     format!(
-        "{:02}:{:02}:{:02}.{:06} {:>7} {:<12} {ifname} {what} len {}",
+        "{:02}:{:02}:{:02}.{:06} {:>7} {:<12} {ifname} {what} len {}{by}",
         day / 3600,
         day / 60 % 60,
         day % 60,

@@ -38,6 +38,8 @@ use crate::{
 ///   floodgate capture --verdict drop --duration 10s
 ///   floodgate capture --reason reflection --sample 1000 -w - | tshark -r - -T fields -e frame.comment
 ///   floodgate capture --reason syn_cookie 'tcp port 443'
+///   floodgate capture --source spamhaus --count 20
+///   floodgate capture --rule 3 -w rule3.pcapng
 #[derive(Args)]
 #[command(verbatim_doc_comment)]
 pub struct CaptureArgs {
@@ -50,6 +52,14 @@ pub struct CaptureArgs {
     /// Only packets with this verdict (a dry-run match passes: it counts as `pass`).
     #[arg(long, value_enum)]
     verdict: Option<Verdict>,
+    /// Only packets this rule decided (its id in `floodgate rule list`; reasons rule and
+    /// rule_limit).
+    #[arg(long, value_name = "ID")]
+    rule: Option<u32>,
+    /// Only blocklist drops by entries of this list source (`cli`, `config`, `auto`, or a
+    /// feed's name).
+    #[arg(long, value_name = "NAME")]
+    source: Option<String>,
     /// Bytes of each packet to keep (1-256).
     #[arg(long, default_value_t = 128, value_parser = clap::value_parser!(u32).range(1..=SAMPLE_BYTES_MAX as i64))]
     snaplen: u32,
@@ -101,7 +111,45 @@ pub fn capture(pin: &PinDir, a: CaptureArgs) -> anyhow::Result<()> {
         Verdict::Pass => Action::Pass,
         Verdict::Tx => Action::Tx,
     });
-    let slots = capture::slots_for(&a.reasons, verdict);
+    // --rule and --source narrow the reasons to the ones they can decide.
+    let mut reasons = a.reasons.clone();
+    let narrow = |reasons: &mut Vec<Reason>, only: &[Reason]| {
+        if reasons.is_empty() {
+            *reasons = only.to_vec();
+        } else {
+            reasons.retain(|r| only.contains(r));
+        }
+    };
+    if a.rule.is_some() {
+        narrow(&mut reasons, &[Reason::Rule, Reason::RuleLimit]);
+    }
+    if a.source.is_some() {
+        narrow(&mut reasons, &[Reason::Blocklist]);
+    }
+    if reasons.is_empty() {
+        anyhow::bail!("--rule and --source select other reasons than --reason: nothing to capture");
+    }
+    let state = crate::state::State::open(pin, crate::state::Access::Read)?;
+    let sources = state.lists.sources.all()?;
+    let source_id = match &a.source {
+        None => None,
+        Some(name) => Some(
+            sources
+                .iter()
+                .find(|(_, n)| n == name)
+                .map(|(id, _)| *id)
+                .ok_or_else(|| {
+                    anyhow::anyhow!(
+                        "no list source `{}` (see `floodgate block list` or the API's /v1/sources)",
+                        crate::entry::quote(name)
+                    )
+                })?,
+        ),
+    };
+    drop(state);
+    let names: std::collections::HashMap<u32, String> = sources.into_iter().collect();
+    let source_name = move |id: u32| names.get(&id).cloned();
+    let slots = capture::slots_for(&reasons, verdict);
     if slots.is_empty() {
         anyhow::bail!("no reason has that verdict: nothing to capture");
     }
@@ -130,15 +178,15 @@ pub fn capture(pin: &PinDir, a: CaptureArgs) -> anyhow::Result<()> {
     let _ = reader.read(Duration::ZERO);
     let lost0 = sampling.lost(&slots)?;
     let was = sampling.enable(pin, &slots, a.sample, Some(a.snaplen))?;
-    let result = run(
-        &a,
-        &slots,
+    let select = Select {
+        slots: &slots,
         verdict,
-        filter.as_ref(),
-        &mut reader,
-        out.as_mut(),
-        &stop,
-    );
+        filter: filter.as_ref(),
+        rule: a.rule,
+        source: source_id,
+        source_name: &source_name,
+    };
+    let result = run(&a, &select, &mut reader, out.as_mut(), &stop);
     // Put sampling back whatever happened, then report.
     let restored = sampling.restore(pin, &was);
     let lost = sampling.lost(&slots)?.saturating_sub(lost0);
@@ -151,11 +199,19 @@ pub fn capture(pin: &PinDir, a: CaptureArgs) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// What a sample must be to be written.
+struct Select<'a> {
+    slots: &'a [u32],
+    verdict: Option<Action>,
+    filter: Option<&'a Filter>,
+    rule: Option<u32>,
+    source: Option<u32>,
+    source_name: &'a dyn Fn(u32) -> Option<String>,
+}
+
 fn run(
     a: &CaptureArgs,
-    slots: &[u32],
-    verdict: Option<Action>,
-    filter: Option<&Filter>,
+    sel: &Select,
     reader: &mut Reader,
     mut out: Option<&mut PcapNg<Box<dyn Write>>>,
     stop: &AtomicBool,
@@ -173,10 +229,15 @@ fn run(
             received += 1;
             let slot = filter_common::stats_slot(r.reason(), r.dry_run());
             // Another capture's reasons, or one that ended with samples still in flight.
-            if !slots.contains(&slot) {
+            if !sel.slots.contains(&slot) {
                 continue;
             }
-            if verdict.is_some_and(|v| {
+            if sel.rule.is_some_and(|id| r.rule() != Some(id))
+                || sel.source.is_some_and(|id| r.list_source() != Some(id))
+            {
+                continue;
+            }
+            if sel.verdict.is_some_and(|v| {
                 let got = if r.dry_run() {
                     Action::Pass
                 } else {
@@ -186,7 +247,7 @@ fn run(
             }) {
                 continue;
             }
-            if filter.is_some_and(|f| !f.matches(&r)) {
+            if sel.filter.is_some_and(|f| !f.matches(&r)) {
                 continue;
             }
             if a.count.is_some_and(|c| written >= c) {
@@ -195,12 +256,13 @@ fn run(
             let name = names
                 .entry(r.head.ifindex)
                 .or_insert_with(|| capture::ifname(r.head.ifindex));
+            let by = r.decided_by(sel.source_name);
             match out.as_deref_mut() {
-                Some(o) => o.write(&r, name)?,
+                Some(o) => o.write(&r, name, &by)?,
                 None => {
                     let mut l = stdout.lock();
                     // A closed pipe (`| head`) ends the capture quietly.
-                    if writeln!(l, "{}", capture::summary(&r, name, offset)).is_err() {
+                    if writeln!(l, "{}", capture::summary(&r, name, &by, offset)).is_err() {
                         stop.store(true, Ordering::Relaxed);
                         break;
                     }
