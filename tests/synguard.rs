@@ -604,7 +604,7 @@ mod e2e {
         let started = Instant::now();
         let (served, sent) = std::thread::scope(|s| {
             let server = s.spawn(|| traffic::tcp_echo_server(&listener, &stop));
-            let flooder = s.spawn(|| bench::syn_flood(&lab, PORT, &stop, &flood_sent));
+            let flooder = s.spawn(|| bench::syn_flood(&lab, PORT, &stop, &flood_sent, None));
             // The clients start into a running flood.
             while flood_sent.load(Ordering::Relaxed) < 20_000 {
                 std::thread::sleep(Duration::from_millis(5));

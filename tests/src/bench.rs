@@ -289,14 +289,15 @@ pub fn map_memlock(fd: &aya::maps::MapFd) -> u64 {
         .expect("memlock")
 }
 
-/// A spoofed SYN flood at the sender's full rate: SYNs with Linux's options from random sources
-/// in 198.19.0.0/16 to the victim's `dport`, from the attacker's veth, until `stop`. Stores
-/// the count so far in `sent` now and then; returns the SYNs sent.
+/// A spoofed SYN flood: SYNs with Linux's options from random sources in 198.19.0.0/16 to the
+/// victim's `dport`, from the attacker's veth, until `stop`, at the sender's full rate or
+/// paced to `pps`. Stores the count so far in `sent` now and then; returns the SYNs sent.
 pub fn syn_flood(
     lab: &Lab,
     dport: u16,
     stop: &std::sync::atomic::AtomicBool,
     sent: &std::sync::atomic::AtomicU64,
+    pps: Option<f64>,
 ) -> u64 {
     use std::sync::atomic::Ordering;
     let victim_mac = Lab::mac(&lab.victim, VICTIM_IF).expect("victim MAC");
@@ -306,7 +307,17 @@ pub fn syn_flood(
             let tx = traffic::RawSender::open(ATTACKER_IF).expect("raw socket");
             let mut rng = Rng::new(13);
             let mut n = 0u64;
+            let started = Instant::now();
             while !stop.load(Ordering::Relaxed) {
+                if let Some(pps) = pps {
+                    // Ahead of the pace: wait for it (checked every 256 frames).
+                    if n.is_multiple_of(256) {
+                        let due = Duration::from_secs_f64(n as f64 / pps);
+                        if let Some(wait) = due.checked_sub(started.elapsed()) {
+                            std::thread::sleep(wait);
+                        }
+                    }
+                }
                 let r = rng.next_u64();
                 let src = Ipv4Addr::new(198, 19, (r >> 8) as u8, r as u8);
                 let frame = traffic::tcp_syn_frame(
