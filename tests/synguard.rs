@@ -670,6 +670,62 @@ mod e2e {
             "none refused"
         );
     }
+
+    /// IPv6 end to end: the TC program hands IPv6 handshakes over too (tcp6 request
+    /// sockets), with the IPv4 flood on beside them, over a VLAN-less veth.
+    #[test]
+    fn real_ipv6_clients_connect_through_the_guard() {
+        let lab = Lab::new("sg6").unwrap_or_else(|e| panic!("creating the lab: {e:#}"));
+        floodgate_ok(&lab, &["attach", VICTIM_IF]);
+        bench::attacker_xdp_pass(&lab);
+        floodgate_ok(&lab, &["synguard", "on", "--port", "443"]);
+        let bind = SocketAddr::new(floodgate_lab::VICTIM_V6.into(), PORT);
+        let listener: TcpListener = lab
+            .victim
+            .run(move || traffic::tcp_listen(bind))
+            .expect("victim namespace")
+            .expect("listen");
+        let stop = AtomicBool::new(false);
+        let flood_sent = AtomicU64::new(0);
+        let before = guard_stats(&lab.pin_dir);
+        let (ok, served) = std::thread::scope(|s| {
+            let server = s.spawn(|| traffic::tcp_echo_server(&listener, &stop));
+            let flooder = s.spawn(|| bench::syn_flood(&lab, PORT, &stop, &flood_sent, None));
+            while flood_sent.load(Ordering::Relaxed) < 10_000 {
+                std::thread::sleep(Duration::from_millis(5));
+            }
+            let ok = lab
+                .attacker
+                .run(|| {
+                    (0..200)
+                        .filter(|i| {
+                            let msg = format!("v6 exchange {i}\n");
+                            traffic::tcp_exchange(
+                                IpAddr::V6(floodgate_lab::ATTACKER_V6),
+                                bind,
+                                msg.as_bytes(),
+                                Duration::from_secs(3),
+                            )
+                            .as_deref()
+                                == Some(msg.as_bytes())
+                        })
+                        .count()
+                })
+                .expect("attacker namespace");
+            stop.store(true, Ordering::Relaxed);
+            flooder.join().expect("flooder");
+            (ok, server.join().expect("server"))
+        });
+        let after = guard_stats(&lab.pin_dir);
+        let d = |i: u32| after[i as usize] - before[i as usize];
+        assert_eq!(ok, 200, "every IPv6 exchange succeeds");
+        assert_eq!(served, 200, "the listener served them");
+        assert!(
+            d(synguard_stat::HANDSHAKES) >= 200,
+            "handed over by the TC program: {after:?}"
+        );
+        assert_eq!(d(synguard_stat::HANDSHAKE_FAILED), 0, "none refused");
+    }
 }
 
 #[test]
