@@ -393,8 +393,8 @@ pub fn summary(r: &Record, ifname: &str, by: &str, offset: Duration) -> String {
                 ip.header().destination_addr().to_string(),
             ),
             Some(NetSlice::Ipv6(ip)) => (
-                ip.header().source_addr().to_string(),
-                ip.header().destination_addr().to_string(),
+                format!("[{}]", ip.header().source_addr()),
+                format!("[{}]", ip.header().destination_addr()),
             ),
             _ => (String::new(), String::new()),
         };

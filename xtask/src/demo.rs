@@ -532,6 +532,30 @@ fn script(d: &Demo, opts: &Options) -> anyhow::Result<()> {
             prev = now;
             prev_sent = s_now;
         }
+        println!(
+            "  what XDP drops never reaches tcpdump; floodgate shows it (sampled in the kernel):"
+        );
+        d.fg(&["capture", "--reason", "blocklist", "--count", "5"])?;
+        println!("\x1b[36m$ floodgate top --json --once --sample 10\x1b[0m   (the first rows)");
+        let top: serde_json::Value =
+            serde_json::from_str(&d.fg_quiet(&["top", "--json", "--once", "--sample", "10"])?)?;
+        for (table, title) in [
+            ("source_nets", "top source nets"),
+            ("dst_ports", "top destination ports"),
+            ("reasons", "verdicts"),
+        ] {
+            let rows: Vec<String> = top[table]
+                .as_array()
+                .map(|v| v.iter().take(3).collect::<Vec<_>>())
+                .unwrap_or_default()
+                .iter()
+                .map(|r| {
+                    let key = r["key"].as_str().or(r["reason"].as_str()).unwrap_or("?");
+                    format!("{key} {:.0} pps", r["pps"].as_f64().unwrap_or(0.0))
+                })
+                .collect();
+            println!("  {title:<22} {}", rows.join(", "));
+        }
         println!("  meanwhile, the legitimate host:");
         d.ping(&ATTACKER_V4.to_string(), &VICTIM_V4.to_string());
         done.store(true, Ordering::Relaxed);
