@@ -535,4 +535,47 @@ mod e2e {
         let status = floodgate_ok(&lab, &["status", "--json"]);
         assert!(status.contains("\"sampling\": false"), "sampling put back");
     }
+
+    #[test]
+    fn the_daemon_top_sampler_feeds_metrics() {
+        use floodgate_tests::daemon::{Daemon, Scratch};
+        let lab = Lab::new("mtop").unwrap_or_else(|e| panic!("creating the lab: {e:#}"));
+        let dir = Scratch::new();
+        let config = format!(
+            "{}[daemon.top]\nsample = 1\nevery = \"1s\"\n",
+            Daemon::base_config(&dir.0, &format!("interfaces = [\"{VICTIM_IF}\"]"))
+        );
+        let d = Daemon::start(&lab.victim, &lab.pin_dir, &dir.0, &config);
+        floodgate_ok(&lab, &["block", "add", "198.18.128.0/24"]);
+        floodgate_ok(&lab, &["preset", "reflection", "on"]);
+        let flooding = std::sync::atomic::AtomicBool::new(true);
+        let metrics = std::thread::scope(|sc| {
+            sc.spawn(|| {
+                while flooding.load(std::sync::atomic::Ordering::Relaxed) {
+                    mixed_flood(&lab, 2000);
+                    std::thread::sleep(Duration::from_millis(50));
+                }
+            });
+            let started = Instant::now();
+            let mut text = String::new();
+            while started.elapsed() < Duration::from_secs(10) {
+                let r = d.call("GET", "/metrics", None, false);
+                text = r.body.as_str().unwrap_or_default().to_string();
+                if text.contains("floodgate_top_source_net_pps{net=\"198.18.128.0/24\"}") {
+                    break;
+                }
+                std::thread::sleep(Duration::from_millis(300));
+            }
+            flooding.store(false, std::sync::atomic::Ordering::Relaxed);
+            text
+        });
+        assert!(
+            metrics.contains("floodgate_top_source_net_pps{net=\"198.18.128.0/24\"}"),
+            "the top source net in /metrics:\n{metrics}"
+        );
+        assert!(
+            metrics.contains("floodgate_top_dst_port_pps{port=\"udp/40000\"}"),
+            "the top destination port in /metrics"
+        );
+    }
 }

@@ -94,6 +94,28 @@ pub struct DaemonFile {
     /// Entries of the per-source rate-limit table, used when the maps are created.
     pub source_table_size: Option<u32>,
     pub attack: AttackFile,
+    /// `[daemon.top]`: a sampled top of the traffic for /metrics and the dashboard.
+    pub top: TopFile,
+}
+
+/// `[daemon.top]`: every `every`, sample 1 in `sample` packets for one second and export the
+/// top source nets and destination ports as gauges (`floodgate_top_*`). Off when `sample` is 0.
+/// While it samples, a `floodgate capture` or `top` beside it sees part of the samples.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct TopFile {
+    pub sample: u32,
+    #[serde(with = "humantime_serde_compat")]
+    pub every: Duration,
+}
+
+impl Default for TopFile {
+    fn default() -> Self {
+        TopFile {
+            sample: 0,
+            every: Duration::from_secs(15),
+        }
+    }
 }
 
 impl Default for DaemonFile {
@@ -116,6 +138,7 @@ impl Default for DaemonFile {
             blocklist_size: None,
             source_table_size: None,
             attack: AttackFile::default(),
+            top: TopFile::default(),
         }
     }
 }

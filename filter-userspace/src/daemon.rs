@@ -505,6 +505,7 @@ async fn serve(
     tokio::spawn(sweeper(shared.clone()));
     tokio::spawn(snapshotter(shared.clone()));
     tokio::spawn(attack_monitor(shared.clone()));
+    tokio::spawn(top_sampler(shared.clone()));
     tokio::spawn(config_watcher(shared.clone()));
 
     let mut term = signal(SignalKind::terminate())?;
@@ -763,6 +764,53 @@ async fn snapshotter(sh: Arc<Shared>) {
             }
         })
         .await;
+    }
+}
+
+/// `[daemon.top]`: every `every`, one second of samples; the top source nets and destination
+/// ports become the `floodgate_top_*` gauges (replaced whole each time).
+async fn top_sampler(sh: Arc<Shared>) {
+    loop {
+        let top = sh.runtime().daemon.top.clone();
+        tokio::time::sleep(top.every.max(Duration::from_secs(1))).await;
+        if top.sample == 0 {
+            sh.metrics.top_source_nets.reset();
+            sh.metrics.top_dst_ports.reset();
+            continue;
+        }
+        let s = sh.clone();
+        let r = tokio::task::spawn_blocking(move || {
+            let counters = || -> Result<Vec<(u64, u64)>> {
+                Ok(s.state()
+                    .stats
+                    .snapshot()?
+                    .iter()
+                    .map(|(_, c)| (c.packets, c.bytes))
+                    .collect())
+            };
+            crate::top::sample_once(&s.pin, &counters, Duration::from_secs(1), top.sample, 10)
+        })
+        .await;
+        match r {
+            Ok(Ok(report)) => {
+                sh.metrics.top_source_nets.reset();
+                for row in &report.source_nets {
+                    sh.metrics
+                        .top_source_nets
+                        .with_label_values(&[&row.key])
+                        .set(row.pps);
+                }
+                sh.metrics.top_dst_ports.reset();
+                for row in &report.dst_ports {
+                    sh.metrics
+                        .top_dst_ports
+                        .with_label_values(&[&row.key])
+                        .set(row.pps);
+                }
+            }
+            Ok(Err(e)) => warn!(event = "top_failed", error = %one_line(&e)),
+            Err(_) => {}
+        }
     }
 }
 

@@ -29,6 +29,10 @@ pub struct DaemonMetrics {
     pub attack_active: IntGaugeVec,
     /// Open API connections (what `daemon.max_connections` is compared with).
     pub api_connections: IntGauge,
+    /// `[daemon.top]`: estimated packets per second of the top source nets and destination
+    /// ports in the last sample window.
+    pub top_source_nets: prometheus::GaugeVec,
+    pub top_dst_ports: prometheus::GaugeVec,
 }
 
 impl Default for DaemonMetrics {
@@ -61,6 +65,24 @@ impl Default for DaemonMetrics {
             api_connections: IntGauge::new(
                 "floodgate_api_connections",
                 "Open HTTP API connections (over daemon.max_connections, new ones are shed).",
+            )
+            .expect("valid metric"),
+            top_source_nets: prometheus::GaugeVec::new(
+                Opts::new(
+                    "floodgate_top_source_net_pps",
+                    "[daemon.top]: estimated packets per second of the top source nets \
+                     (IPv4 /24, IPv6 /48) in the last sample window.",
+                ),
+                &["net"],
+            )
+            .expect("valid metric"),
+            top_dst_ports: prometheus::GaugeVec::new(
+                Opts::new(
+                    "floodgate_top_dst_port_pps",
+                    "[daemon.top]: estimated packets per second of the top destination ports \
+                     in the last sample window.",
+                ),
+                &["port"],
             )
             .expect("valid metric"),
         }
@@ -240,6 +262,8 @@ pub fn render(state: &State, daemon: &DaemonMetrics) -> Result<String> {
         Box::new(daemon.reloads.clone()),
         Box::new(daemon.attack_active.clone()),
         Box::new(daemon.api_connections.clone()),
+        Box::new(daemon.top_source_nets.clone()),
+        Box::new(daemon.top_dst_ports.clone()),
     ];
     families.extend(synguard_families(state, syn_acks)?);
     for f in families {
