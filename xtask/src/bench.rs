@@ -34,6 +34,10 @@ const BENCHES: &[(&str, &str)] = &[
         "synguard_cost",
         "SYN guard against the kernel alone under a spoofed SYN flood",
     ),
+    (
+        "capture_rate",
+        "samples per second floodgate capture keeps up with",
+    ),
 ];
 
 pub fn run(opts: Options) -> anyhow::Result<()> {
