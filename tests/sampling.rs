@@ -370,6 +370,11 @@ mod e2e {
         );
         assert_eq!(first("src_ports"), "udp/123", "top source port: {j}");
         assert_eq!(first("destinations"), "198.18.0.1", "the victim: {j}");
+        assert_eq!(
+            first("list_sources"),
+            "cli",
+            "blocklist drops by list source: {j}"
+        );
         let reasons: Vec<&str> = j["reasons"]
             .as_array()
             .expect("reasons")

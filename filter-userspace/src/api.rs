@@ -586,8 +586,17 @@ async fn top(AxState(sh): Sh, q: Result<Query<TopQuery>, QueryRejection>) -> Res
                 .map(|(_, c)| (c.packets, c.bytes))
                 .collect())
         };
-        let report = crate::top::sample_once(&sh.pin, &counters, interval, sample, rows)
+        let mut report = crate::top::sample_once(&sh.pin, &counters, interval, sample, rows)
             .map_err(from_error)?;
+        let names: std::collections::HashMap<u32, String> = sh
+            .state()
+            .lists
+            .sources
+            .all()
+            .map_err(from_error)?
+            .into_iter()
+            .collect();
+        report.name_sources(&|id| names.get(&id).cloned());
         Ok(serde_json::to_value(report).expect("serialisable"))
     })
     .await;

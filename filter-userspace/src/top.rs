@@ -113,6 +113,9 @@ pub struct Window {
     pub tcp_flags: SpaceSaving<u8>,
     pub lengths: [(u64, u64); LENGTH_BUCKETS.len()],
     pub ttls: SpaceSaving<u8>,
+    /// Rule ids of rule verdicts, and list sources of blocklist drops (from the samples).
+    pub rules: SpaceSaving<u32>,
+    pub list_sources: SpaceSaving<u32>,
     /// Samples seen, and the packets they stand for (each scaled by its rate).
     pub samples: u64,
     pub packets: u64,
@@ -130,6 +133,8 @@ impl Default for Window {
             tcp_flags: SpaceSaving::new(64),
             lengths: [(0, 0); LENGTH_BUCKETS.len()],
             ttls: SpaceSaving::new(64),
+            rules: SpaceSaving::new(64),
+            list_sources: SpaceSaving::new(64),
             samples: 0,
             packets: 0,
         }
@@ -232,6 +237,12 @@ impl Window {
         if let Some(t) = h.ttl {
             self.ttls.add(t, n, b);
         }
+        if let Some(id) = r.rule() {
+            self.rules.add(id, n, b);
+        }
+        if let Some(id) = r.list_source() {
+            self.list_sources.add(id, n, b);
+        }
         let i = LENGTH_BUCKETS
             .iter()
             .position(|&max| r.head.frame_len <= max)
@@ -288,6 +299,9 @@ pub struct Report {
     pub tcp_flags: Vec<Row>,
     pub lengths: Vec<Row>,
     pub ttls: Vec<Row>,
+    /// Rule verdicts by rule id, blocklist drops by list source (sampled).
+    pub rules: Vec<Row>,
+    pub list_sources: Vec<Row>,
 }
 
 fn proto_name(p: u8) -> String {
@@ -320,6 +334,20 @@ fn flags_name(f: u8) -> String {
 impl Report {
     /// The report of `w` over `interval`, `n` rows per table, with the reasons' exact
     /// `(packets, bytes)` deltas per `STATS` slot.
+    /// Name list sources (`#3` → `spamhaus`) with `name`.
+    pub fn name_sources(&mut self, name: &dyn Fn(u32) -> Option<String>) {
+        for row in &mut self.list_sources {
+            if let Some(n) = row
+                .key
+                .strip_prefix('#')
+                .and_then(|id| id.parse().ok())
+                .and_then(name)
+            {
+                row.key = n;
+            }
+        }
+    }
+
     pub fn new(
         w: &Window,
         interval: Duration,
@@ -389,6 +417,12 @@ impl Report {
                     .collect(),
             ),
             ttls: rows(map_keys(w.ttls.top(n, by_bytes), |t| t.to_string())),
+            rules: rows(map_keys(w.rules.top(n, by_bytes), |id| {
+                format!("rule {id}")
+            })),
+            list_sources: rows(map_keys(w.list_sources.top(n, by_bytes), |id| {
+                format!("#{id}")
+            })),
         }
     }
 }

@@ -33,7 +33,8 @@ use crate::{
 /// The rates per reason are exact (the counters). Everything else comes from sampling 1 in
 /// --sample packets of every reason while `top` runs (put back as it was on exit) and is
 /// scaled by that rate: top sources (IPv4 /32 and /24, IPv6 /64 and /48), destinations,
-/// destination and source ports, protocols, TCP flags, packet lengths and TTLs. Heavy hitters
+/// destination and source ports, protocols, TCP flags, packet lengths and TTLs, rule verdicts
+/// by rule and blocklist drops by list source. Heavy hitters
 /// are kept with a bounded sketch (Space-Saving): a random-source flood does not grow memory.
 ///
 /// Keys: q quit, p pause, b sort by bits/packets, tab next pane, z zoom the pane, r filter by
@@ -137,15 +138,11 @@ impl Feed {
         let lost = self.sampling.lost(&self.slots)?;
         let lost_now = lost.saturating_sub(self.lost);
         self.lost = lost;
-        Ok(Report::new(
-            &w,
-            elapsed,
-            self.sample,
-            lost_now,
-            &deltas,
-            rows,
-            by_bytes,
-        ))
+        let names: std::collections::HashMap<u32, String> =
+            self.state.lists.sources.all()?.into_iter().collect();
+        let mut report = Report::new(&w, elapsed, self.sample, lost_now, &deltas, rows, by_bytes);
+        report.name_sources(&|id| names.get(&id).cloned());
+        Ok(report)
     }
 }
 
@@ -214,7 +211,7 @@ struct View {
     seen: Vec<Reason>,
 }
 
-const PANES: [&str; 9] = [
+const PANES: [&str; 11] = [
     "sources",
     "source /24 | /48",
     "destinations",
@@ -224,6 +221,8 @@ const PANES: [&str; 9] = [
     "TCP flags",
     "lengths",
     "TTLs",
+    "rules",
+    "list sources (blocklist)",
 ];
 
 fn pane(r: &Report, i: usize) -> &[Row] {
@@ -236,7 +235,9 @@ fn pane(r: &Report, i: usize) -> &[Row] {
         5 => &r.protocols,
         6 => &r.tcp_flags,
         7 => &r.lengths,
-        _ => &r.ttls,
+        8 => &r.ttls,
+        9 => &r.rules,
+        _ => &r.list_sources,
     }
 }
 
@@ -387,12 +388,14 @@ fn draw(f: &mut Frame, r: &Report, v: &View) {
         table(f, body, r, v.focus, true);
         return;
     }
-    let rows = Layout::vertical([Constraint::Ratio(1, 3); 3]).split(body);
+    let rows = Layout::vertical([Constraint::Ratio(1, 4); 4]).split(body);
     for (ri, row) in rows.iter().enumerate() {
         let cols = Layout::horizontal([Constraint::Ratio(1, 3); 3]).split(*row);
         for (ci, col) in cols.iter().enumerate() {
             let i = ri * 3 + ci;
-            table(f, *col, r, i, v.focus == i);
+            if i < PANES.len() {
+                table(f, *col, r, i, v.focus == i);
+            }
         }
     }
 }
