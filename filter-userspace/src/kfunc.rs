@@ -112,26 +112,3 @@ mod tests {
         assert_eq!(none.missing, ["bpf_sk_assign_tcp_reqsk"]);
     }
 }
-#[cfg(test)]
-mod probe_tmp {
-    struct L;
-    impl log::Log for L {
-        fn enabled(&self, _: &log::Metadata) -> bool {
-            true
-        }
-        fn log(&self, r: &log::Record) {
-            if r.level() <= log::Level::Warn {
-                eprintln!("LOG {}", r.args());
-            }
-        }
-        fn flush(&self) {}
-    }
-    #[test]
-    fn tmp_btf() {
-        log::set_logger(&L).unwrap();
-        log::set_max_level(log::LevelFilter::Debug);
-        let btf = aya::Btf::from_sys_fs().ok();
-        let linked = super::link(crate::loader::OBJECT, btf.as_ref()).unwrap();
-        let _e = aya::EbpfLoader::new().load(&linked.object).unwrap();
-    }
-}
