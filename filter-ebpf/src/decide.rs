@@ -87,9 +87,11 @@ pub fn classify(ctx: &XdpContext) -> Next {
             return done(drop(reason, dry));
         }
     }
-    // (The SYN guard is reached through the defences stage: a test here, on every parse
-    // path, costs this stage's verifier 150k instructions; there it is one test.)
-    if cfg.rule_count | cfg.reflection | cfg.limit_classes | cfg.synguard == 0 {
+    // The SYN guard is reached through the defences stage (its port lookup here, on every
+    // parse path, cost this stage's verifier 150k instructions); it wants TCP only, so other
+    // packets skip the tail call when it is the only later stage on.
+    let guard = (cfg.synguard != 0) & (facts.proto == parse::IPPROTO_TCP);
+    if cfg.rule_count | cfg.reflection | cfg.limit_classes | guard as u32 == 0 {
         return done(pass(Reason::Pass));
     }
     let Some(pkt) = maps::SCRATCH.get_ptr_mut(0) else {

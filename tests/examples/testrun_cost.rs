@@ -263,6 +263,7 @@ fn main() {
                 &ipv4(src, dst, TCP, &[], 0, &tcp(40000, 443, 0x10, 5)),
             ),
         ),
+        ("guard on, UDP", synguard, plain.clone()),
         (
             "guard on, other TCP port",
             synguard,
