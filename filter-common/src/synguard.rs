@@ -26,6 +26,16 @@ pub mod synguard_bits {
     /// Only while a destination receives more than [`crate::Config::synguard_over_pps`] SYNs
     /// per second (`SYNGUARD_RATE`); below it, SYNs reach the listener as usual.
     pub const WHEN_OVER: u32 = 1 << 2;
+    /// Handshakes complete through netfilter SYNPROXY, not the TC program's kfunc: the SYN-ACK
+    /// carries the kernel's own cookie (`bpf_tcp_raw_gen_syncookie_*`) and its options in the
+    /// timestamp ([`synproxy_tsval`]); ACKs are checked with `bpf_tcp_raw_check_syncookie_*`
+    /// and passed on to the nftables table userspace installed. The data plane reads this bit.
+    pub const SYNPROXY: u32 = 1 << 3;
+    /// The operator asked for the kfunc path (`--completion kfunc`). Neither this nor
+    /// [`ASKED_SYNPROXY`]: `auto`. Userspace only: what `status` and `show-config` give back.
+    pub const ASKED_KFUNC: u32 = 1 << 4;
+    /// The operator asked for the SYNPROXY path (`--completion synproxy`). Userspace only.
+    pub const ASKED_SYNPROXY: u32 = 1 << 5;
 }
 
 /// Slots of the per-CPU `SYNGUARD_STATS` array (u64 each).
@@ -104,6 +114,43 @@ pub struct SynOptions {
     pub wscale: Option<u8>,
     pub sack: bool,
     pub ecn: bool,
+    /// The client sent a timestamp option (kind 8); `tsval` is its value.
+    pub ts: bool,
+    pub tsval: u32,
+}
+
+/// netfilter SYNPROXY's encoding of a client's options in the SYN-ACK's timestamp value
+/// (net/netfilter/nf_synproxy_core.c, `synproxy_init_timestamp_cookie`; the kernel reads them
+/// back from the ACK's echo): bits 3..0 the client's window scale (15: none), bit 4 SACK
+/// permitted, bit 5 ECN; the rest is a clock (`now_ms`, milliseconds).
+pub const SYNPROXY_TS_WSCALE_MASK: u32 = 0xf;
+pub const SYNPROXY_TS_SACK: u32 = 1 << 4;
+pub const SYNPROXY_TS_ECN: u32 = 1 << 5;
+
+/// The SYN-ACK's timestamp value in SYNPROXY mode: the clock with its low 6 bits replaced by the
+/// client's window scale, SACK and ECN.
+#[inline(always)]
+pub fn synproxy_tsval(now_ms: u32, opts: &SynOptions) -> u32 {
+    let ws = match opts.wscale {
+        Some(w) if w <= TCP_MAX_WSCALE => w as u32,
+        Some(_) => TCP_MAX_WSCALE as u32,
+        None => SYNPROXY_TS_WSCALE_MASK,
+    };
+    (now_ms & !0x3f)
+        | ws
+        | if opts.sack { SYNPROXY_TS_SACK } else { 0 }
+        | if opts.ecn { SYNPROXY_TS_ECN } else { 0 }
+}
+
+/// What netfilter reads back from an ACK's timestamp echo (`synproxy_check_timestamp_cookie`):
+/// the client's window scale, SACK, ECN. Host tests only need it; kept beside its encoder.
+pub fn synproxy_ts_options(tsecr: u32) -> (Option<u8>, bool, bool) {
+    let ws = tsecr & SYNPROXY_TS_WSCALE_MASK;
+    (
+        (ws != SYNPROXY_TS_WSCALE_MASK).then_some(ws as u8),
+        tsecr & SYNPROXY_TS_SACK != 0,
+        tsecr & SYNPROXY_TS_ECN != 0,
+    )
 }
 
 /// What a valid cookie says about the connection (see [`cookie_check`]).
@@ -302,6 +349,7 @@ mod tests {
                     wscale: Some(7),
                     sack: true,
                     ecn: false,
+                    ..SynOptions::default()
                 },
                 CookieFacts {
                     mss: 1460,
@@ -316,6 +364,7 @@ mod tests {
                     wscale: None,
                     sack: false,
                     ecn: true,
+                    ..SynOptions::default()
                 },
                 CookieFacts {
                     mss: 1400,
@@ -396,6 +445,34 @@ mod tests {
             cookie_check(&KEY, &flow(), c ^ (1 << 20), now).is_none(),
             "hash"
         );
+    }
+
+    #[test]
+    fn the_synproxy_timestamp_carries_the_options_netfilter_reads() {
+        for (wscale, sack, ecn) in [
+            (None, false, false),
+            (Some(0), true, false),
+            (Some(7), true, true),
+            (Some(14), false, true),
+            (Some(15), true, true),
+        ] {
+            let opts = SynOptions {
+                mss: 1460,
+                wscale,
+                sack,
+                ecn,
+                ts: true,
+                tsval: 77,
+            };
+            let ts = synproxy_tsval(0x1234_5678, &opts);
+            assert_eq!(ts & !0x3f, 0x1234_5678 & !0x3f, "the clock stays");
+            let want_ws = wscale.map(|w| w.min(TCP_MAX_WSCALE));
+            assert_eq!(
+                synproxy_ts_options(ts),
+                (want_ws, sack, ecn),
+                "{wscale:?} {sack} {ecn}"
+            );
+        }
     }
 
     #[test]
