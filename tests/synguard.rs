@@ -6,8 +6,8 @@ use std::net::{Ipv4Addr, Ipv6Addr};
 
 use aya::maps::{Array, Map};
 use filter_common::{
-    CONFIG_MAGIC, Config, CookieFacts, CookieFlow, Reason, SynguardSecret, cookie_check, map_names,
-    port_bits, synguard_bits, synguard_stat,
+    CONFIG_MAGIC, Config, CookieFacts, CookieFlow, Reason, SYNGUARD_WSCALE, SynguardSecret,
+    cookie_check, map_names, port_bits, synguard_bits, synguard_stat,
 };
 use floodgate_tests::{
     Harness, XDP_DROP, XDP_PASS, XDP_TX,
@@ -135,6 +135,41 @@ fn check_synack(
     client: std::net::IpAddr,
     server: std::net::IpAddr,
 ) -> SynAck {
+    let t = check_headers(what, syn, out, l3, v6, client, server, 32);
+    let cookie = u32::from_be_bytes([t[4], t[5], t[6], t[7]]);
+    let flow = CookieFlow {
+        client: addr16(client),
+        server: addr16(server),
+        client_port: CLIENT_PORT,
+        server_port: PORT,
+        client_isn: CLIENT_ISN,
+    };
+    let facts = cookie_check(&KEY, &flow, cookie, now_ns())
+        .unwrap_or_else(|| panic!("{what}: the sequence number {cookie:#x} is a valid cookie"));
+    SynAck {
+        cookie,
+        facts,
+        options: t[20..32].to_vec(),
+        flags: t[13],
+    }
+}
+
+/// Check the SYN-ACK's Ethernet, IP and TCP headers (`tcp_len` bytes of TCP header, checksums,
+/// addresses, ports, acknowledgment); its TCP header.
+#[expect(
+    clippy::too_many_arguments,
+    reason = "one fixture's facts, named at each call"
+)]
+fn check_headers<'a>(
+    what: &str,
+    syn: &[u8],
+    out: &'a [u8],
+    l3: usize,
+    v6: bool,
+    client: std::net::IpAddr,
+    server: std::net::IpAddr,
+    tcp_len: usize,
+) -> &'a [u8] {
     // Ethernet: MACs swapped, VLAN tags and type kept.
     assert_eq!(
         &out[..6],
@@ -154,7 +189,7 @@ fn check_synack(
     let (ip_len, tcp) = if v6 { (40, l3 + 40) } else { (20, l3 + 20) };
     assert_eq!(
         out.len(),
-        tcp + 32,
+        tcp + tcp_len,
         "{what}: frame cut to the SYN-ACK's length"
     );
     let ip = &out[l3..l3 + ip_len];
@@ -162,8 +197,8 @@ fn check_synack(
     if v6 {
         assert_eq!(ip[0] >> 4, 6, "{what}: IPv6");
         assert_eq!(
-            u16::from_be_bytes([ip[4], ip[5]]),
-            32,
+            usize::from(u16::from_be_bytes([ip[4], ip[5]])),
+            tcp_len,
             "{what}: payload length"
         );
         assert_eq!(ip[6], TCP, "{what}: next header");
@@ -174,13 +209,13 @@ fn check_synack(
             "{what}: destination is the client"
         );
         pseudo.extend_from_slice(&ip[8..40]);
-        pseudo.extend_from_slice(&32u32.to_be_bytes());
+        pseudo.extend_from_slice(&(tcp_len as u32).to_be_bytes());
         pseudo.extend_from_slice(&[0, 0, 0, TCP]);
     } else {
         assert_eq!(ip[0], 0x45, "{what}: IPv4, no options");
         assert_eq!(
-            u16::from_be_bytes([ip[2], ip[3]]),
-            52,
+            usize::from(u16::from_be_bytes([ip[2], ip[3]])),
+            20 + tcp_len,
             "{what}: total length"
         );
         assert_eq!(ip[9], TCP, "{what}: protocol");
@@ -196,7 +231,7 @@ fn check_synack(
             "{what}: destination is the client"
         );
         pseudo.extend_from_slice(&ip[12..20]);
-        pseudo.extend_from_slice(&[0, TCP, 0, 32]);
+        pseudo.extend_from_slice(&[0, TCP, 0, tcp_len as u8]);
     }
     let t = &out[tcp..];
     pseudo.extend_from_slice(t);
@@ -216,24 +251,13 @@ fn check_synack(
         CLIENT_ISN.wrapping_add(1),
         "{what}: acknowledges the client's ISN + 1"
     );
-    assert_eq!(t[12] >> 4, 8, "{what}: 32-byte TCP header");
+    assert_eq!(
+        usize::from(t[12] >> 4) * 4,
+        tcp_len,
+        "{what}: {tcp_len}-byte TCP header"
+    );
     assert_eq!(t[13] & (SYN | ACK | RST), SYN | ACK, "{what}: SYN-ACK");
-    let cookie = u32::from_be_bytes([t[4], t[5], t[6], t[7]]);
-    let flow = CookieFlow {
-        client: addr16(client),
-        server: addr16(server),
-        client_port: CLIENT_PORT,
-        server_port: PORT,
-        client_isn: CLIENT_ISN,
-    };
-    let facts = cookie_check(&KEY, &flow, cookie, now_ns())
-        .unwrap_or_else(|| panic!("{what}: the sequence number {cookie:#x} is a valid cookie"));
-    SynAck {
-        cookie,
-        facts,
-        options: t[20..32].to_vec(),
-        flags: t[13],
-    }
+    t
 }
 
 /// A SYN fixture: the frame, its IP header offset, and what its SYN-ACK must say.
@@ -487,6 +511,216 @@ fn acks_pass_with_a_valid_cookie_and_drop_without() {
         d(synguard_stat::ESTABLISHED),
         1,
         "the later segment passed as its flow's"
+    );
+}
+
+/// SYNPROXY mode: the SYN-ACK carries the kernel's own cookie (the kernel's check says so: the
+/// ACK built from it passes, a tampered one is `bad_cookie`) and, in its timestamp value, the
+/// client's window scale, SACK and ECN as netfilter reads them back.
+#[test]
+fn synproxy_mode_answers_with_the_kernels_cookie() {
+    let (c4, s4): (std::net::IpAddr, std::net::IpAddr) = (CLIENT4.into(), SERVER4.into());
+    let (c6, s6): (std::net::IpAddr, std::net::IpAddr) = (CLIENT6.into(), SERVER6.into());
+    // LINUX_OPTIONS' timestamp value is 1.
+    let linux = tcp_seg(CLIENT_PORT, PORT, SYN, CLIENT_ISN, 0, &LINUX_OPTIONS);
+    let windows = tcp_seg(CLIENT_PORT, PORT, SYN, CLIENT_ISN, 0, &WINDOWS_OPTIONS);
+    let ecn = tcp_seg(
+        CLIENT_PORT,
+        PORT,
+        SYN | ECE | CWR,
+        CLIENT_ISN,
+        0,
+        &LINUX_OPTIONS,
+    );
+    let no_ws = tcp_seg(
+        CLIENT_PORT,
+        PORT,
+        SYN,
+        CLIENT_ISN,
+        0,
+        &[8, 10, 0, 0, 0, 9, 0, 0, 0, 0],
+    );
+    let q = ETH_P_8021Q;
+    // (what, frame, l3, v6, MSS offered, options after the MSS (None: all NOPs), the
+    // timestamp's low 6 bits, ECE)
+    type Row = (
+        &'static str,
+        Vec<u8>,
+        usize,
+        bool,
+        u16,
+        Option<(bool, u32, bool)>,
+        u32,
+        bool,
+    );
+    let rows: Vec<Row> = vec![
+        (
+            "v4, Linux options",
+            v4(&[], &linux),
+            14,
+            false,
+            1460,
+            Some((true, 1, true)),
+            7 | 0x10,
+            false,
+        ),
+        (
+            "v4, ECN requested",
+            v4(&[], &ecn),
+            14,
+            false,
+            1460,
+            Some((true, 1, true)),
+            7 | 0x30,
+            true,
+        ),
+        (
+            "v4, timestamp only",
+            v4(&[], &no_ws),
+            14,
+            false,
+            1460,
+            Some((false, 9, false)),
+            0xf,
+            false,
+        ),
+        (
+            "v4, Windows options (no timestamp)",
+            v4(&[], &windows),
+            14,
+            false,
+            1460,
+            None,
+            0,
+            false,
+        ),
+        (
+            "802.1Q v4",
+            v4(&[(q, 10)], &linux),
+            18,
+            false,
+            1460,
+            Some((true, 1, true)),
+            7 | 0x10,
+            false,
+        ),
+        (
+            "v6, Linux options",
+            v6(&linux),
+            14,
+            true,
+            1440,
+            Some((true, 1, true)),
+            7 | 0x10,
+            false,
+        ),
+    ];
+    for (what, frame, l3, is_v6, mss, ts, low, ece) in rows {
+        // A harness per row: a valid ACK holds its flow open (SYNGUARD_FLOWS, not pinned).
+        let mut h = Harness::new();
+        guard(&h, synguard_bits::SYNPROXY, false);
+        let (client, server) = if is_v6 { (c6, s6) } else { (c4, s4) };
+        let (action, reason, dry, out) = h.run_out(&frame);
+        assert_eq!(
+            (action, reason, dry),
+            (XDP_TX, Reason::SynCookie, false),
+            "{what}"
+        );
+        let t = check_headers(what, &frame, &out, l3, is_v6, client, server, 40);
+        assert_eq!(
+            &t[14..16],
+            &[0, 0],
+            "{what}: window 0, as netfilter's SYN-ACK"
+        );
+        assert_eq!(t[13] & ECE != 0, ece, "{what}: ECE");
+        let o = &t[20..40];
+        assert_eq!(
+            o[..4],
+            [2, 4, (mss >> 8) as u8, mss as u8],
+            "{what}: MSS option"
+        );
+        match ts {
+            None => assert_eq!(o[4..], [1; 16], "{what}: no timestamp, nothing else"),
+            Some((sack, echo, ws)) => {
+                let sack_opt: [u8; 2] = if sack { [4, 2] } else { [1, 1] };
+                assert_eq!(o[4..6], sack_opt, "{what}: SACK permitted");
+                assert_eq!(o[6..8], [8, 10], "{what}: timestamp option");
+                let tsval = u32::from_be_bytes([o[8], o[9], o[10], o[11]]);
+                assert_eq!(tsval & 0x3f, low, "{what}: the options in the timestamp");
+                assert_eq!(
+                    u32::from_be_bytes([o[12], o[13], o[14], o[15]]),
+                    echo,
+                    "{what}: echoes the client's timestamp"
+                );
+                let ws_opt: [u8; 4] = if ws {
+                    [1, 3, 3, SYNGUARD_WSCALE]
+                } else {
+                    [1; 4]
+                };
+                assert_eq!(o[16..20], ws_opt, "{what}: window scale");
+            }
+        }
+        // The kernel's check of its own cookie, on the ACK a client would send.
+        let cookie = u32::from_be_bytes([t[4], t[5], t[6], t[7]]);
+        let seq = CLIENT_ISN.wrapping_add(1);
+        let ack_of = |port: u16, ack: u32| -> Vec<u8> {
+            let seg = tcp_seg(port, PORT, ACK, seq, ack, &[]);
+            if is_v6 { v6(&seg) } else { v4(&[], &seg) }
+        };
+        let before = synguard_stats(&h);
+        // Tampered first: once the valid ACK has passed, its flow passes for a while. (Not
+        // +1: the kernel's cookie keeps its MSS index as a small addend, so a neighbour can be
+        // a valid cookie for another MSS.)
+        for bad in [
+            cookie ^ 0x0001_0000,
+            cookie ^ 0x0100_0000,
+            cookie ^ 0x8000_0000,
+        ] {
+            assert_eq!(
+                h.run(&ack_of(CLIENT_PORT, bad)),
+                (XDP_DROP, Reason::BadCookie),
+                "{what}: a tampered cookie ({:#x} for {cookie:#x})",
+                bad.wrapping_sub(1)
+            );
+        }
+        assert_eq!(
+            h.run(&ack_of(CLIENT_PORT, cookie.wrapping_add(1))),
+            (XDP_PASS, Reason::Pass),
+            "{what}: the ACK of the kernel's cookie passes"
+        );
+        let after = synguard_stats(&h);
+        let d = |i: u32| after[i as usize] - before[i as usize];
+        assert_eq!(
+            (
+                d(synguard_stat::COOKIE_VALID),
+                d(synguard_stat::COOKIE_INVALID)
+            ),
+            (1, 3),
+            "{what}: cookies counted"
+        );
+    }
+    // The kfunc path's cookie (floodgate's own) is not the kernel's.
+    let mut h = Harness::new();
+    guard(&h, 0, false);
+    let syn = v4(&[], &linux);
+    let (_, _, _, out) = h.run_out(&syn);
+    let own = check_synack("kfunc SYN", &syn, &out, 14, false, c4, s4).cookie;
+    guard(&h, synguard_bits::SYNPROXY, false);
+    let ack = v4(
+        &[],
+        &tcp_seg(
+            CLIENT_PORT + 9,
+            PORT,
+            ACK,
+            CLIENT_ISN.wrapping_add(1),
+            own.wrapping_add(1),
+            &[],
+        ),
+    );
+    assert_eq!(
+        h.run(&ack),
+        (XDP_DROP, Reason::BadCookie),
+        "floodgate's cookie in SYNPROXY mode"
     );
 }
 

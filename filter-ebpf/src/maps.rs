@@ -146,7 +146,7 @@ pub static SYNGUARD_OPTIONS: PerCpuArray<[u8; 64]> = PerCpuArray::with_max_entri
 
 /// Per-CPU room for the SYN-ACK's IP and TCP headers while they are built. Data plane only.
 #[map(name = "SYNGUARD_REPLY")]
-pub static SYNGUARD_REPLY: PerCpuArray<[u8; 72]> = PerCpuArray::with_max_entries(1, 0);
+pub static SYNGUARD_REPLY: PerCpuArray<[u8; 80]> = PerCpuArray::with_max_entries(1, 0);
 
 /// Flows whose handshake ACK carried a valid cookie, until their expiry (monotonic ns): the
 /// segments right behind that ACK pass before the kernel has made the connection. Data plane

@@ -4,19 +4,27 @@
 //! no socket must carry a valid cookie: it passes on to the TC program (`synguard_tc.rs`) that
 //! hands the handshake to the listener; without one it is dropped (`bad_cookie`).
 //! The cookie is `filter_common::synguard`'s, so the TC program and the host tests agree.
+//! With [`synguard_bits::SYNPROXY`] the handshake completes through netfilter SYNPROXY
+//! instead: the SYN-ACK carries the kernel's own cookie (`bpf_tcp_raw_gen_syncookie_*`) and the
+//! client's options in its timestamp, and an ACK is checked by the kernel
+//! (`bpf_tcp_raw_check_syncookie_*`) before it passes on to the nftables table.
 
 use core::ffi::c_void;
 
 use aya_ebpf::{
-    bindings::{BPF_F_CURRENT_NETNS, bpf_sock_tuple},
-    helpers::{bpf_ktime_get_ns, bpf_sk_release, bpf_skc_lookup_tcp, bpf_xdp_adjust_tail},
+    bindings::{BPF_F_CURRENT_NETNS, bpf_sock_tuple, iphdr, ipv6hdr, tcphdr},
+    helpers::{
+        bpf_ktime_get_ns, bpf_sk_release, bpf_skc_lookup_tcp, bpf_tcp_raw_check_syncookie_ipv4,
+        bpf_tcp_raw_check_syncookie_ipv6, bpf_tcp_raw_gen_syncookie_ipv4,
+        bpf_tcp_raw_gen_syncookie_ipv6, bpf_xdp_adjust_tail,
+    },
     maps::lpm_trie::Key,
     programs::XdpContext,
 };
 use filter_common::{
     Config, CookieFlow, Reason, STAGE_DEFENCES, SYNGUARD_HOLD_NS, SYNGUARD_MSS_V4, SYNGUARD_MSS_V6,
     SYNGUARD_WINDOW, SYNGUARD_WSCALE, SynOptions, SynRate, cookie_check, cookie_low_bits,
-    cookie_make, cookie_slot, port_bits, proto, synguard_bits, synguard_stat,
+    cookie_make, cookie_slot, port_bits, proto, synguard_bits, synguard_stat, synproxy_tsval,
 };
 
 use crate::{
@@ -41,6 +49,12 @@ const L3_OFF_MAX: u32 = 22;
 const L4_OFF_MAX: u32 = 255;
 /// Length of the SYN-ACK's TCP header: 20 bytes and 12 of options (MSS, window scale, SACK).
 const SYNACK_TCP_LEN: usize = 32;
+/// Length of the SYN-ACK's TCP header in SYNPROXY mode: 20 bytes and 20 of options (MSS; SACK
+/// and timestamp; window scale), as netfilter's own SYN-ACK has them.
+const SYNPROXY_TCP_LEN: usize = 40;
+/// Longest TCP header: the frame is grown to hold this much from the TCP header before the
+/// kernel's cookie helper reads it (the verifier needs the helper's length inside the frame).
+const TCP_MAX_LEN: usize = 60;
 
 /// A SYN (no ACK, no RST) or a bare handshake ACK (ACK, no SYN, no RST): the two kinds of
 /// segment the guard looks at. Everything else (RST, SYN-ACK, ...) passes it by.
@@ -117,6 +131,7 @@ fn judge(ctx: &XdpContext, cfg: &Config) -> Verdict {
     }
     let when_over = cfg.synguard & synguard_bits::WHEN_OVER != 0;
     let now = unsafe { bpf_ktime_get_ns() };
+    let synproxy = cfg.synguard & synguard_bits::SYNPROXY != 0;
     if is_syn(pkt.tcp_flags) {
         if when_over && !syn_rate_over(&pkt.dst, cfg.synguard_over_pps, now) {
             return pass(Reason::Pass);
@@ -124,7 +139,7 @@ fn judge(ctx: &XdpContext, cfg: &Config) -> Verdict {
         if dry {
             return drop(Reason::SynCookie, true);
         }
-        return match answer(ctx, pkt, now) {
+        return match answer(ctx, pkt, now, synproxy) {
             Ok(()) => pass(Reason::SynCookie),
             // A SYN the stage cannot answer (an odd layout) goes to the listener as before.
             Err(NotAnswered) => pass(Reason::Pass),
@@ -144,7 +159,12 @@ fn judge(ctx: &XdpContext, cfg: &Config) -> Verdict {
             return pass(Reason::Pass);
         }
     }
-    if cookie_valid(ctx, pkt, now) {
+    let valid = if synproxy {
+        kernel_cookie_valid(ctx, pkt)
+    } else {
+        cookie_valid(ctx, pkt, now)
+    };
+    if valid {
         count(synguard_stat::COOKIE_VALID);
         let _ = SYNGUARD_FLOWS.insert(&flow, &(now + FLOW_HOLD_NS), 0);
         return pass(Reason::Pass);
@@ -292,6 +312,80 @@ fn cookie_valid(ctx: &XdpContext, pkt: &Facts, now: u64) -> bool {
     cookie_check(secret, &flow, ack.wrapping_sub(1), now).is_some()
 }
 
+/// The ACK's cookie is the kernel's own (SYNPROXY mode): netfilter will accept it.
+// Its own BPF function, like `cookie_valid`.
+#[inline(never)]
+fn kernel_cookie_valid(ctx: &XdpContext, pkt: &Facts) -> bool {
+    let l3 = pkt.l3_off;
+    let l4 = pkt.l4_off;
+    if l3 > L3_OFF_MAX || l4 > L4_OFF_MAX {
+        return false;
+    }
+    let (l3, l4) = (l3 as usize, l4 as usize);
+    let data = ctx.data();
+    if data + l4 + 20 > ctx.data_end() {
+        return false;
+    }
+    let th = (data + l4) as *mut tcphdr;
+    let r = if pkt.v6 != 0 {
+        if data + l3 + 40 > ctx.data_end() {
+            return false;
+        }
+        unsafe { bpf_tcp_raw_check_syncookie_ipv6((data + l3) as *mut ipv6hdr, th) }
+    } else {
+        if data + l3 + 20 > ctx.data_end() {
+            return false;
+        }
+        unsafe { bpf_tcp_raw_check_syncookie_ipv4((data + l3) as *mut iphdr, th) }
+    };
+    r == 0
+}
+
+/// The kernel's SYN cookie for this SYN into `cookie` (SYNPROXY mode); false: not made. The
+/// frame may be grown (the reply sets its length again).
+#[inline(never)]
+fn kernel_cookie(ctx: &XdpContext, pkt: &Facts, cookie: &mut u32) -> bool {
+    let l3 = pkt.l3_off;
+    let l4 = pkt.l4_off;
+    if l3 > L3_OFF_MAX || l4 > L4_OFF_MAX {
+        return false;
+    }
+    let (l3, l4) = (l3 as usize, l4 as usize);
+    let Some(off) = load::<u8>(ctx, l4 + 12) else {
+        return false;
+    };
+    // The helper reads `th_len` bytes of the header; the verifier checks its largest value.
+    let have = core::hint::black_box(crate::stats::frame_len(ctx)) as i64;
+    let need = (l4 + TCP_MAX_LEN) as i64;
+    if have < need && unsafe { bpf_xdp_adjust_tail(ctx.ctx, (need - have) as i32) } != 0 {
+        return false;
+    }
+    // Through a volatile stack slot and bounded after it: kept in a register, the verifier
+    // may lose the length's lower bound before the call ("invalid zero-sized read").
+    let mut slot = 0u32;
+    unsafe { core::ptr::write_volatile(&mut slot, ((off >> 4) as u32) * 4) };
+    let th_len = unsafe { core::ptr::read_volatile(&slot) };
+    if !(20..=TCP_MAX_LEN as u32).contains(&th_len) {
+        return false;
+    }
+    let data = ctx.data();
+    if data + l4 + TCP_MAX_LEN > ctx.data_end() || data + l3 + 40 > ctx.data_end() {
+        return false;
+    }
+    let th = (data + l4) as *mut tcphdr;
+    let v = if pkt.v6 != 0 {
+        unsafe { bpf_tcp_raw_gen_syncookie_ipv6((data + l3) as *mut ipv6hdr, th, th_len) }
+    } else {
+        unsafe { bpf_tcp_raw_gen_syncookie_ipv4((data + l3) as *mut iphdr, th, th_len) }
+    };
+    if v < 0 {
+        return false;
+    }
+    // The low 32 bits are the cookie; the MSS it encodes (bits 32..) is the kernel's business.
+    *cookie = v as u32;
+    true
+}
+
 #[inline(always)]
 fn flow(pkt: &Facts, client_isn: u32) -> CookieFlow {
     CookieFlow {
@@ -370,6 +464,15 @@ fn syn_options(ctx: &XdpContext, off: usize, len: usize) -> SynOptions {
             (2, 4) => o.mss = u16::from_be_bytes([buf[(at + 2) & 63], buf[(at + 3) & 63]]),
             (3, 3) => wscale = buf[(at + 2) & 63] as u32,
             (4, 2) => o.sack = true,
+            (8, 10) => {
+                o.ts = true;
+                o.tsval = u32::from_be_bytes([
+                    buf[(at + 2) & 63],
+                    buf[(at + 3) & 63],
+                    buf[(at + 4) & 63],
+                    buf[(at + 5) & 63],
+                ]);
+            }
             _ => {}
         }
         i = at + n as usize;
@@ -384,7 +487,7 @@ fn syn_options(ctx: &XdpContext, off: usize, len: usize) -> SynOptions {
 
 /// Sum of the big-endian 16-bit words of `b[from..to]` (one's complement folds later).
 #[inline(always)]
-fn sum16(b: &[u8; 72], from: usize, to: usize) -> u32 {
+fn sum16(b: &[u8; 80], from: usize, to: usize) -> u32 {
     let mut s = 0u32;
     let mut i = from;
     while i + 1 < to {
@@ -406,6 +509,8 @@ fn fold(mut s: u32) -> u16 {
 pub struct Syn {
     seq: u32,
     opts: SynOptions,
+    /// SYNPROXY mode: the SYN-ACK's timestamp value ([`synproxy_tsval`]).
+    tsval: u32,
 }
 
 /// Read the SYN's sequence number and options into `syn`; false if it cannot be read.
@@ -437,16 +542,22 @@ fn read_syn(ctx: &XdpContext, pkt: &Facts, syn: &mut Syn) -> bool {
 
 /// Answer the SYN: its SYN-ACK with the cookie, in place of the SYN.
 #[inline(always)]
-fn answer(ctx: &XdpContext, pkt: &Facts, now: u64) -> Result<(), NotAnswered> {
+fn answer(ctx: &XdpContext, pkt: &Facts, now: u64, synproxy: bool) -> Result<(), NotAnswered> {
     let mut syn = Syn::default();
     if !read_syn(ctx, pkt, &mut syn) {
         return Err(NotAnswered);
     }
     let mut cookie = 0;
-    if !make_cookie(pkt, &syn, now, &mut cookie) {
+    let made = if synproxy {
+        syn.tsval = synproxy_tsval((now / 1_000_000) as u32, &syn.opts);
+        kernel_cookie(ctx, pkt, &mut cookie)
+    } else {
+        make_cookie(pkt, &syn, now, &mut cookie)
+    };
+    if !made {
         return Err(NotAnswered);
     }
-    if write_reply(ctx, pkt, cookie, &syn) {
+    if write_reply(ctx, pkt, cookie, &syn, synproxy) {
         Ok(())
     } else {
         Err(NotAnswered)
@@ -460,7 +571,7 @@ fn answer(ctx: &XdpContext, pkt: &Facts, now: u64) -> Result<(), NotAnswered> {
 // (No `()` in the signature of a BPF function: its BTF would hold a zero-sized INT, which
 // the kernel refuses, and the object then loads without BTF.)
 #[inline(never)]
-fn write_reply(ctx: &XdpContext, pkt: &Facts, cookie: u32, syn: &Syn) -> bool {
+fn write_reply(ctx: &XdpContext, pkt: &Facts, cookie: u32, syn: &Syn, synproxy: bool) -> bool {
     let l3 = pkt.l3_off;
     if l3 > L3_OFF_MAX {
         return false;
@@ -472,8 +583,13 @@ fn write_reply(ctx: &XdpContext, pkt: &Facts, cookie: u32, syn: &Syn) -> bool {
     };
     let reply = unsafe { &mut *reply };
     let ip_len = if v6 { 40 } else { 20 };
-    build_reply(reply, pkt, cookie, syn.seq.wrapping_add(1), &syn.opts, v6);
-    let want = (l3 + ip_len + SYNACK_TCP_LEN) as i64;
+    let tcp_len = if synproxy {
+        SYNPROXY_TCP_LEN
+    } else {
+        SYNACK_TCP_LEN
+    };
+    build_reply(reply, pkt, cookie, syn, synproxy, v6);
+    let want = (l3 + ip_len + tcp_len) as i64;
     // The frame's length as a number first: folded into the sum, LLVM would subtract the end
     // pointer from a number, which the verifier refuses.
     let have = core::hint::black_box(crate::stats::frame_len(ctx)) as i64;
@@ -481,7 +597,32 @@ fn write_reply(ctx: &XdpContext, pkt: &Facts, cookie: u32, syn: &Syn) -> bool {
         return false;
     }
     let data = ctx.data();
-    if v6 {
+    // One constant-length copy per layout: the verifier checks each against the frame.
+    if synproxy {
+        if v6 {
+            if data + l3 + 40 + SYNPROXY_TCP_LEN > ctx.data_end() {
+                return false;
+            }
+            unsafe {
+                core::ptr::copy_nonoverlapping(
+                    reply.as_ptr(),
+                    (data + l3) as *mut u8,
+                    40 + SYNPROXY_TCP_LEN,
+                )
+            };
+        } else {
+            if data + l3 + 20 + SYNPROXY_TCP_LEN > ctx.data_end() {
+                return false;
+            }
+            unsafe {
+                core::ptr::copy_nonoverlapping(
+                    reply.as_ptr(),
+                    (data + l3) as *mut u8,
+                    20 + SYNPROXY_TCP_LEN,
+                )
+            };
+        }
+    } else if v6 {
         if data + l3 + 40 + SYNACK_TCP_LEN > ctx.data_end() {
             return false;
         }
@@ -533,21 +674,30 @@ fn make_cookie(pkt: &Facts, syn: &Syn, now: u64, cookie: &mut u32) -> bool {
     true
 }
 
-/// The SYN-ACK's IP and TCP headers, checksums included, at the start of `r`.
+/// The SYN-ACK's IP and TCP headers, checksums included, at the start of `r`. SYNPROXY mode:
+/// the options netfilter's own SYN-ACK has, the client's in the timestamp, window 0 (netfilter
+/// opens it once the listener has answered).
 #[inline(always)]
-fn build_reply(r: &mut [u8; 72], pkt: &Facts, cookie: u32, ack: u32, opts: &SynOptions, v6: bool) {
-    *r = [0; 72];
+fn build_reply(r: &mut [u8; 80], pkt: &Facts, cookie: u32, syn: &Syn, synproxy: bool, v6: bool) {
+    *r = [0; 80];
+    let opts = &syn.opts;
+    let ack = syn.seq.wrapping_add(1);
     let t = if v6 { 40 } else { 20 };
+    let tcp_len = if synproxy {
+        SYNPROXY_TCP_LEN
+    } else {
+        SYNACK_TCP_LEN
+    };
     if v6 {
         r[0] = 0x60;
-        r[5] = SYNACK_TCP_LEN as u8;
+        r[5] = tcp_len as u8;
         r[6] = proto::TCP;
         r[7] = 64;
         r[8..24].copy_from_slice(&pkt.dst);
         r[24..40].copy_from_slice(&pkt.src);
     } else {
         r[0] = 0x45;
-        r[3] = (20 + SYNACK_TCP_LEN) as u8;
+        r[3] = (20 + tcp_len) as u8;
         r[6] = 0x40; // don't fragment
         r[8] = 64;
         r[9] = proto::TCP;
@@ -561,23 +711,48 @@ fn build_reply(r: &mut [u8; 72], pkt: &Facts, cookie: u32, ack: u32, opts: &SynO
     r[t + 2..t + 4].copy_from_slice(&pkt.sport.to_be_bytes());
     r[t + 4..t + 8].copy_from_slice(&cookie.to_be_bytes());
     r[t + 8..t + 12].copy_from_slice(&ack.to_be_bytes());
-    r[t + 12] = ((SYNACK_TCP_LEN / 4) as u8) << 4;
-    r[t + 13] = TCP_SYN | TCP_ACK | if opts.ecn { TCP_ECE } else { 0 };
-    r[t + 14..t + 16].copy_from_slice(&SYNGUARD_WINDOW.to_be_bytes());
+    r[t + 12] = ((tcp_len / 4) as u8) << 4;
+    // netfilter keeps ECN only with the timestamp that carries it.
+    let ecn = opts.ecn && (!synproxy || opts.ts);
+    r[t + 13] = TCP_SYN | TCP_ACK | if ecn { TCP_ECE } else { 0 };
+    if !synproxy {
+        r[t + 14..t + 16].copy_from_slice(&SYNGUARD_WINDOW.to_be_bytes());
+    }
     let mss = if v6 { SYNGUARD_MSS_V6 } else { SYNGUARD_MSS_V4 };
     r[t + 20] = 2;
     r[t + 21] = 4;
     r[t + 22..t + 24].copy_from_slice(&mss.to_be_bytes());
-    // NOPs where an option the client did not offer would go.
-    r[t + 24..t + 32].copy_from_slice(&[1; 8]);
-    if opts.wscale.is_some() {
-        r[t + 25] = 3;
-        r[t + 26] = 3;
-        r[t + 27] = SYNGUARD_WSCALE;
-    }
-    if opts.sack {
-        r[t + 30] = 4;
-        r[t + 31] = 2;
+    if synproxy {
+        // NOPs where an option goes unsaid. Without a timestamp netfilter keeps no window
+        // scale or SACK either (it has nowhere to read them back from).
+        r[t + 24..t + 40].copy_from_slice(&[1; 16]);
+        if opts.ts {
+            if opts.sack {
+                r[t + 24] = 4;
+                r[t + 25] = 2;
+            }
+            r[t + 26] = 8;
+            r[t + 27] = 10;
+            r[t + 28..t + 32].copy_from_slice(&syn.tsval.to_be_bytes());
+            r[t + 32..t + 36].copy_from_slice(&opts.tsval.to_be_bytes());
+            if opts.wscale.is_some() {
+                r[t + 37] = 3;
+                r[t + 38] = 3;
+                r[t + 39] = SYNGUARD_WSCALE;
+            }
+        }
+    } else {
+        // NOPs where an option the client did not offer would go.
+        r[t + 24..t + 32].copy_from_slice(&[1; 8]);
+        if opts.wscale.is_some() {
+            r[t + 25] = 3;
+            r[t + 26] = 3;
+            r[t + 27] = SYNGUARD_WSCALE;
+        }
+        if opts.sack {
+            r[t + 30] = 4;
+            r[t + 31] = 2;
+        }
     }
     // Pseudo-header: the reply's addresses (already in the IP header), protocol, length.
     let addrs = if v6 {
@@ -585,7 +760,12 @@ fn build_reply(r: &mut [u8; 72], pkt: &Facts, cookie: u32, ack: u32, opts: &SynO
     } else {
         sum16(r, 12, 20)
     };
-    let sum = sum16(r, t, t + SYNACK_TCP_LEN) + addrs + proto::TCP as u32 + SYNACK_TCP_LEN as u32;
+    let header = if synproxy {
+        sum16(r, t, t + SYNPROXY_TCP_LEN)
+    } else {
+        sum16(r, t, t + SYNACK_TCP_LEN)
+    };
+    let sum = header + addrs + proto::TCP as u32 + tcp_len as u32;
     let check = fold(sum).to_be_bytes();
     r[t + 16] = check[0];
     r[t + 17] = check[1];

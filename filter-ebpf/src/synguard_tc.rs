@@ -146,7 +146,8 @@ pub fn handshake(ctx: &TcContext) {
     let Some(cfg) = CONFIG.get(0) else {
         return;
     };
-    if cfg.synguard & synguard_bits::ON == 0 {
+    // Off, or completing through netfilter SYNPROXY (the cookies are the kernel's).
+    if cfg.synguard & synguard_bits::ON == 0 || cfg.synguard & synguard_bits::SYNPROXY != 0 {
         return;
     }
     let Some(seg) = segment(ctx) else {
