@@ -21,7 +21,7 @@ use crate::{
     prefix::{display, parse_prefix},
     settings::{
         DefenceMode, LimitSpec, RateSpec, Reflection, RuleText, Sanity, Settings, Spelling,
-        Synguard, parse_class, parse_duration,
+        Synguard, SynguardCompletion, parse_class, parse_duration,
     },
 };
 
@@ -308,17 +308,26 @@ pub struct SynguardFile {
     /// SYNs per second to one destination above which it is guarded; none: always.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub when_over: Option<u64>,
+    /// How handshakes complete: "auto" (default), "kfunc" or "synproxy".
+    #[serde(default, skip_serializing_if = "is_auto")]
+    pub completion: SynguardCompletion,
+}
+
+fn is_auto(c: &SynguardCompletion) -> bool {
+    *c == SynguardCompletion::Auto
 }
 
 impl SynguardFile {
     fn to_synguard(&self) -> Result<Synguard, crate::settings::Invalid> {
-        Synguard::new(
+        let mut g = Synguard::new(
             self.enabled,
             self.ports.clone(),
             self.dst.iter().map(|p| p.0).collect(),
             self.when_over,
             Spelling::File,
-        )
+        )?;
+        g.completion = self.completion;
+        Ok(g)
     }
 
     fn of(g: &Synguard) -> SynguardFile {
@@ -327,6 +336,7 @@ impl SynguardFile {
             ports: g.ports.clone(),
             dst: g.dst.iter().copied().map(Prefix).collect(),
             when_over: g.when_over,
+            completion: g.completion,
         }
     }
 }
@@ -714,10 +724,12 @@ mod tests {
     #[test]
     fn synguard_round_trips_through_the_file() {
         let text = "[synguard]\nenabled = true\nports = [443, 80]\n\
-                    dst = [\"2001:db8::/64\", \"198.18.0.0/24\"]\nwhen_over = 20000\n";
+                    dst = [\"2001:db8::/64\", \"198.18.0.0/24\"]\nwhen_over = 20000\n\
+                    completion = \"synproxy\"\n";
         let d = parse("f.toml", text).unwrap_or_else(|e| panic!("{e}"));
         let g = &d.settings.synguard;
         assert!(g.enabled);
+        assert_eq!(g.completion, SynguardCompletion::Synproxy);
         assert_eq!(g.ports, [80, 443]);
         assert_eq!(g.when_over, Some(20_000));
         let rendered = render(&d.settings, None, None);

@@ -246,6 +246,7 @@ fn attach_configured(
     new: &DaemonFile,
 ) -> Result<()> {
     let outcomes = loader::attach(&mut state.ebpf, pin, &new.interfaces, new.attach_mode)?;
+    state.restore_synproxy()?;
     for o in outcomes {
         if o.already {
             info!(event = "interface_adopted", interface = %o.iface, mode = o.mode.name());

@@ -31,8 +31,9 @@ use crate::{
     maps::{not_found, sum_cpus, take_map},
     settings::{
         DefenceMode, Family, LimitSpec, RateSpec, Reflection, RuleAction, RuleSpec, Sanity,
-        Settings, Synguard, TcpFlags,
+        Settings, Synguard, SynguardCompletion, TcpFlags,
     },
+    synproxy,
 };
 
 /// A pair of prefix tries (IPv4, IPv6) whose value is 1: a set of destination prefixes.
@@ -118,6 +119,28 @@ pub struct Defences {
 pub struct RuleRow {
     pub spec: RuleSpec,
     pub hits: Counter,
+}
+
+/// The completion path for `asked` on this kernel: true for netfilter SYNPROXY, false for the
+/// kfunc; an error when it cannot be had (`auto`: neither can).
+fn choose_completion(asked: SynguardCompletion) -> Result<bool> {
+    let kfunc = || match Completion::probe() {
+        Completion::Kfunc => Ok(false),
+        Completion::Unavailable(why) => Err(why),
+    };
+    let synproxy = || {
+        synproxy::probe()
+            .map(|()| true)
+            .map_err(|e| format!("netfilter SYNPROXY cannot be set up ({e})"))
+    };
+    let chosen = match asked {
+        SynguardCompletion::Kfunc => kfunc(),
+        SynguardCompletion::Synproxy => synproxy(),
+        SynguardCompletion::Auto => {
+            kfunc().or_else(|k| synproxy().map_err(|s| format!("{k}; {s}")))
+        }
+    };
+    chosen.map_err(|why| Error::SynguardUnavailable { why })
 }
 
 fn ns(d: Duration) -> u64 {
@@ -376,7 +399,21 @@ impl Defences {
             ports,
             dst: self.synguard_dst.read()?,
             when_over: (cfg.synguard_over_pps != 0).then_some(u64::from(cfg.synguard_over_pps)),
+            completion: if cfg.synguard & synguard_bits::ASKED_KFUNC != 0 {
+                SynguardCompletion::Kfunc
+            } else if cfg.synguard & synguard_bits::ASKED_SYNPROXY != 0 {
+                SynguardCompletion::Synproxy
+            } else {
+                SynguardCompletion::Auto
+            },
         })
+    }
+
+    /// Does the SYN guard complete handshakes through netfilter SYNPROXY now (else the kfunc,
+    /// or the guard is off)?
+    pub fn synguard_synproxy(&self) -> Result<bool> {
+        let cfg = self.kernel_config()?;
+        Ok(cfg.synguard & synguard_bits::ON != 0 && cfg.synguard & synguard_bits::SYNPROXY != 0)
     }
 
     fn read_reflection(&self, cfg: &Config, port_flags: &[u32]) -> Result<Reflection> {
@@ -499,6 +536,8 @@ impl Defences {
     /// only what differs is written (the port table alone is 65,536 slots).
     pub fn write(&mut self, old_settings: &Settings, s: &Settings) -> Result<()> {
         let mut cfg = self.kernel_config()?;
+        let was_synproxy =
+            cfg.synguard & synguard_bits::ON != 0 && cfg.synguard & synguard_bits::SYNPROXY != 0;
         if s.rules.len() > RULES_MAX as usize {
             return Err(Error::TooManyRules {
                 count: s.rules.len(),
@@ -550,13 +589,20 @@ impl Defences {
             &s.synguard.dst,
             "the SYN guard's destinations",
         )?;
+        // The completion path is chosen when the guard goes on or its choice changes.
+        let mut synproxy = false;
         if s.synguard.enabled {
-            if !old_settings.synguard.enabled {
-                if let Completion::Unavailable(why) = Completion::probe() {
-                    return Err(Error::SynguardUnavailable { why });
-                }
-            }
+            let old = &old_settings.synguard;
+            synproxy = if old.enabled && old.completion == s.synguard.completion {
+                was_synproxy
+            } else {
+                choose_completion(s.synguard.completion)?
+            };
             self.ensure_synguard_secret()?;
+            // netfilter is ready before the first SYN-ACK carries the kernel's cookie.
+            if synproxy && (!was_synproxy || *old != s.synguard) {
+                synproxy::install(&s.synguard)?;
+            }
         }
         self.write_aggregates(&s.limits)?;
 
@@ -578,6 +624,14 @@ impl Defences {
             if g.when_over.is_some() {
                 cfg.synguard |= synguard_bits::WHEN_OVER;
             }
+            if synproxy {
+                cfg.synguard |= synguard_bits::SYNPROXY;
+            }
+            cfg.synguard |= match g.completion {
+                SynguardCompletion::Auto => 0,
+                SynguardCompletion::Kfunc => synguard_bits::ASKED_KFUNC,
+                SynguardCompletion::Synproxy => synguard_bits::ASKED_SYNPROXY,
+            };
         }
         // Kept while the guard is off, so that `read` gives back what was set (0 = none).
         cfg.synguard_over_pps = g
@@ -609,6 +663,10 @@ impl Defences {
             }
         }
         self.set_kernel_config(&cfg)?;
+        // Once the data plane no longer sends the kernel's cookies.
+        if was_synproxy && !synproxy {
+            synproxy::remove()?;
+        }
 
         // Counters of rules that are gone.
         let kept: BTreeSet<u32> = s.rules.iter().map(|r| r.id).collect();

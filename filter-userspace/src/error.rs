@@ -125,6 +125,9 @@ pub enum Error {
     )]
     SynguardUnavailable { why: String },
 
+    #[error("SYN guard, netfilter SYNPROXY: {context}: {message}")]
+    Nft { context: String, message: String },
+
     #[error("no rule with id {id} (see `floodgate rule list`)")]
     NoSuchRule { id: u32 },
 

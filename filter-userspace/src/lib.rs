@@ -35,6 +35,7 @@ pub mod snapshot;
 pub mod sources;
 pub mod state;
 pub mod stats;
+pub mod synproxy;
 pub mod sys;
 pub mod top;
 

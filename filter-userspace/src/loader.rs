@@ -517,6 +517,9 @@ pub fn detach(pin: &PinDir, ifaces: &[String], all: bool, purge: bool) -> Result
         done.push(a.iface.clone());
     }
     if attachments(pin)?.is_empty() {
+        // No SYN-ACK of the guard is answered here any more: its SYNPROXY table goes (and
+        // nf_conntrack_tcp_loose is put back); `attach` puts it back if the guard is on.
+        crate::synproxy::remove()?;
         // Nothing here uses the program: unpin it so the next attach loads the current build.
         for prog in [pin.prog(), pin.synguard_tc()] {
             if let Err(e) = fs::remove_file(&prog) {

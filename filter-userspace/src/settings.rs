@@ -682,6 +682,34 @@ pub struct Synguard {
     /// Guard a destination only while it receives more SYNs per second than this; None:
     /// always.
     pub when_over: Option<u64>,
+    /// How handshakes are completed, as asked (`--completion`, `completion`): chosen when the
+    /// guard is turned on. While the guard is off it reads back as `auto`.
+    pub completion: SynguardCompletion,
+}
+
+/// How the SYN guard turns a valid cookie into a connection.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize, clap::ValueEnum)]
+#[serde(rename_all = "kebab-case")]
+pub enum SynguardCompletion {
+    /// The kfunc when the kernel has it, else netfilter SYNPROXY when nftables can set it up,
+    /// else the guard is refused.
+    #[default]
+    Auto,
+    /// A TC ingress program hands the handshake to the listener (kfunc
+    /// bpf_sk_assign_tcp_reqsk, Linux 6.9 or later).
+    Kfunc,
+    /// netfilter SYNPROXY completes it (an nftables table of floodgate's own; conntrack).
+    Synproxy,
+}
+
+impl SynguardCompletion {
+    pub fn name(self) -> &'static str {
+        match self {
+            SynguardCompletion::Auto => "auto",
+            SynguardCompletion::Kfunc => "kfunc",
+            SynguardCompletion::Synproxy => "synproxy",
+        }
+    }
 }
 
 impl Synguard {
@@ -733,6 +761,7 @@ impl Synguard {
             ports,
             dst,
             when_over,
+            completion: SynguardCompletion::Auto,
         })
     }
 

@@ -101,6 +101,15 @@ impl State {
         self.write_settings(&desired.settings)
     }
 
+    /// After an attach: when the SYN guard completes through netfilter SYNPROXY, put its
+    /// nftables table back (`detach` of the last interface took it off).
+    pub fn restore_synproxy(&self) -> Result<()> {
+        if self.defences.synguard_synproxy()? {
+            crate::synproxy::install(&self.settings()?.synguard)?;
+        }
+        Ok(())
+    }
+
     /// The running defence settings, rule comments included.
     pub fn settings(&self) -> Result<Settings> {
         self.defences.read(&|id| self.lists.comments.rule(id))

@@ -23,8 +23,10 @@ pub struct Options {
 /// libpcap-dev: `floodgate capture` compiles its filter expressions with libpcap.
 /// tcpdump: the capture tests read the pcapng files back with it.
 /// tmux: the `top` test drives the terminal view in it.
+/// nftables: the SYN guard's SYNPROXY completion path (`nft`) and its tests.
 const DEBIAN_PACKAGES: &[&str] = &[
     "iproute2",
+    "nftables",
     "iputils-ping",
     "prometheus",
     "systemd",

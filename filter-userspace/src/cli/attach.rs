@@ -82,6 +82,7 @@ pub fn attach(pin: &PinDir, args: AttachArgs) -> anyhow::Result<()> {
         );
     }
     let outcomes = loader::attach(&mut state.ebpf, pin, &args.ifaces, args.mode)?;
+    state.restore_synproxy()?;
     for o in outcomes {
         if o.already {
             println!("{}: already attached ({} mode)", o.iface, o.mode);

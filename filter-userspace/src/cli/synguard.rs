@@ -10,8 +10,9 @@ use crate::{
     loader::PinDir,
     loader::{Completion, SYNGUARD_KFUNC},
     prefix::{display, parse_prefix},
-    settings::{Spelling, Synguard, parse_si, si},
+    settings::{Spelling, Synguard, SynguardCompletion, parse_si, si},
     state::{Access, State},
+    synproxy,
 };
 use filter_common::SYNGUARD_TC_PROGRAM_NAME;
 
@@ -23,9 +24,14 @@ pub enum SynguardCommand {
     /// --dst: every local address; no --when-over: always). Reasons: `syn_cookie` (a SYN
     /// answered, action tx), `bad_cookie` (an ACK with no connection and a bad cookie, drop).
     /// The kernel completes the handshakes only with net.ipv4.tcp_syncookies at 1 or 2.
+    /// --completion chooses how: the kfunc bpf_sk_assign_tcp_reqsk (Linux 6.9 or later) or
+    /// netfilter SYNPROXY (an nftables table of floodgate's own; sets
+    /// net.netfilter.nf_conntrack_tcp_loose to 0 while it is on); auto (the default) takes the
+    /// kfunc when the kernel has it.
     ///
     /// Examples:
     ///   floodgate synguard on --port 443
+    ///   floodgate synguard on --port 443 --completion synproxy
     ///   floodgate synguard on --port 443 --port 80 --dst 198.18.0.0/24 --dst 2001:db8::/64
     ///   floodgate synguard on --port 443 --when-over 20k
     #[command(verbatim_doc_comment)]
@@ -62,12 +68,17 @@ pub struct OnArgs {
     /// below that, SYNs reach the listener as usual.
     #[arg(long, value_name = "PPS", value_parser = parse_pps)]
     when_over: Option<u64>,
+    /// How handshakes with a valid cookie become connections.
+    #[arg(long, value_enum, value_name = "PATH", default_value_t = SynguardCompletion::Auto)]
+    completion: SynguardCompletion,
 }
 
 #[derive(Args)]
 pub struct StatusArgs {
     /// Print JSON: {"enabled", "ports", "dst" ([] = every local address), "when_over_pps",
-    /// "completion", "tcp_syncookies", "counters": {...}, "warnings": [...]}.
+    /// "completion" (asked: auto, kfunc or synproxy), "completion_path" (in use: "kfunc",
+    /// "synproxy" or null when off), "completion_detail", "tcp_syncookies",
+    /// "counters": {...}, "warnings": [...]}.
     #[arg(long)]
     json: bool,
 }
@@ -85,13 +96,19 @@ pub fn synguard(pin: &PinDir, cmd: SynguardCommand) -> anyhow::Result<()> {
         SynguardCommand::Status(a) => status(pin, a.json),
         SynguardCommand::On(a) => {
             // Checked before the state is opened: a bad value changes nothing.
-            let g = Synguard::new(true, a.ports, a.dst, a.when_over, Spelling::Cli)?;
+            let mut g = Synguard::new(true, a.ports, a.dst, a.when_over, Spelling::Cli)?;
+            g.completion = a.completion;
             let mut state = State::open(pin, Access::Write)?;
             state.update_settings(|s| {
                 s.synguard = g.clone();
                 Ok::<_, Error>(())
             })?;
-            println!("SYN guard on: {}", g.summary());
+            let path = if state.defences.synguard_synproxy()? {
+                format!("netfilter SYNPROXY (nftables table {})", synproxy::TABLE)
+            } else {
+                format!("kfunc {SYNGUARD_KFUNC}")
+            };
+            println!("SYN guard on: {}; completion: {path}", g.summary());
             if let Some(w) = syncookies_warning(crate::sys::tcp_syncookies()) {
                 eprintln!("floodgate: warning: {w}");
             }
@@ -131,9 +148,21 @@ fn syncookies_warning(value: Option<u32>) -> Option<String> {
     }
 }
 
-/// How a handshake whose ACK carries a valid cookie becomes a connection on this kernel: the
-/// TC program with the kfunc `bpf_sk_assign_tcp_reqsk`, or none available.
-fn completion_path(pin: &PinDir) -> Option<String> {
+/// How a handshake whose ACK carries a valid cookie becomes a connection: netfilter SYNPROXY
+/// when the guard is on with it; else the TC program with the kfunc `bpf_sk_assign_tcp_reqsk`,
+/// or none available.
+fn completion_path(pin: &PinDir, synproxy_on: bool) -> Option<String> {
+    if synproxy_on {
+        return Some(format!(
+            "netfilter SYNPROXY (nftables table {}: {})",
+            synproxy::TABLE,
+            if synproxy::installed() {
+                "in place"
+            } else {
+                "missing; `floodgate attach` puts it back"
+            }
+        ));
+    }
     Some(match Completion::probe() {
         Completion::Kfunc if pin.synguard_tc().exists() => format!(
             "kfunc {SYNGUARD_KFUNC} (TC ingress program {SYNGUARD_TC_PROGRAM_NAME} beside XDP)"
@@ -165,7 +194,11 @@ struct Status {
     /// Empty: every local address.
     dst: Vec<String>,
     when_over_pps: Option<u64>,
-    completion: Option<String>,
+    /// As asked: auto, kfunc or synproxy.
+    completion: &'static str,
+    /// In use: "kfunc" or "synproxy"; None while the guard is off.
+    completion_path: Option<&'static str>,
+    completion_detail: Option<String>,
     tcp_syncookies: Option<u32>,
     counters: Counters,
     warnings: Vec<String>,
@@ -193,12 +226,17 @@ fn status(pin: &PinDir, json: bool) -> anyhow::Result<()> {
         bad_cookie: packets(Reason::BadCookie),
     };
     let syncookies = crate::sys::tcp_syncookies();
+    let synproxy_on = state.defences.synguard_synproxy()?;
     let status = Status {
         enabled: g.enabled,
         ports: g.ports.clone(),
         dst: g.dst.iter().map(display).collect(),
         when_over_pps: g.when_over,
-        completion: completion_path(pin),
+        completion: g.completion.name(),
+        completion_path: g
+            .enabled
+            .then_some(if synproxy_on { "synproxy" } else { "kfunc" }),
+        completion_detail: completion_path(pin, synproxy_on),
         tcp_syncookies: syncookies,
         counters,
         warnings: syncookies_warning(syncookies).into_iter().collect(),
@@ -220,8 +258,12 @@ fn status(pin: &PinDir, json: bool) -> anyhow::Result<()> {
         None => println!("when over:     always (every SYN to a protected port)"),
     }
     println!(
-        "completion:    {}",
-        status.completion.as_deref().unwrap_or("not reported")
+        "completion:    {} (asked: {})",
+        status
+            .completion_detail
+            .as_deref()
+            .unwrap_or("not reported"),
+        status.completion
     );
     match syncookies {
         Some(v) => println!("net.ipv4.tcp_syncookies: {v}"),
