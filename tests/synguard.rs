@@ -809,36 +809,46 @@ mod e2e {
             .collect()
     }
 
-    #[test]
-    fn real_clients_connect_through_a_spoofed_syn_flood() {
-        let lab = Lab::new("sg").unwrap_or_else(|e| panic!("creating the lab: {e:#}"));
-        floodgate_ok(&lab, &["attach", VICTIM_IF]);
-        bench::attacker_xdp_pass(&lab);
-        let out = floodgate_ok(&lab, &["synguard", "on", "--port", "443"]);
-        assert!(out.contains("443"), "synguard on names its port: {out}");
-        let status = floodgate_ok(&lab, &["synguard", "status"]);
-        assert!(
-            status.contains("kfunc bpf_sk_assign_tcp_reqsk (TC ingress"),
-            "status names the completion path: {status}"
-        );
+    /// What one run of [`clients_through_a_flood`] saw.
+    struct FloodRun {
+        failed: u64,
+        served: usize,
+        sent: u64,
+        secs: f64,
+        /// TcpExt SyncookiesSent, SyncookiesRecv, ListenOverflows: the change in the victim.
+        tcp_ext: Vec<u64>,
+        /// The victim's Tcp PassiveOpens: connections its listener accepted from a SYN.
+        passive_opens: u64,
+    }
+
+    const TCP_EXT: [&str; 3] = ["SyncookiesSent", "SyncookiesRecv", "ListenOverflows"];
+
+    /// A listener on the victim, a spoofed SYN flood from the attacker, and [`CLIENTS`]
+    /// connect + echo exchanges from the attacker's real address while it runs.
+    fn clients_through_a_flood(lab: &Lab) -> FloodRun {
         let bind = SocketAddr::new(VICTIM_V4.into(), PORT);
         let listener: TcpListener = lab
             .victim
             .run(move || traffic::tcp_listen(bind))
             .expect("victim namespace")
             .expect("listen");
-        let netstat = ["SyncookiesSent", "SyncookiesRecv", "ListenOverflows"];
-        let before = lab
-            .victim
-            .run(|| bench::net_counters("netstat", "TcpExt:", &netstat))
-            .expect("victim");
+        let counters = || {
+            lab.victim
+                .run(|| {
+                    let mut v = bench::net_counters("netstat", "TcpExt:", &TCP_EXT);
+                    v.extend(bench::net_counters("snmp", "Tcp:", &["PassiveOpens"]));
+                    v
+                })
+                .expect("victim")
+        };
+        let before = counters();
         let stop = AtomicBool::new(false);
         let flood_sent = AtomicU64::new(0);
         let failed = AtomicU64::new(0);
         let started = Instant::now();
         let (served, sent) = std::thread::scope(|s| {
             let server = s.spawn(|| traffic::tcp_echo_server(&listener, &stop));
-            let flooder = s.spawn(|| bench::syn_flood(&lab, PORT, &stop, &flood_sent, None));
+            let flooder = s.spawn(|| bench::syn_flood(lab, PORT, &stop, &flood_sent, None));
             // The clients start into a running flood.
             while flood_sent.load(Ordering::Relaxed) < 20_000 {
                 std::thread::sleep(Duration::from_millis(5));
@@ -866,23 +876,50 @@ mod e2e {
             )
         });
         let secs = started.elapsed().as_secs_f64();
-        let after = lab
-            .victim
-            .run(|| bench::net_counters("netstat", "TcpExt:", &netstat))
-            .expect("victim");
+        let after = counters();
+        let delta: Vec<u64> = after.iter().zip(&before).map(|(a, b)| a - b).collect();
+        FloodRun {
+            failed: failed.load(Ordering::Relaxed),
+            served,
+            sent,
+            secs,
+            tcp_ext: delta[..3].to_vec(),
+            passive_opens: delta[3],
+        }
+    }
+
+    #[test]
+    fn real_clients_connect_through_a_spoofed_syn_flood() {
+        let lab = Lab::new("sg").unwrap_or_else(|e| panic!("creating the lab: {e:#}"));
+        floodgate_ok(&lab, &["attach", VICTIM_IF]);
+        bench::attacker_xdp_pass(&lab);
+        let out = floodgate_ok(&lab, &["synguard", "on", "--port", "443"]);
+        assert!(out.contains("443"), "synguard on names its port: {out}");
+        let status = floodgate_ok(&lab, &["synguard", "status"]);
+        assert!(
+            status.contains("kfunc bpf_sk_assign_tcp_reqsk (TC ingress"),
+            "status names the completion path: {status}"
+        );
+        let run = clients_through_a_flood(&lab);
         let g = guard_stats(&lab.pin_dir);
         let (syn_acks, _) = stat(&lab, "syn_cookie");
+        let FloodRun {
+            failed,
+            served,
+            sent,
+            secs,
+            ..
+        } = run;
         println!(
             "{CLIENTS} exchanges under a flood of {sent} spoofed SYNs in {secs:.1} s \
-             ({:.0} SYNs/s): {} failed; SYN-ACKs sent {syn_acks}; guard counters {g:?}",
+             ({:.0} SYNs/s): {failed} failed; SYN-ACKs sent {syn_acks}; guard counters {g:?}",
             sent as f64 / secs,
-            failed.load(Ordering::Relaxed)
         );
-        assert_eq!(failed.load(Ordering::Relaxed), 0, "every exchange succeeds");
+        assert_eq!(failed, 0, "every exchange succeeds");
         assert_eq!(served, CLIENTS, "the listener served every client");
         assert!(sent > 20_000, "the flood ran during the test: {sent} SYNs");
-        for (i, n) in netstat.iter().enumerate() {
-            assert_eq!(after[i], before[i], "{n}: no SYN reached the listener");
+        for (n, d) in TCP_EXT.iter().zip(&run.tcp_ext) {
+            assert_eq!(*d, 0, "{n}: no SYN reached the listener");
         }
         assert!(
             syn_acks >= sent + CLIENTS as u64,
@@ -902,6 +939,149 @@ mod e2e {
             g[synguard_stat::HANDSHAKE_FAILED as usize],
             0,
             "none refused"
+        );
+    }
+
+    /// The same through netfilter SYNPROXY (`--completion synproxy`, chosen explicitly: this
+    /// kernel has the kfunc): XDP answers every SYN with the kernel's cookie, SYNPROXY checks
+    /// the ACK and opens the connection to the listener itself, so the listener sees one SYN
+    /// per real client (PassiveOpens) and none of the flood's. `off` takes the table away and
+    /// puts nf_conntrack_tcp_loose back.
+    #[test]
+    fn real_clients_connect_through_a_spoofed_syn_flood_with_synproxy() {
+        let lab = Lab::new("sgp").unwrap_or_else(|e| panic!("creating the lab: {e:#}"));
+        floodgate_ok(&lab, &["attach", VICTIM_IF]);
+        bench::attacker_xdp_pass(&lab);
+        let nft_table = || {
+            lab.victim
+                .run(|| {
+                    std::process::Command::new("nft")
+                        .args(["list", "table", "inet", "floodgate_synguard"])
+                        .output()
+                        .expect("running nft")
+                })
+                .expect("victim namespace")
+        };
+        let loose = || {
+            lab.victim
+                .run(|| {
+                    std::fs::read_to_string("/proc/sys/net/netfilter/nf_conntrack_tcp_loose")
+                        .expect("reading nf_conntrack_tcp_loose")
+                        .trim()
+                        .to_string()
+                })
+                .expect("victim namespace")
+        };
+        let loose_before = loose();
+        let out = floodgate_ok(
+            &lab,
+            &[
+                "synguard",
+                "on",
+                "--port",
+                "443",
+                "--completion",
+                "synproxy",
+            ],
+        );
+        assert!(
+            out.contains("netfilter SYNPROXY"),
+            "on names the path: {out}"
+        );
+        // Again: idempotent.
+        floodgate_ok(
+            &lab,
+            &[
+                "synguard",
+                "on",
+                "--port",
+                "443",
+                "--completion",
+                "synproxy",
+            ],
+        );
+        let table = nft_table();
+        let listing = String::from_utf8_lossy(&table.stdout);
+        assert!(
+            table.status.success()
+                && listing.contains("synproxy mss 1460 wscale 7 timestamp sack-perm"),
+            "the SYNPROXY table is in the victim's namespace: {listing}"
+        );
+        assert_eq!(loose(), "0", "nf_conntrack_tcp_loose is 0 while it is on");
+        let json: serde_json::Value =
+            serde_json::from_str(&floodgate_ok(&lab, &["synguard", "status", "--json"]))
+                .expect("status --json");
+        assert_eq!(json["completion"], "synproxy", "asked: {json}");
+        assert_eq!(json["completion_path"], "synproxy", "in use: {json}");
+
+        let run = clients_through_a_flood(&lab);
+        let g = guard_stats(&lab.pin_dir);
+        let (syn_acks, _) = stat(&lab, "syn_cookie");
+        let (bad, _) = stat(&lab, "bad_cookie");
+        let FloodRun {
+            failed,
+            served,
+            sent,
+            secs,
+            passive_opens,
+            ..
+        } = run;
+        println!(
+            "SYNPROXY: {CLIENTS} exchanges under a flood of {sent} spoofed SYNs in {secs:.1} s \
+             ({:.0} SYNs/s): {failed} failed; SYN-ACKs sent {syn_acks}; bad_cookie {bad}; \
+             listener PassiveOpens {passive_opens}; guard counters {g:?}",
+            sent as f64 / secs,
+        );
+        assert_eq!(failed, 0, "every exchange succeeds");
+        assert_eq!(served, CLIENTS, "the listener served every client");
+        assert!(sent > 20_000, "the flood ran during the test: {sent} SYNs");
+        for (n, d) in TCP_EXT.iter().zip(&run.tcp_ext) {
+            assert_eq!(*d, 0, "{n}: no SYN of the flood reached the listener");
+        }
+        assert_eq!(
+            passive_opens, CLIENTS as u64,
+            "the listener got SYNPROXY's one SYN per client, none of the flood's"
+        );
+        assert!(
+            syn_acks >= sent + CLIENTS as u64,
+            "every SYN answered by XDP: {syn_acks} SYN-ACKs for {sent} + {CLIENTS} SYNs"
+        );
+        assert!(
+            g[synguard_stat::COOKIE_VALID as usize] >= CLIENTS as u64,
+            "each client's ACK carried a valid kernel cookie: {g:?}"
+        );
+        assert_eq!(
+            g[synguard_stat::HANDSHAKES as usize],
+            0,
+            "the TC program stood aside: {g:?}"
+        );
+
+        floodgate_ok(&lab, &["synguard", "off"]);
+        assert!(!nft_table().status.success(), "off removes the table");
+        assert_eq!(
+            loose(),
+            loose_before,
+            "off puts nf_conntrack_tcp_loose back"
+        );
+        // On again, then detach: the table goes with the last interface.
+        floodgate_ok(
+            &lab,
+            &[
+                "synguard",
+                "on",
+                "--port",
+                "443",
+                "--completion",
+                "synproxy",
+            ],
+        );
+        assert!(nft_table().status.success(), "on again");
+        floodgate_ok(&lab, &["detach", VICTIM_IF]);
+        assert!(!nft_table().status.success(), "detach removes the table");
+        assert_eq!(
+            loose(),
+            loose_before,
+            "detach puts nf_conntrack_tcp_loose back"
         );
     }
 
