@@ -68,7 +68,8 @@ fn synguard_on_off_status_round_trip_and_keep_the_reflection_bits() {
     );
     assert_eq!(
         out.trim(),
-        "SYN guard on: ports 80 443, 198.18.0.0/24 2001:db8::/64, when over 20k SYN/s"
+        "SYN guard on: ports 80 443, 198.18.0.0/24 2001:db8::/64, when over 20k SYN/s; \
+         completion: kfunc bpf_sk_assign_tcp_reqsk"
     );
     let s = status(&lab);
     assert_eq!(s["enabled"], true, "{s}");
@@ -179,6 +180,129 @@ fn synguard_on_off_status_round_trip_and_keep_the_reflection_bits() {
         String::from_utf8_lossy(&on.stderr).contains("net.ipv4.tcp_syncookies is 0"),
         "on warns too"
     );
+}
+
+/// The victim namespace's `nft list table inet floodgate_synguard`, None when there is none.
+fn nft_table(lab: &Lab) -> Option<String> {
+    let out = lab
+        .victim
+        .run(|| {
+            std::process::Command::new("nft")
+                .args(["list", "table", "inet", "floodgate_synguard"])
+                .output()
+                .expect("running nft")
+        })
+        .expect("victim namespace");
+    out.status
+        .success()
+        .then(|| String::from_utf8_lossy(&out.stdout).into_owned())
+}
+
+/// `--completion`: asked and in use in `status`, kept by other changes, in `show-config`; the
+/// SYNPROXY table follows the guard's ports and destinations, and goes when the path changes.
+#[test]
+fn the_completion_path_is_chosen_named_and_kept() {
+    let lab = lab("sgp");
+    floodgate_ok(
+        &lab,
+        &["synguard", "on", "--port", "443", "--completion", "kfunc"],
+    );
+    let s = status(&lab);
+    assert_eq!(
+        (s["completion"].as_str(), s["completion_path"].as_str()),
+        (Some("kfunc"), Some("kfunc")),
+        "{s}"
+    );
+    assert_eq!(nft_table(&lab), None, "no table on the kfunc path");
+
+    let out = floodgate_ok(
+        &lab,
+        &[
+            "synguard",
+            "on",
+            "--port",
+            "443",
+            "--port",
+            "80",
+            "--dst",
+            "198.18.0.0/24",
+            "--dst",
+            "2001:db8::/64",
+            "--completion",
+            "synproxy",
+        ],
+    );
+    assert!(
+        out.contains("completion: netfilter SYNPROXY (nftables table inet floodgate_synguard)"),
+        "{out}"
+    );
+    let table = nft_table(&lab).expect("the SYNPROXY table");
+    for want in [
+        "ip daddr 198.18.0.0/24 tcp dport { 80, 443 } ct state invalid,untracked synproxy mss 1460 wscale 7 timestamp sack-perm",
+        "ip6 daddr 2001:db8::/64 tcp dport { 80, 443 } ct state invalid,untracked synproxy mss 1440 wscale 7 timestamp sack-perm",
+        "ip daddr 198.18.0.0/24 tcp dport { 80, 443 } ct state invalid drop",
+    ] {
+        assert!(table.contains(want), "{want:?} in:\n{table}");
+    }
+    let text = floodgate_ok(&lab, &["synguard", "status"]);
+    assert!(
+        text.contains("completion:    netfilter SYNPROXY (nftables table inet floodgate_synguard: in place) (asked: synproxy)"),
+        "{text}"
+    );
+    let config = floodgate_ok(&lab, &["show-config", "--no-lists"]);
+    assert!(config.contains("completion = \"synproxy\""), "{config}");
+
+    // Another defence's change keeps the path and the table.
+    floodgate_ok(&lab, &["preset", "reflection", "on"]);
+    assert_eq!(status(&lab)["completion_path"], "synproxy");
+    assert!(nft_table(&lab).is_some(), "the table stays");
+    // Fewer ports: the table follows.
+    floodgate_ok(
+        &lab,
+        &[
+            "synguard",
+            "on",
+            "--port",
+            "443",
+            "--completion",
+            "synproxy",
+        ],
+    );
+    let table = nft_table(&lab).expect("the table");
+    assert!(
+        table.contains("meta nfproto ipv4 tcp dport 443 ct state invalid,untracked synproxy"),
+        "{table}"
+    );
+    assert!(!table.contains("80"), "{table}");
+
+    // auto takes the kfunc on this kernel: the table goes.
+    floodgate_ok(&lab, &["synguard", "on", "--port", "443"]);
+    let s = status(&lab);
+    assert_eq!(
+        (s["completion"].as_str(), s["completion_path"].as_str()),
+        (Some("auto"), Some("kfunc")),
+        "{s}"
+    );
+    assert_eq!(nft_table(&lab), None, "the table goes with the path");
+
+    let bad = floodgate(
+        &lab,
+        &[
+            "synguard",
+            "on",
+            "--port",
+            "443",
+            "--completion",
+            "iptables",
+        ],
+    );
+    assert_eq!(bad.status.code(), Some(2), "a path that does not exist");
+    assert!(
+        String::from_utf8_lossy(&bad.stderr).contains("auto, kfunc, synproxy"),
+        "{bad:?}"
+    );
+    floodgate_ok(&lab, &["synguard", "off"]);
+    assert_eq!(status(&lab)["completion_path"], Value::Null);
 }
 
 #[test]

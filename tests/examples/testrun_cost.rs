@@ -33,6 +33,7 @@ fn synguard(s: &mut Settings) {
         ports: vec![443],
         dst: Vec::new(),
         when_over: None,
+        completion: floodgate::settings::SynguardCompletion::Auto,
     };
 }
 
