@@ -23,8 +23,9 @@ use aya_ebpf::{
 };
 use filter_common::{
     Config, CookieFlow, Reason, STAGE_DEFENCES, SYNGUARD_HOLD_NS, SYNGUARD_MSS_V4, SYNGUARD_MSS_V6,
-    SYNGUARD_WINDOW, SYNGUARD_WSCALE, SynOptions, SynRate, cookie_check, cookie_low_bits,
-    cookie_make, cookie_slot, port_bits, proto, synguard_bits, synguard_stat, synproxy_tsval,
+    SYNGUARD_WINDOW, SYNGUARD_WSCALE, SynOptions, SynRate, addr_words, cookie_check,
+    cookie_low_bits, cookie_make, cookie_slot, port_bits, proto, synguard_bits, synguard_stat,
+    synproxy_tsval,
 };
 
 use crate::{
@@ -184,23 +185,12 @@ const FLOW_HOLD_NS: u64 = 10_000_000_000;
 /// The `SYNGUARD_FLOWS` key of a segment: addresses, then the ports.
 #[inline(always)]
 fn flow_key(pkt: &Facts) -> [u64; 5] {
-    let w = |a: &[u8; 16], i: usize| {
-        u64::from_ne_bytes([
-            a[i],
-            a[i + 1],
-            a[i + 2],
-            a[i + 3],
-            a[i + 4],
-            a[i + 5],
-            a[i + 6],
-            a[i + 7],
-        ])
-    };
+    let (src, dst) = (addr_words(pkt.src), addr_words(pkt.dst));
     [
-        w(&pkt.src, 0),
-        w(&pkt.src, 8),
-        w(&pkt.dst, 0),
-        w(&pkt.dst, 8),
+        src[0],
+        src[1],
+        dst[0],
+        dst[1],
         (pkt.sport as u64) << 16 | pkt.dport as u64,
     ]
 }
@@ -244,7 +234,7 @@ fn guarded(dst: &[u8; 16], now: u64) -> bool {
 // Its own BPF function: its stack frame is not added to the others'.
 #[inline(never)]
 fn has_socket(ctx: &XdpContext, pkt: &Facts) -> bool {
-    let (mut tuple, size) = sock_tuple(pkt);
+    let (mut tuple, size) = sock_tuple(pkt.v6 != 0, &pkt.src, &pkt.dst, pkt.sport, pkt.dport);
     let sk = unsafe {
         bpf_skc_lookup_tcp(
             ctx.ctx as *mut c_void,
@@ -263,33 +253,31 @@ fn has_socket(ctx: &XdpContext, pkt: &Facts) -> bool {
 }
 
 /// The lookup tuple of an incoming segment (its source is the remote end), and its size.
+/// Addresses in network byte order (IPv4 in the first 4 bytes), ports in host order. The XDP
+/// stage and the TC program both look sockets up with it.
 #[inline(always)]
-pub fn sock_tuple(pkt: &Facts) -> (bpf_sock_tuple, u32) {
+pub fn sock_tuple(
+    v6: bool,
+    src: &[u8; 16],
+    dst: &[u8; 16],
+    sport: u16,
+    dport: u16,
+) -> (bpf_sock_tuple, u32) {
     let mut t: bpf_sock_tuple = unsafe { core::mem::zeroed() };
     let w = |a: &[u8; 16], i: usize| u32::from_ne_bytes([a[i], a[i + 1], a[i + 2], a[i + 3]]);
-    if pkt.v6 != 0 {
-        let v6 = unsafe { &mut t.__bindgen_anon_1.ipv6 };
-        v6.saddr = [
-            w(&pkt.src, 0),
-            w(&pkt.src, 4),
-            w(&pkt.src, 8),
-            w(&pkt.src, 12),
-        ];
-        v6.daddr = [
-            w(&pkt.dst, 0),
-            w(&pkt.dst, 4),
-            w(&pkt.dst, 8),
-            w(&pkt.dst, 12),
-        ];
-        v6.sport = pkt.sport.to_be();
-        v6.dport = pkt.dport.to_be();
+    if v6 {
+        let t6 = unsafe { &mut t.__bindgen_anon_1.ipv6 };
+        t6.saddr = [w(src, 0), w(src, 4), w(src, 8), w(src, 12)];
+        t6.daddr = [w(dst, 0), w(dst, 4), w(dst, 8), w(dst, 12)];
+        t6.sport = sport.to_be();
+        t6.dport = dport.to_be();
         (t, 36)
     } else {
-        let v4 = unsafe { &mut t.__bindgen_anon_1.ipv4 };
-        v4.saddr = w(&pkt.src, 0);
-        v4.daddr = w(&pkt.dst, 0);
-        v4.sport = pkt.sport.to_be();
-        v4.dport = pkt.dport.to_be();
+        let t4 = unsafe { &mut t.__bindgen_anon_1.ipv4 };
+        t4.saddr = w(src, 0);
+        t4.daddr = w(dst, 0);
+        t4.sport = sport.to_be();
+        t4.dport = dport.to_be();
         (t, 12)
     }
 }

@@ -8,7 +8,7 @@
 use core::{ffi::c_void, mem::size_of};
 
 use aya_ebpf::{
-    bindings::{__sk_buff, BPF_F_CURRENT_NETNS, bpf_sock_tuple},
+    bindings::{__sk_buff, BPF_F_CURRENT_NETNS},
     helpers::{bpf_ktime_get_ns, bpf_sk_release, bpf_skc_lookup_tcp, bpf_skc_to_tcp_sock},
     programs::TcContext,
 };
@@ -18,7 +18,7 @@ use filter_common::{
 
 use crate::{
     maps::{CONFIG, PORT_FLAGS, SYNGUARD_SECRET, SYNGUARD_STATS},
-    synguard::{TCP_LISTEN, dst_protected, is_ack},
+    synguard::{TCP_LISTEN, dst_protected, is_ack, sock_tuple},
 };
 
 /// `struct bpf_tcp_req_attrs` (include/net/tcp.h): what the request socket is built from.
@@ -175,33 +175,7 @@ pub fn handshake(ctx: &TcContext) {
         return;
     };
 
-    let mut tuple: bpf_sock_tuple = unsafe { core::mem::zeroed() };
-    let w = |a: &[u8; 16], i: usize| u32::from_ne_bytes([a[i], a[i + 1], a[i + 2], a[i + 3]]);
-    let size = if seg.v6 {
-        let t = unsafe { &mut tuple.__bindgen_anon_1.ipv6 };
-        t.saddr = [
-            w(&seg.src, 0),
-            w(&seg.src, 4),
-            w(&seg.src, 8),
-            w(&seg.src, 12),
-        ];
-        t.daddr = [
-            w(&seg.dst, 0),
-            w(&seg.dst, 4),
-            w(&seg.dst, 8),
-            w(&seg.dst, 12),
-        ];
-        t.sport = seg.sport.to_be();
-        t.dport = seg.dport.to_be();
-        36
-    } else {
-        let t = unsafe { &mut tuple.__bindgen_anon_1.ipv4 };
-        t.saddr = w(&seg.src, 0);
-        t.daddr = w(&seg.dst, 0);
-        t.sport = seg.sport.to_be();
-        t.dport = seg.dport.to_be();
-        12
-    };
+    let (mut tuple, size) = sock_tuple(seg.v6, &seg.src, &seg.dst, seg.sport, seg.dport);
     let skb = ctx.skb.skb;
     let skc = unsafe {
         bpf_skc_lookup_tcp(
