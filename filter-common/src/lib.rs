@@ -9,12 +9,14 @@
 
 use core::mem::size_of;
 
+pub mod auto;
 pub mod defence;
 pub mod rate;
 pub mod sample;
 pub mod sanity;
 pub mod synguard;
 
+pub use auto::*;
 pub use defence::*;
 pub use sample::*;
 pub use synguard::*;

@@ -50,6 +50,9 @@ pub struct FileConfig {
     /// Settings of `floodgate run` (the daemon); `floodgate apply` ignores them.
     #[serde(default, skip_serializing)]
     pub daemon: Option<DaemonFile>,
+    /// `[auto]`: automatic mitigation, run by the daemon; `floodgate apply` ignores it.
+    #[serde(default, skip_serializing)]
+    pub auto: Option<Spanned<crate::auto::settings::AutoFile>>,
 }
 
 /// `[daemon]`: how `floodgate run` runs. Every field has a default.
@@ -182,7 +185,7 @@ fn at_least_one<'de, D: Deserializer<'de>>(d: D) -> Result<usize, D::Error> {
 }
 
 /// Durations as humantime text ("30s", "1h30m") in the file.
-mod humantime_serde_compat {
+pub(crate) mod humantime_serde_compat {
     use std::time::Duration;
 
     use serde::{Deserialize, Deserializer, Serializer, de::Error as _};
@@ -477,6 +480,8 @@ impl std::error::Error for ConfigError {}
 pub struct Desired {
     /// `[daemon]`, defaults filled in.
     pub daemon: DaemonFile,
+    /// `[auto]`, checked; off with no groups when the file has none.
+    pub auto: crate::auto::settings::AutoConfig,
     pub settings: Settings,
     /// `None`: leave that list alone.
     pub block: Option<Vec<Item>>,
@@ -589,8 +594,16 @@ fn to_desired(file: FileConfig, text: &str) -> Result<Desired, String> {
             ));
         }
     }
+    let auto = match &file.auto {
+        Some(a) => a
+            .get_ref()
+            .check()
+            .map_err(|e| format!("line {}: {}", line_of(text, a.span().start), e.0))?,
+        None => crate::auto::settings::AutoConfig::default(),
+    };
     Ok(Desired {
         daemon,
+        auto,
         settings: Settings {
             mode: file.mode.unwrap_or_default(),
             sanity,
@@ -675,9 +688,12 @@ pub fn render(s: &Settings, block: Option<Vec<Entry>>, allow: Option<Vec<Entry>>
                 .map(Prefix)
                 .collect(),
         }),
+        // Automatic rules are the daemon's, not configuration: a file that named them would
+        // give them to the operator.
         rules: s
             .rules
             .iter()
+            .filter(|r| !crate::auto::settings::is_auto_rule(r.id))
             .map(|r| Spanned::new(0..0, r.to_text()))
             .collect(),
         limits: s
@@ -696,6 +712,7 @@ pub fn render(s: &Settings, block: Option<Vec<Entry>>, allow: Option<Vec<Entry>>
             allow: allow.map(list_items),
         }),
         daemon: None,
+        auto: None,
     };
     let body = toml::to_string_pretty(&file).unwrap_or_else(|e| format!("# cannot render: {e}\n"));
     format!(

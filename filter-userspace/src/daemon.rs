@@ -380,6 +380,7 @@ pub fn run(opts: Options) -> anyhow::Result<()> {
         None => {
             let desired = Desired {
                 daemon: DaemonFile::default(),
+                auto: Default::default(),
                 settings: Default::default(),
                 block: None,
                 allow: None,

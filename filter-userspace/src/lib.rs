@@ -8,6 +8,7 @@
 
 pub mod api;
 pub mod attack;
+pub mod auto;
 pub mod batch;
 pub mod capture;
 pub mod cli;

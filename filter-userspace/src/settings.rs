@@ -395,6 +395,15 @@ impl RuleText {
     /// name the rule's fields as `spelling` writes them.
     pub fn to_spec(&self, id: u32, spelling: Spelling) -> Result<RuleSpec, Invalid> {
         let k = |key: &str| spelling.key(key);
+        if let Some(n) = self.id {
+            if crate::auto::settings::is_auto_rule(n) {
+                return invalid(format!(
+                    "{} {n}: ids from {} on are automatic mitigation's",
+                    k("id"),
+                    crate::auto::settings::AUTO_RULE_ID_MIN
+                ));
+            }
+        }
         let mut family = self.family.as_deref().map(Family::from_str).transpose()?;
         let proto = self.proto.as_deref().map(parse_proto).transpose()?;
         let src = self
@@ -875,6 +884,29 @@ pub struct Settings {
     pub rules: Vec<RuleSpec>,
     pub limits: BTreeMap<Class, LimitSpec>,
     pub synguard: Synguard,
+}
+
+impl Settings {
+    /// The id for a new operator rule: after the highest operator rule (automatic rules are
+    /// numbered apart, see [`crate::auto::settings::AUTO_RULE_ID_MIN`]).
+    pub fn next_rule_id(&self) -> u32 {
+        self.rules
+            .iter()
+            .map(|r| r.id)
+            .filter(|&id| !crate::auto::settings::is_auto_rule(id))
+            .max()
+            .unwrap_or(0)
+            + 1
+    }
+
+    /// Where a new operator rule goes "at the end": before the automatic rules, which stay
+    /// last so that an operator's rule always wins over one the daemon made.
+    pub fn operator_end(&self) -> usize {
+        self.rules
+            .iter()
+            .position(|r| crate::auto::settings::is_auto_rule(r.id))
+            .unwrap_or(self.rules.len())
+    }
 }
 
 pub fn parse_class(s: &str) -> Result<Class, Invalid> {

@@ -98,7 +98,18 @@ impl State {
                     .replace(kind, SOURCE_CONFIG, items, &mut |_, _| {})?;
             }
         }
-        self.write_settings(&desired.settings)
+        // The file's rules, then the automatic rules running now (the daemon's, not the
+        // file's: a reload must not lift a mitigation in the middle of an attack).
+        let mut settings = desired.settings.clone();
+        let room = (filter_common::RULES_MAX as usize).saturating_sub(settings.rules.len());
+        settings.rules.extend(
+            self.settings()?
+                .rules
+                .into_iter()
+                .filter(|r| crate::auto::settings::is_auto_rule(r.id))
+                .take(room),
+        );
+        self.write_settings(&settings)
     }
 
     /// After an attach: when the SYN guard completes through netfilter SYNPROXY, put its

@@ -72,7 +72,7 @@ pub fn rule(pin: &PinDir, cmd: RuleCommand) -> anyhow::Result<()> {
         RuleCommand::Add(a) => {
             let mut state = State::open(pin, Access::Write)?;
             let (id, at) = state.update_settings(|s| {
-                let id = s.rules.iter().map(|r| r.id).max().unwrap_or(0) + 1;
+                let id = s.next_rule_id();
                 let spec = a.rule.to_spec(id, Spelling::Cli)?;
                 let at = match a.before {
                     Some(b) => s
@@ -80,7 +80,7 @@ pub fn rule(pin: &PinDir, cmd: RuleCommand) -> anyhow::Result<()> {
                         .iter()
                         .position(|r| r.id == b)
                         .ok_or(Error::NoSuchRule { id: b })?,
-                    None => s.rules.len(),
+                    None => s.operator_end(),
                 };
                 s.rules.insert(at, spec);
                 Ok::<_, Error>((id, at))
