@@ -148,8 +148,13 @@ pub struct Config {
     pub sample: u32,
     /// Bytes of each sampled packet copied (1..=[`crate::SAMPLE_BYTES_MAX`]; 0: the default).
     pub sample_snaplen: u32,
+    /// Automatic mitigation, a [`crate::auto_mode`] value: non-zero, packets to the host
+    /// groups' destinations are counted (and sampled) on arrival.
+    pub auto: u32,
+    /// 1 in this many packets to a host group's destination go to `AUTO_SAMPLES`; 0: none.
+    pub auto_sample: u32,
 }
-const _: () = assert!(size_of::<Config>() == 48 + 48 * CLASS_COUNT);
+const _: () = assert!(size_of::<Config>() == 56 + 48 * CLASS_COUNT);
 
 impl Config {
     /// Every defence off (what a zeroed `CONFIG` means to the data plane), with the default
@@ -177,6 +182,8 @@ impl Config {
             synguard_over_pps: 0,
             sample: 0,
             sample_snaplen: 0,
+            auto: 0,
+            auto_sample: 0,
         }
     }
 
@@ -250,6 +257,8 @@ pub mod match_bits {
     pub const TTL: u32 = 1 << 9;
     pub const ICMP_TYPE: u32 = 1 << 10;
     pub const ICMP_CODE: u32 = 1 << 11;
+    /// [`super::Rule::fragment`]: fragments only (1) or unfragmented packets only (0).
+    pub const FRAGMENT: u32 = 1 << 12;
 }
 
 /// One rule of the ordered `RULES` table (two banks of [`RULES_MAX`]). Addresses and masks are
@@ -285,7 +294,9 @@ pub struct Rule {
     pub tcp_flags_value: u8,
     pub icmp_type: u8,
     pub icmp_code: u8,
-    pub _pad: [u8; 5],
+    /// With [`match_bits::FRAGMENT`]: 1 matches fragments (first or later), 0 the rest.
+    pub fragment: u8,
+    pub _pad: [u8; 4],
     /// For [`RULE_LIMIT`]: the aggregate rate of everything the rule matches.
     pub rate: Rate,
     /// The rule's token buckets (data plane state; see [`crate::rate`]).

@@ -290,6 +290,12 @@ pub mod map_names {
     pub const SYNGUARD_STATS: &str = "SYNGUARD_STATS";
     pub const SYNGUARD_RATE: &str = "SYNGUARD_RATE";
     pub const SAMPLES: &str = "SAMPLES";
+    pub const AUTO_GROUPS_V4: &str = "AUTO_GROUPS_V4";
+    pub const AUTO_GROUPS_V6: &str = "AUTO_GROUPS_V6";
+    pub const AUTO_DST: &str = "AUTO_DST";
+    pub const AUTO_SAMPLES: &str = "AUTO_SAMPLES";
+    pub const AUTO_SKIP: &str = "AUTO_SKIP";
+    pub const AUTO_LOST: &str = "AUTO_LOST";
     pub const SAMPLE_RATES: &str = "SAMPLE_RATES";
     pub const SAMPLE_LOST: &str = "SAMPLE_LOST";
 }
@@ -480,6 +486,8 @@ mod pod {
     unsafe impl aya::Pod for super::SourceName {}
     unsafe impl aya::Pod for super::EntryMeta {}
     unsafe impl aya::Pod for super::Config {}
+    unsafe impl aya::Pod for super::AutoKey {}
+    unsafe impl aya::Pod for super::AutoCounters {}
     unsafe impl aya::Pod for super::Rule {}
     unsafe impl aya::Pod for super::SourceKey {}
     unsafe impl aya::Pod for super::SourceState {}

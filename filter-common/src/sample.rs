@@ -15,6 +15,9 @@ pub const SAMPLES_RING_BYTES: u32 = 1 << 22;
 pub mod sample_flags {
     /// The reason matched under dry-run: the packet passed.
     pub const DRY_RUN: u8 = 1 << 0;
+    /// Taken on arrival by automatic mitigation's accounting (`AUTO_SAMPLES`): no verdict yet,
+    /// `reason` 0, `detail` the host group.
+    pub const ARRIVAL: u8 = 1 << 1;
 }
 
 /// One record of the `SAMPLES` ring buffer: this head, then `cap_len` bytes of the packet (of

@@ -9,6 +9,8 @@
 )]
 
 #[cfg(target_arch = "bpf")]
+mod auto;
+#[cfg(target_arch = "bpf")]
 mod bucket;
 #[cfg(target_arch = "bpf")]
 mod decide;
@@ -47,6 +49,7 @@ mod program {
     use filter_common::{Action, Reason, STAGE_SYNGUARD};
 
     use crate::{
+        auto,
         decide::{self, Next},
         facts::{self, Verdict},
         maps, sample, stats, synguard, synguard_tc,
@@ -57,7 +60,12 @@ mod program {
     /// stage that decides it.
     #[xdp]
     pub fn floodgate(ctx: XdpContext) -> u32 {
-        next(&ctx, decide::classify(&ctx), stats::frame_len(&ctx))
+        let bytes = stats::frame_len(&ctx);
+        // Automatic mitigation counts every packet on arrival, whatever is decided next.
+        if maps::CONFIG.get(0).is_some_and(|cfg| cfg.auto != 0) {
+            auto::fg_account(ctx.ctx, bytes as u32);
+        }
+        next(&ctx, decide::classify(&ctx), bytes)
     }
 
     /// The defences stage: rules, reflection preset, rate limits (reached by tail call).

@@ -5,14 +5,16 @@ use aya_ebpf::{
     bindings::{BPF_F_MMAPABLE, BPF_F_NO_PREALLOC},
     macros::map,
     maps::{
-        Array, HashMap, LpmTrie, LruHashMap, PerCpuArray, PerCpuHashMap, ProgramArray, RingBuf,
+        Array, HashMap, LpmTrie, LruHashMap, LruPerCpuHashMap, PerCpuArray, PerCpuHashMap,
+        ProgramArray, RingBuf,
     },
 };
 use filter_common::{
-    AGGREGATE_MAX, ALLOW_EXACT_MAX, ALLOW_PREFIX_MAX, Aggregate, BLOCK_EXACT_MAX, BLOCK_PREFIX_MAX,
-    Config, Counter, EntryMeta, FRONT_LEN, LIST_META_MAX, ListEntry, MetaKey, REFLECT_EXEMPT_MAX,
-    RULES_MAX, Rule, SOURCE_STATE_DEFAULT, SOURCES_MAX, STATS_SLOTS, SYNGUARD_DST_MAX,
-    SYNGUARD_RATE_MAX, SourceKey, SourceName, SourceState, SynRate, SynguardSecret, synguard_stat,
+    AGGREGATE_MAX, ALLOW_EXACT_MAX, ALLOW_PREFIX_MAX, AUTO_DST_MAX, AUTO_GROUPS_MAX, Aggregate,
+    AutoCounters, AutoKey, BLOCK_EXACT_MAX, BLOCK_PREFIX_MAX, Config, Counter, EntryMeta,
+    FRONT_LEN, LIST_META_MAX, ListEntry, MetaKey, REFLECT_EXEMPT_MAX, RULES_MAX, Rule,
+    SOURCE_STATE_DEFAULT, SOURCES_MAX, STATS_SLOTS, SYNGUARD_DST_MAX, SYNGUARD_RATE_MAX, SourceKey,
+    SourceName, SourceState, SynRate, SynguardSecret, synguard_stat,
 };
 
 /// Packets and bytes per reason (enforced row, then dry-run row), per CPU; written at the
@@ -174,3 +176,28 @@ pub static SAMPLE_SKIP: PerCpuArray<u32> = PerCpuArray::with_max_entries(STATS_S
 /// Per CPU: what decided the packet being handled (see `sample::note`). Data plane only.
 #[map(name = "SAMPLE_DETAIL")]
 pub static SAMPLE_DETAIL: PerCpuArray<u32> = PerCpuArray::with_max_entries(1, 0);
+
+/// Automatic mitigation's host groups: destination prefix -> group index; written by the
+/// daemon from `[[auto.groups]]`.
+#[map(name = "AUTO_GROUPS_V4")]
+pub static AUTO_GROUPS_V4: LpmTrie<[u8; 4], u32> = LpmTrie::pinned(AUTO_GROUPS_MAX, 0);
+#[map(name = "AUTO_GROUPS_V6")]
+pub static AUTO_GROUPS_V6: LpmTrie<[u8; 16], u32> = LpmTrie::pinned(AUTO_GROUPS_MAX, 0);
+
+/// Per destination of a host group, per class: packets and bytes on arrival (`fg_account`);
+/// read by the daemon's detector.
+#[map(name = "AUTO_DST")]
+pub static AUTO_DST: LruPerCpuHashMap<AutoKey, AutoCounters> =
+    LruPerCpuHashMap::pinned(AUTO_DST_MAX, 0);
+
+/// Arrival samples of packets to host groups' destinations, for the detector's fingerprints.
+#[map(name = "AUTO_SAMPLES")]
+pub static AUTO_SAMPLES: RingBuf = RingBuf::pinned(filter_common::AUTO_SAMPLES_RING_BYTES, 0);
+
+/// `fg_account`'s per-CPU sampling countdown (not pinned: a new load may start afresh).
+#[map(name = "AUTO_SKIP")]
+pub static AUTO_SKIP: PerCpuArray<u32> = PerCpuArray::with_max_entries(1, 0);
+
+/// Arrival samples lost to a full `AUTO_SAMPLES`, per CPU.
+#[map(name = "AUTO_LOST")]
+pub static AUTO_LOST: PerCpuArray<u64> = PerCpuArray::pinned(1, 0);

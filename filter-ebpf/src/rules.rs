@@ -52,7 +52,8 @@ struct Scan {
     dport: u16,
     /// Out: what the first matching dry-run rule would have done (`DRY_*`).
     dry: u8,
-    _pad: [u8; 3],
+    fragmented: u8,
+    _pad: [u8; 2],
     /// Out: the id of the rule that decided, and of the first matching dry-run rule.
     decided_id: u32,
     dry_id: u32,
@@ -90,7 +91,8 @@ pub fn evaluate(cfg: &Config, pkt: &Facts) -> Outcome {
         sport: pkt.sport,
         dport: pkt.dport,
         dry: DRY_NONE,
-        _pad: [0; 3],
+        fragmented: pkt.fragmented,
+        _pad: [0; 2],
         decided_id: 0,
         dry_id: 0,
     };
@@ -228,6 +230,9 @@ fn matches(r: &Rule, p: &Scan) -> bool {
         }
     }
     if m & match_bits::TTL != 0 && (p.ttl < r.ttl_lo || p.ttl > r.ttl_hi) {
+        return false;
+    }
+    if m & match_bits::FRAGMENT != 0 && (p.fragmented != 0) != (r.fragment != 0) {
         return false;
     }
     true

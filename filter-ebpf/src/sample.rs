@@ -10,6 +10,7 @@
 use aya_ebpf::{
     bindings::{BPF_RB_AVAIL_DATA, BPF_RB_FORCE_WAKEUP, BPF_RB_NO_WAKEUP, xdp_md},
     helpers::{bpf_get_prandom_u32, bpf_ktime_get_ns, bpf_xdp_load_bytes},
+    maps::RingBuf,
 };
 use filter_common::{
     Reason, SAMPLE_BYTES_MAX, SAMPLE_SNAPLEN_DEFAULT, SAMPLES_RING_BYTES, Sample, SampleHead,
@@ -40,30 +41,14 @@ pub extern "C" fn fg_sample(ctx: *mut xdp_md, slot: u32, bytes: u32) -> i32 {
     if rate == 0 {
         return 0;
     }
-    // 1 in `rate` on average, without a random draw per packet: a per-CPU countdown, reset
-    // to a random gap of 1..=2*rate-1 when it runs out (so periodic traffic cannot alias).
     if rate > 1 {
         let Some(skip) = SAMPLE_SKIP.get_ptr_mut(slot) else {
             return 0;
         };
-        unsafe {
-            if *skip > 1 {
-                *skip -= 1;
-                return 0;
-            }
-            *skip = 1 + bpf_get_prandom_u32() % (2 * rate - 1);
+        if !drawn(skip, rate) {
+            return 0;
         }
     }
-    let snaplen = match CONFIG.get(0) {
-        Some(cfg) if cfg.sample_snaplen != 0 => cfg.sample_snaplen,
-        _ => SAMPLE_SNAPLEN_DEFAULT,
-    };
-    let Some(mut entry) = SAMPLES.reserve::<Sample>(0) else {
-        if let Some(lost) = SAMPLE_LOST.get_ptr_mut(slot) {
-            unsafe { *lost += 1 };
-        }
-        return 0;
-    };
     let reason_count = filter_common::REASON_COUNT as u32;
     let reason = slot % reason_count;
     let detail = if reason == Reason::Blocklist as u32
@@ -74,6 +59,54 @@ pub extern "C" fn fg_sample(ctx: *mut xdp_md, slot: u32, bytes: u32) -> i32 {
     } else {
         0
     };
+    let flags = if slot >= reason_count {
+        sample_flags::DRY_RUN
+    } else {
+        0
+    };
+    if record(&SAMPLES, ctx, bytes, reason as u8, flags, rate, detail) {
+        1
+    } else {
+        if let Some(lost) = SAMPLE_LOST.get_ptr_mut(slot) {
+            unsafe { *lost += 1 };
+        }
+        0
+    }
+}
+
+/// 1 in `rate` on average, without a random draw per packet: a per-CPU countdown at `skip`,
+/// reset to a random gap of 1..=2*rate-1 when it runs out (so periodic traffic cannot alias).
+#[inline(always)]
+pub fn drawn(skip: *mut u32, rate: u32) -> bool {
+    unsafe {
+        if *skip > 1 {
+            *skip -= 1;
+            return false;
+        }
+        *skip = 1 + bpf_get_prandom_u32() % (2 * rate - 1);
+    }
+    true
+}
+
+/// Write one sample record of the packet (`bytes` long as it came in) to `ring`; false when
+/// the ring is full. Shared by [`fg_sample`] and `auto::fg_account`.
+#[inline(always)]
+pub fn record(
+    ring: &RingBuf,
+    ctx: *mut xdp_md,
+    bytes: u32,
+    reason: u8,
+    flags: u8,
+    rate: u32,
+    detail: u32,
+) -> bool {
+    let snaplen = match CONFIG.get(0) {
+        Some(cfg) if cfg.sample_snaplen != 0 => cfg.sample_snaplen,
+        _ => SAMPLE_SNAPLEN_DEFAULT,
+    };
+    let Some(mut entry) = ring.reserve::<Sample>(0) else {
+        return false;
+    };
     let cap = bytes.min(snaplen).min(SAMPLE_BYTES_MAX as u32);
     let s = entry.as_mut_ptr();
     unsafe {
@@ -82,12 +115,8 @@ pub extern "C" fn fg_sample(ctx: *mut xdp_md, slot: u32, bytes: u32) -> i32 {
             frame_len: bytes,
             cap_len: 0,
             ifindex: (*ctx).ingress_ifindex,
-            reason: reason as u8,
-            flags: if slot >= reason_count {
-                sample_flags::DRY_RUN
-            } else {
-                0
-            },
+            reason,
+            flags,
             _pad: [0; 2],
             rate,
             detail,
@@ -100,11 +129,11 @@ pub extern "C" fn fg_sample(ctx: *mut xdp_md, slot: u32, bytes: u32) -> i32 {
     }
     // No wakeup per record (it costs the sender hundreds of ns): the reader polls with a
     // timeout, and is woken once the ring is a quarter full.
-    let flags = if SAMPLES.query(BPF_RB_AVAIL_DATA as u64) >= (SAMPLES_RING_BYTES / 4) as u64 {
+    let flags = if ring.query(BPF_RB_AVAIL_DATA as u64) >= (SAMPLES_RING_BYTES / 4) as u64 {
         BPF_RB_FORCE_WAKEUP
     } else {
         BPF_RB_NO_WAKEUP
     };
     entry.submit(flags as u64);
-    1
+    true
 }

@@ -53,6 +53,7 @@ pub fn router(shared: Arc<Shared>, max_body: usize) -> Router {
         .route("/v1/stats", get(stats))
         .route("/v1/sources", get(sources))
         .route("/v1/top", get(top))
+        .route("/v1/attacks", get(attacks))
         .route("/healthz", get(healthz))
         .route("/metrics", get(metrics))
         .fallback(not_found)
@@ -547,6 +548,45 @@ struct TopQuery {
 /// What `floodgate top --json --once` prints: the daemon samples for `interval` (default 1s,
 /// at most 10s), 1 in `sample` packets (default 100), and answers `rows` rows per table
 /// (default 10, at most 100).
+/// `GET /v1/attacks`: automatic mitigation: the mode, the host groups, the attacks going on
+/// with their mitigations, and the last events (the audit log's).
+async fn attacks(AxState(sh): Sh) -> Response {
+    let cfg = sh.runtime().auto.clone();
+    let mode = crate::auto::kernel::AutoMaps::open(&sh.pin)
+        .and_then(|m| m.mode())
+        .unwrap_or(cfg.mode);
+    let (attacks, events, totals) = {
+        let m = sh.auto.manager();
+        (m.attacks(), m.recent_events(), m.totals.clone())
+    };
+    let groups: Vec<Value> = cfg
+        .groups
+        .iter()
+        .map(|g| {
+            let thresholds: serde_json::Map<String, Value> = filter_common::AUTO_CLASSES
+                .iter()
+                .filter_map(|c| {
+                    g.threshold(*c)
+                        .map(|t| (c.name().to_string(), json!(t.to_string())))
+                })
+                .collect();
+            json!({
+                "name": g.name,
+                "prefixes": g.prefixes.iter().map(|p| p.to_string()).collect::<Vec<_>>(),
+                "thresholds": thresholds,
+            })
+        })
+        .collect();
+    axum::Json(json!({
+        "mode": filter_common::auto_mode::name(mode),
+        "groups": groups,
+        "attacks": attacks,
+        "events": events,
+        "totals": totals,
+    }))
+    .into_response()
+}
+
 async fn top(AxState(sh): Sh, q: Result<Query<TopQuery>, QueryRejection>) -> Response {
     let q = match q {
         Ok(Query(q)) => q,
@@ -626,7 +666,7 @@ async fn healthz(AxState(sh): Sh) -> Response {
 
 async fn metrics(AxState(sh): Sh) -> Response {
     let r = blocking(&sh, |sh| {
-        crate::metrics::render(&sh.state(), &sh.metrics).map_err(from_error)
+        crate::metrics::render(&sh.state(), &sh.metrics, &sh.auto.metrics).map_err(from_error)
     })
     .await;
     match r {

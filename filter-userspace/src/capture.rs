@@ -26,7 +26,7 @@ use crate::{
     sys::StateLock,
 };
 
-fn pinned(pin: &PinDir, name: &str) -> Result<MapData> {
+pub(crate) fn pinned(pin: &PinDir, name: &str) -> Result<MapData> {
     let path = pin.maps().join(name);
     if !path.exists() {
         return Err(Error::NoState {
@@ -39,7 +39,7 @@ fn pinned(pin: &PinDir, name: &str) -> Result<MapData> {
     })
 }
 
-fn map_err(what: &str) -> impl Fn(aya::maps::MapError) -> Error + '_ {
+pub(crate) fn map_err(what: &str) -> impl Fn(aya::maps::MapError) -> Error + '_ {
     move |e| Error::Io {
         context: what.to_string(),
         source: std::io::Error::other(e),
@@ -258,8 +258,13 @@ pub struct Reader {
 
 impl Reader {
     pub fn open(pin: &PinDir) -> Result<Reader> {
-        let ring = RingBuf::try_from(Map::RingBuf(pinned(pin, map_names::SAMPLES)?))
-            .map_err(map_err("opening SAMPLES"))?;
+        Reader::open_ring(pin, map_names::SAMPLES)
+    }
+
+    /// A reader of another ring of sample records (`AUTO_SAMPLES`).
+    pub fn open_ring(pin: &PinDir, name: &str) -> Result<Reader> {
+        let ring = RingBuf::try_from(Map::RingBuf(pinned(pin, name)?))
+            .map_err(|e| map_err(&format!("opening {name}"))(e))?;
         Ok(Reader { ring })
     }
 

@@ -50,6 +50,8 @@ pub struct Runtime {
     pub daemon: DaemonFile,
     /// The API token (from `daemon.token_file`); None: writes are refused.
     pub token: Option<String>,
+    /// `[auto]`, checked.
+    pub auto: crate::auto::settings::AutoConfig,
     /// Hash of the file's bytes last applied (or rejected): a change is a new hash. None: the
     /// daemon started without a file, so the file's appearing is a change.
     file_hash: Option<u64>,
@@ -68,6 +70,8 @@ pub struct Shared {
     pub started: Instant,
     /// Bumped by every change made through the daemon (the snapshot writer watches it).
     changes: AtomicU64,
+    /// Automatic mitigation's detector and metrics.
+    pub auto: crate::auto::run::Auto,
 }
 
 impl Shared {
@@ -458,6 +462,7 @@ async fn serve(
     // Without a file there is nothing to apply: the defences and lists stay as they are.
     if file_hash.is_some() {
         state.apply(&desired)?;
+        crate::auto::run::apply(&state, &pin, &desired.auto)?;
         warn_synguard(&desired.settings);
     }
     attach_configured(&mut state, &pin, &[], &d)?;
@@ -488,6 +493,7 @@ async fn serve(
         runtime: RwLock::new(Runtime {
             daemon: d.clone(),
             token,
+            auto: desired.auto.clone(),
             file_hash,
         }),
         metrics: DaemonMetrics::default(),
@@ -495,6 +501,7 @@ async fn serve(
         config_path: opts.config.clone(),
         started: Instant::now(),
         changes: AtomicU64::new(1),
+        auto: Default::default(),
     });
     info!(event = "started", version = env!("CARGO_PKG_VERSION"), listen = %d.listen,
           config = %opts.config.display(), interfaces = ?d.interfaces, open_files,
@@ -508,6 +515,7 @@ async fn serve(
     tokio::spawn(snapshotter(shared.clone()));
     tokio::spawn(attack_monitor(shared.clone()));
     tokio::spawn(top_sampler(shared.clone()));
+    tokio::spawn(crate::auto::run::task(shared.clone()));
     tokio::spawn(config_watcher(shared.clone()));
 
     let mut term = signal(SignalKind::terminate())?;
@@ -617,6 +625,7 @@ pub fn reload(sh: &Shared, why: &str) {
     let result = check_interfaces(&desired.daemon).and_then(|()| {
         sh.write(|state| {
             state.apply(&desired)?;
+            crate::auto::run::apply(state, &sh.pin, &desired.auto)?;
             attach_configured(state, &sh.pin, &old.interfaces, &desired.daemon)
         })
     });
@@ -654,6 +663,7 @@ pub fn reload(sh: &Shared, why: &str) {
     }
     rt.daemon = desired.daemon;
     rt.token = token;
+    rt.auto = desired.auto.clone();
     sh.metrics.reloads.with_label_values(&["applied"]).inc();
     let s = &desired.settings;
     info!(

@@ -229,6 +229,10 @@ pub fn to_rule(spec: &RuleSpec) -> Rule {
         m |= match_bits::ICMP_CODE;
         r.icmp_code = c;
     }
+    if let Some(f) = spec.fragment {
+        m |= match_bits::FRAGMENT;
+        r.fragment = f as u8;
+    }
     r.matches = m;
     match spec.action {
         RuleAction::Drop => r.action = RULE_DROP,
@@ -273,6 +277,7 @@ pub fn from_rule(r: &Rule) -> RuleSpec {
         ttl: has(match_bits::TTL).then_some((r.ttl_lo, r.ttl_hi)),
         icmp_type: has(match_bits::ICMP_TYPE).then_some(r.icmp_type),
         icmp_code: has(match_bits::ICMP_CODE).then_some(r.icmp_code),
+        fragment: has(match_bits::FRAGMENT).then_some(r.fragment != 0),
         action: match r.action {
             RULE_PASS => RuleAction::Pass,
             RULE_LIMIT => RuleAction::Limit(RateSpec {

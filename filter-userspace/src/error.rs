@@ -128,6 +128,12 @@ pub enum Error {
     #[error("SYN guard, netfilter SYNPROXY: {context}: {message}")]
     Nft { context: String, message: String },
 
+    #[error(
+        "no host groups: define [[auto.groups]] in the daemon's configuration file \
+         (see README \"Automatic mitigation\") and start or reload `floodgate run`"
+    )]
+    AutoNoGroups,
+
     #[error("no rule with id {id} (see `floodgate rule list`)")]
     NoSuchRule { id: u32 },
 

@@ -136,7 +136,11 @@ fn synguard_families(state: &State, syn_acks: u64) -> Result<Vec<Box<dyn Collect
 }
 
 /// One scrape: every family filled from the kernel's maps, then encoded.
-pub fn render(state: &State, daemon: &DaemonMetrics) -> Result<String> {
+pub fn render(
+    state: &State,
+    daemon: &DaemonMetrics,
+    auto: &crate::auto::run::AutoMetrics,
+) -> Result<String> {
     let registry = Registry::new();
     let packets = counter(
         "floodgate_packets_total",
@@ -266,6 +270,7 @@ pub fn render(state: &State, daemon: &DaemonMetrics) -> Result<String> {
         Box::new(daemon.top_dst_ports.clone()),
     ];
     families.extend(synguard_families(state, syn_acks)?);
+    families.extend(auto.families());
     for f in families {
         registry.register(f).expect("metric names are unique");
     }

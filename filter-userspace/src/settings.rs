@@ -308,6 +308,8 @@ pub struct RuleSpec {
     pub ttl: Option<(u8, u8)>,
     pub icmp_type: Option<u8>,
     pub icmp_code: Option<u8>,
+    /// Some(true): fragments only (first or later); Some(false): unfragmented packets only.
+    pub fragment: Option<bool>,
     pub action: RuleAction,
     pub dry_run: bool,
     pub comment: Option<String>,
@@ -365,6 +367,10 @@ pub struct RuleText {
     #[arg(long)]
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub icmp_code: Option<u8>,
+    /// true: match IP fragments only (first or later); false: unfragmented packets only.
+    #[arg(long, value_name = "true|false")]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub fragment: Option<bool>,
     /// What a match does: drop, pass (accept, skip later defences) or limit (needs --pps/--bps).
     #[arg(long)]
     pub action: String,
@@ -539,6 +545,7 @@ impl RuleText {
             ttl,
             icmp_type: self.icmp_type,
             icmp_code: self.icmp_code,
+            fragment: self.fragment,
             action,
             dry_run: self.dry_run,
             comment: self.comment.clone(),
@@ -578,6 +585,7 @@ impl RuleSpec {
             ttl: self.ttl.map(show_range),
             icmp_type: self.icmp_type,
             icmp_code: self.icmp_code,
+            fragment: self.fragment,
             action: action.into(),
             pps,
             bps,
@@ -606,6 +614,7 @@ impl RuleSpec {
         push("ttl", &t.ttl);
         push("icmp-type", &t.icmp_type.map(|v| v.to_string()));
         push("icmp-code", &t.icmp_code.map(|v| v.to_string()));
+        push("fragment", &t.fragment.map(|v| v.to_string()));
         if parts.is_empty() {
             parts.push("any".into());
         }

@@ -16,7 +16,7 @@ use aya::{
     },
 };
 use floodgate::netlink;
-use floodgate_lab::{ATTACKER_IF, Lab, VICTIM_IF, VICTIM_V4, VICTIM_V6, traffic};
+use floodgate_lab::{ATTACKER_IF, ATTACKER_V4, Lab, VICTIM_IF, VICTIM_V4, VICTIM_V6, traffic};
 use ipnet::{IpNet, Ipv4Net, Ipv6Net};
 
 /// The empty XDP_DROP program (`tests/bench-ebpf/src/floor.rs`), built by tests/build.rs.
@@ -162,7 +162,7 @@ pub fn flood_frame(lab: &Lab, v6: bool, to_victim_mac: bool) -> Vec<u8> {
     let (src, dst): (std::net::IpAddr, std::net::IpAddr) = if v6 {
         (floodgate_lab::ATTACKER_V6.into(), VICTIM_V6.into())
     } else {
-        (floodgate_lab::ATTACKER_V4.into(), VICTIM_V4.into())
+        (ATTACKER_V4.into(), VICTIM_V4.into())
     };
     let payload_len = if v6 { 2 } else { 22 };
     traffic::udp_frame(src_mac, dst_mac, src, dst, 40000, 9, &vec![0; payload_len])
@@ -287,6 +287,103 @@ pub fn map_memlock(fd: &aya::maps::MapFd) -> u64 {
         .and_then(|v| v.trim().parse().ok())
         .context("no memlock in fdinfo")
         .expect("memlock")
+}
+
+/// An NTP-monlist-like reflection flood at the victim until `stop`: UDP from source port 123
+/// of random sources in 198.19.0.0/16 to `dport`, IP length 468, paced to `pps`. Stores the
+/// frames sent in `sent` as it goes; returns them.
+pub fn ntp_reflection_flood(
+    lab: &Lab,
+    dport: u16,
+    stop: &std::sync::atomic::AtomicBool,
+    sent: &std::sync::atomic::AtomicU64,
+    pps: f64,
+) -> u64 {
+    use std::sync::atomic::Ordering;
+    let victim_mac = Lab::mac(&lab.victim, VICTIM_IF).expect("victim MAC");
+    let attacker_mac = Lab::mac(&lab.attacker, ATTACKER_IF).expect("attacker MAC");
+    let payload = vec![0x17u8; 468 - 20 - 8];
+    lab.attacker
+        .run(|| {
+            let tx = traffic::RawSender::open(ATTACKER_IF).expect("raw socket");
+            let mut rng = Rng::new(7);
+            let mut n = 0u64;
+            let started = Instant::now();
+            while !stop.load(Ordering::Relaxed) {
+                if n.is_multiple_of(64) {
+                    let due = Duration::from_secs_f64(n as f64 / pps);
+                    if let Some(wait) = due.checked_sub(started.elapsed()) {
+                        std::thread::sleep(wait);
+                    }
+                }
+                let r = rng.next_u64();
+                let src = Ipv4Addr::new(198, 19, (r >> 8) as u8, r as u8);
+                let frame = traffic::udp_frame(
+                    attacker_mac,
+                    victim_mac,
+                    src.into(),
+                    VICTIM_V4.into(),
+                    123,
+                    dport,
+                    &payload,
+                );
+                if tx.send(&frame).is_ok() {
+                    n += 1;
+                    if n.is_multiple_of(256) {
+                        sent.store(n, Ordering::Relaxed);
+                    }
+                }
+            }
+            sent.store(n, Ordering::Relaxed);
+            n
+        })
+        .expect("flooding from the attacker namespace")
+}
+
+/// A legitimate UDP client: from the attacker's own address to `VICTIM:port`, `pps` datagrams
+/// per second until `stop`; returns how many it sent.
+pub fn udp_client(lab: &Lab, port: u16, stop: &std::sync::atomic::AtomicBool, pps: f64) -> u64 {
+    use std::sync::atomic::Ordering;
+    lab.attacker
+        .run(|| {
+            let sock = std::net::UdpSocket::bind((ATTACKER_V4, 0)).expect("binding the client");
+            let started = Instant::now();
+            let mut n = 0u64;
+            while !stop.load(Ordering::Relaxed) {
+                let due = Duration::from_secs_f64(n as f64 / pps);
+                if let Some(wait) = due.checked_sub(started.elapsed()) {
+                    std::thread::sleep(wait);
+                }
+                let msg = format!("query {n:08} padding-to-a-realistic-size-0123456789");
+                sock.send_to(msg.as_bytes(), (VICTIM_V4, port))
+                    .expect("sending a query");
+                n += 1;
+            }
+            n
+        })
+        .expect("the client in the attacker namespace")
+}
+
+/// Count what arrives on `VICTIM:port` (in the victim namespace) until `stop` and then a
+/// quiet half second.
+pub fn udp_server(lab: &Lab, port: u16, stop: &std::sync::atomic::AtomicBool) -> u64 {
+    use std::sync::atomic::Ordering;
+    lab.victim
+        .run(|| {
+            let sock = std::net::UdpSocket::bind((VICTIM_V4, port)).expect("binding the server");
+            sock.set_read_timeout(Some(Duration::from_millis(500)))
+                .expect("timeout");
+            let mut buf = [0u8; 2048];
+            let mut n = 0u64;
+            loop {
+                match sock.recv_from(&mut buf) {
+                    Ok(_) => n += 1,
+                    Err(_) if stop.load(Ordering::Relaxed) => return n,
+                    Err(_) => {}
+                }
+            }
+        })
+        .expect("the server in the victim namespace")
 }
 
 /// A spoofed SYN flood: SYNs with Linux's options from random sources in 198.19.0.0/16 to the

@@ -8,6 +8,7 @@ use clap::{CommandFactory as _, Parser, Subcommand};
 use crate::{DEFAULT_PIN_DIR, loader::PinDir};
 
 mod attach;
+mod auto;
 mod capture;
 pub mod completions;
 mod config;
@@ -44,6 +45,7 @@ mod top;
   floodgate stats --watch
   floodgate capture --reason blocklist --count 100 -w blocked.pcapng
   floodgate top
+  floodgate auto status
   floodgate run --config /etc/floodgate/floodgate.toml
   floodgate detach --all
   floodgate completions bash > /etc/bash_completion.d/floodgate
@@ -93,6 +95,9 @@ enum Command {
     Synguard(synguard::SynguardCommand),
     Capture(capture::CaptureArgs),
     Top(top::TopArgs),
+    /// Automatic mitigation: detect attacks per protected destination, install rules.
+    #[command(subcommand)]
+    Auto(auto::AutoCommand),
     Mode(defences::ModeArgs),
     Apply(config::ApplyArgs),
     ShowConfig(config::ShowConfigArgs),
@@ -123,6 +128,7 @@ pub fn run() -> anyhow::Result<()> {
         Command::Synguard(c) => synguard::synguard(&pin, c),
         Command::Capture(a) => capture::capture(&pin, a),
         Command::Top(a) => top::top(&pin, a),
+        Command::Auto(c) => auto::auto(&pin, c),
         Command::Mode(a) => defences::mode(&pin, a),
         Command::Apply(a) => config::apply(&pin, a),
         Command::ShowConfig(a) => config::show_config(&pin, a),

@@ -1,0 +1,763 @@
+//! The fingerprint search: from the samples of an attack window and of the destination's
+//! baseline, the most specific rule(s) that cover the attack and spare the baseline, in the
+//! spirit of Cloudflare's dosd.
+//!
+//! How it decides:
+//! - Coverage is measured on the excess: with `m_a` the share of attack-window samples a
+//!   fingerprint matches and `m_b` its share of the baseline, coverage is
+//!   `(m_a - m_b * s) / (1 - s)` for `s` the baseline's share of the current traffic;
+//!   collateral is `m_b` (0 with no baseline samples: nothing to spare was seen).
+//! - Vectors: the attack samples are grouped by protocol, and by source port where one port
+//!   holds at least 30% of a protocol's samples (NTP and DNS reflection at once are two
+//!   vectors); the largest group gets a fingerprint, what it matches is set aside, and so on
+//!   while the attack is not covered, up to `max_fingerprints`.
+//! - Most specific: within a group every dimension that holds almost all of it adds a
+//!   constraint: source prefix (longest holding the group, /8 or /32 at least), source and
+//!   destination port, TCP flags, ICMP type, fragments, and the shortest length and TTL
+//!   ranges holding it (skipped when they span most of the field: they say nothing). Each
+//!   dimension may lose `(1 - coverage) / 7` of the group, so all together stay on target,
+//!   plus the baseline's share (legitimate packets in the attack window are not to be held).
+//! - Spare the baseline: a result matching more than `collateral` of the baseline is not
+//!   found. A TCP SYN fingerprint without a source prefix is never found: a spoofed SYN
+//!   cannot be told from a real one by its headers (the SYN guard is the answer).
+
+use std::{collections::HashMap, net::IpAddr};
+
+use filter_common::proto;
+use ipnet::IpNet;
+
+/// What the search reads from one sampled frame.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Features {
+    pub src: IpAddr,
+    pub dst: IpAddr,
+    pub proto: u8,
+    /// None for non-first fragments and protocols without ports.
+    pub sport: Option<u16>,
+    pub dport: Option<u16>,
+    /// What a rule's `length` compares: the IPv4 total length, or 40 + the IPv6 payload length.
+    pub ip_len: u16,
+    /// TTL or hop limit.
+    pub ttl: u8,
+    pub tcp_flags: Option<u8>,
+    /// Part of a fragmented datagram.
+    pub fragment: bool,
+    pub icmp_type: Option<u8>,
+}
+
+/// Read a sampled Ethernet frame (VLAN tags allowed, possibly cut short by the snap length).
+pub fn features(frame: &[u8]) -> Option<Features> {
+    use etherparse::{LaxNetSlice, LaxSlicedPacket};
+    let p = LaxSlicedPacket::from_ethernet(frame).ok()?;
+    let (src, dst, proto, ip_len, ttl, fragment, first, payload) = match p.net? {
+        LaxNetSlice::Ipv4(ip) => {
+            let h = ip.header();
+            let pl = ip.payload();
+            (
+                IpAddr::V4(h.source_addr()),
+                IpAddr::V4(h.destination_addr()),
+                h.protocol().0,
+                h.total_len(),
+                h.ttl(),
+                pl.fragmented,
+                h.fragments_offset().value() == 0,
+                pl.payload,
+            )
+        }
+        LaxNetSlice::Ipv6(ip) => {
+            let h = ip.header();
+            let pl = ip.payload();
+            (
+                IpAddr::V6(h.source_addr()),
+                IpAddr::V6(h.destination_addr()),
+                pl.ip_number.0,
+                h.payload_length().saturating_add(40),
+                h.hop_limit(),
+                pl.fragmented,
+                !pl.fragmented,
+                pl.payload,
+            )
+        }
+    };
+    let mut f = Features {
+        src,
+        dst,
+        proto,
+        sport: None,
+        dport: None,
+        ip_len,
+        ttl,
+        tcp_flags: None,
+        fragment,
+        icmp_type: None,
+    };
+    if first {
+        let be = |i: usize| {
+            payload
+                .get(i..i + 2)
+                .map(|b| u16::from_be_bytes([b[0], b[1]]))
+        };
+        if proto::has_ports(proto) {
+            f.sport = be(0);
+            f.dport = be(2);
+        }
+        if proto == proto::TCP {
+            f.tcp_flags = payload.get(13).copied();
+        }
+        if proto == proto::ICMP || proto == proto::ICMPV6 {
+            f.icmp_type = payload.first().copied();
+        }
+    }
+    Some(f)
+}
+
+pub struct Params {
+    /// The share of the attack the fingerprints must match.
+    pub coverage: f64,
+    /// The largest share of the baseline they may match.
+    pub collateral: f64,
+    pub max_fingerprints: usize,
+    /// Fewer attack samples than this: no decision.
+    pub min_samples: usize,
+}
+
+impl Default for Params {
+    fn default() -> Self {
+        Params {
+            coverage: 0.95,
+            collateral: 0.001,
+            max_fingerprints: 4,
+            min_samples: 50,
+        }
+    }
+}
+
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct Fingerprint {
+    pub proto: Option<u8>,
+    pub src: Option<IpNet>,
+    pub sport: Option<(u16, u16)>,
+    pub dport: Option<(u16, u16)>,
+    pub length: Option<(u16, u16)>,
+    pub ttl: Option<(u8, u8)>,
+    /// (value, mask)
+    pub tcp_flags: Option<(u8, u8)>,
+    pub fragment: Option<bool>,
+    pub icmp_type: Option<u8>,
+    /// Share of the attack (the excess over the baseline) it matches.
+    pub coverage: f64,
+    /// Share of the baseline it matches.
+    pub collateral: f64,
+}
+
+fn within<T: PartialOrd>(v: T, (lo, hi): (T, T)) -> bool {
+    lo <= v && v <= hi
+}
+
+fn range_text<T: PartialEq + std::fmt::Display>((lo, hi): (T, T)) -> String {
+    if lo == hi {
+        lo.to_string()
+    } else {
+        format!("{lo}-{hi}")
+    }
+}
+
+impl Fingerprint {
+    pub fn matches(&self, f: &Features) -> bool {
+        self.proto.is_none_or(|p| p == f.proto)
+            && self.src.is_none_or(|n| n.contains(&f.src))
+            && self
+                .sport
+                .is_none_or(|r| f.sport.is_some_and(|p| within(p, r)))
+            && self
+                .dport
+                .is_none_or(|r| f.dport.is_some_and(|p| within(p, r)))
+            && self.length.is_none_or(|r| within(f.ip_len, r))
+            && self.ttl.is_none_or(|r| within(f.ttl, r))
+            && self
+                .tcp_flags
+                .is_none_or(|(v, m)| f.tcp_flags.is_some_and(|fl| fl & m == v))
+            && self.fragment.is_none_or(|fr| fr == f.fragment)
+            && self.icmp_type.is_none_or(|t| f.icmp_type == Some(t))
+    }
+
+    /// "udp sport 123 len 468-490 -> 198.18.0.10"
+    pub fn describe(&self, dst: IpAddr) -> String {
+        let mut parts = Vec::new();
+        if let Some(p) = self.proto {
+            parts.push(crate::settings::show_proto(p));
+        }
+        if let Some(n) = self.src {
+            parts.push(format!("src {n}"));
+        }
+        if let Some(r) = self.sport {
+            parts.push(format!("sport {}", range_text(r)));
+        }
+        if let Some(r) = self.dport {
+            parts.push(format!("dport {}", range_text(r)));
+        }
+        if let Some((v, m)) = self.tcp_flags {
+            parts.push(format!(
+                "flags {}",
+                crate::settings::TcpFlags { value: v, mask: m }
+            ));
+        }
+        if let Some(t) = self.icmp_type {
+            parts.push(format!("type {t}"));
+        }
+        if self.fragment == Some(true) {
+            parts.push("fragment".into());
+        }
+        if let Some(r) = self.length {
+            parts.push(format!("len {}", range_text(r)));
+        }
+        if let Some(r) = self.ttl {
+            parts.push(format!("ttl {}", range_text(r)));
+        }
+        if parts.is_empty() {
+            parts.push("any".into());
+        }
+        format!("{} -> {dst}", parts.join(" "))
+    }
+
+    fn is_syn_without_source(&self) -> bool {
+        self.proto == Some(proto::TCP)
+            && self.src.is_none()
+            && self
+                .tcp_flags
+                .is_some_and(|(v, m)| v & 0x02 != 0 && m & 0x10 != 0 && v & 0x10 == 0)
+    }
+}
+
+#[derive(Debug)]
+pub enum Outcome {
+    /// One fingerprint per attack vector; together they cover at least `coverage` of the
+    /// attack and match at most `collateral` of the baseline.
+    Found {
+        fingerprints: Vec<Fingerprint>,
+        coverage: f64,
+        collateral: f64,
+    },
+    /// None reaches the targets: `best` is the closest, `why` says why for the log.
+    NotFound {
+        best: Option<Fingerprint>,
+        why: String,
+    },
+    TooFewSamples {
+        have: usize,
+        need: usize,
+    },
+}
+
+/// The most common value and its count.
+fn mode<T: std::hash::Hash + Eq + Copy>(values: impl Iterator<Item = T>) -> Option<(T, usize)> {
+    let mut counts: HashMap<T, usize> = HashMap::new();
+    for v in values {
+        *counts.entry(v).or_default() += 1;
+    }
+    counts.into_iter().max_by_key(|(_, c)| *c)
+}
+
+/// The shortest interval holding at least `keep` of `values` (sorted in place).
+fn shortest<T: Copy + Ord + Into<u32>>(values: &mut [T], keep: f64) -> Option<(T, T)> {
+    if values.is_empty() {
+        return None;
+    }
+    values.sort_unstable();
+    let n = values.len();
+    let k = ((n as f64 * keep).ceil() as usize).clamp(1, n);
+    (0..=n - k)
+        .map(|i| (values[i], values[i + k - 1]))
+        .min_by_key(|(lo, hi)| (*hi).into() - (*lo).into())
+}
+
+/// The longest prefix (from `min_len` on) holding at least `keep` of the sources.
+fn source_prefix(srcs: &[IpAddr], keep: f64) -> Option<IpNet> {
+    let first = srcs.first()?;
+    let (max_len, min_len) = if first.is_ipv4() { (32, 8) } else { (128, 32) };
+    if srcs.iter().any(|a| a.is_ipv4() != first.is_ipv4()) {
+        return None;
+    }
+    let need = (srcs.len() as f64 * keep).ceil() as usize;
+    let mut len = max_len;
+    while len >= min_len {
+        let (net, count) = mode(
+            srcs.iter()
+                .map(|a| IpNet::new(*a, len).expect("valid length").trunc()),
+        )?;
+        if count >= need {
+            return Some(net);
+        }
+        len -= if first.is_ipv4() { 1 } else { 4 };
+    }
+    None
+}
+
+/// The fingerprint of one vector: every dimension that holds almost all of `group`.
+/// `s`: the baseline's share of the traffic: that part of a group may be left out too.
+fn build(group: &[&Features], slack: f64, s: f64) -> Fingerprint {
+    let n = group.len();
+    let keep = (1.0 - slack) * (1.0 - s);
+    let need = (n as f64 * keep).ceil() as usize;
+    let proto = group[0].proto;
+    let mut fp = Fingerprint {
+        proto: Some(proto),
+        ..Fingerprint::default()
+    };
+    let srcs: Vec<IpAddr> = group.iter().map(|f| f.src).collect();
+    fp.src = source_prefix(&srcs, keep);
+    let exact = |v: Option<(Option<u16>, usize)>| match v {
+        Some((Some(p), c)) if c >= need => Some((p, p)),
+        _ => None,
+    };
+    fp.sport = exact(mode(group.iter().map(|f| f.sport)));
+    fp.dport = exact(mode(group.iter().map(|f| f.dport)));
+    if proto == proto::TCP {
+        if let Some((Some(fl), c)) = mode(group.iter().map(|f| f.tcp_flags.map(|v| v & 0x3f))) {
+            if c >= need {
+                fp.tcp_flags = Some((fl, 0x3f));
+            }
+        }
+    }
+    if proto == proto::ICMP || proto == proto::ICMPV6 {
+        if let Some((Some(t), c)) = mode(group.iter().map(|f| f.icmp_type)) {
+            if c >= need {
+                fp.icmp_type = Some(t);
+            }
+        }
+    }
+    if group.iter().filter(|f| f.fragment).count() >= need {
+        fp.fragment = Some(true);
+    }
+    let mut lens: Vec<u16> = group.iter().map(|f| f.ip_len).collect();
+    if let Some((lo, hi)) = shortest(&mut lens, keep) {
+        if hi - lo <= 1000 {
+            fp.length = Some((lo, hi));
+        }
+    }
+    let mut ttls: Vec<u8> = group.iter().map(|f| f.ttl).collect();
+    if let Some((lo, hi)) = shortest(&mut ttls, keep) {
+        if hi - lo <= 64 {
+            fp.ttl = Some((lo, hi));
+        }
+    }
+    fp
+}
+
+fn share(fps: &[&Fingerprint], set: &[Features]) -> f64 {
+    if set.is_empty() {
+        return 0.0;
+    }
+    set.iter()
+        .filter(|f| fps.iter().any(|fp| fp.matches(f)))
+        .count() as f64
+        / set.len() as f64
+}
+
+fn excess(m_a: f64, m_b: f64, s: f64) -> f64 {
+    ((m_a - m_b * s) / (1.0 - s)).clamp(0.0, 1.0)
+}
+
+pub fn search(
+    attack: &[Features],
+    baseline: &[Features],
+    baseline_share: f64,
+    p: &Params,
+) -> Outcome {
+    if attack.len() < p.min_samples {
+        return Outcome::TooFewSamples {
+            have: attack.len(),
+            need: p.min_samples,
+        };
+    }
+    let s = baseline_share.clamp(0.0, 0.95);
+    let slack = (1.0 - p.coverage) / 7.0;
+    let mut fps: Vec<Fingerprint> = Vec::new();
+    let mut rest: Vec<&Features> = attack.iter().collect();
+    while fps.len() < p.max_fingerprints && !rest.is_empty() {
+        // The vectors of what is left: by protocol, and by a source port holding 30%.
+        let (proto, _) = mode(rest.iter().map(|f| f.proto)).expect("not empty");
+        let of_proto: Vec<&Features> = rest.iter().copied().filter(|f| f.proto == proto).collect();
+        let group: Vec<&Features> = match mode(of_proto.iter().map(|f| f.sport)) {
+            Some((Some(port), c)) if c * 10 >= of_proto.len() * 3 && c < of_proto.len() => of_proto
+                .iter()
+                .copied()
+                .filter(|f| f.sport == Some(port))
+                .collect(),
+            _ => of_proto,
+        };
+        let mut fp = build(&group, slack, s);
+        fp.coverage = excess(share(&[&fp], attack), share(&[&fp], baseline), s);
+        fp.collateral = share(&[&fp], baseline);
+        rest.retain(|f| !fp.matches(f));
+        fps.push(fp);
+        let all: Vec<&Fingerprint> = fps.iter().collect();
+        if excess(share(&all, attack), share(&all, baseline), s) >= p.coverage {
+            break;
+        }
+        // A vector too small to matter is not worth a rule of its own.
+        if (rest.len() as f64) < attack.len() as f64 * (1.0 - p.coverage) {
+            break;
+        }
+    }
+    let all: Vec<&Fingerprint> = fps.iter().collect();
+    let coverage = excess(share(&all, attack), share(&all, baseline), s);
+    let collateral = share(&all, baseline);
+    let best = fps
+        .iter()
+        .max_by(|a, b| a.coverage.total_cmp(&b.coverage))
+        .cloned();
+    if let Some(fp) = fps.iter().find(|f| f.is_syn_without_source()) {
+        return Outcome::NotFound {
+            best: Some(fp.clone()),
+            why: "a spoofed SYN flood cannot be told from real connection attempts by its \
+                  headers: the SYN guard is the answer"
+                .into(),
+        };
+    }
+    if collateral > p.collateral {
+        return Outcome::NotFound {
+            best,
+            why: format!(
+                "the best fingerprint would match {:.2}% of the baseline (at most {:.2}%)",
+                collateral * 100.0,
+                p.collateral * 100.0
+            ),
+        };
+    }
+    if coverage < p.coverage {
+        return Outcome::NotFound {
+            best,
+            why: format!(
+                "the best fingerprints cover {:.1}% of the attack (at least {:.1}%)",
+                coverage * 100.0,
+                p.coverage * 100.0
+            ),
+        };
+    }
+    Outcome::Found {
+        fingerprints: fps,
+        coverage,
+        collateral,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::net::Ipv4Addr;
+
+    use super::*;
+
+    /// A tiny deterministic generator (xorshift64*).
+    struct Rng(u64);
+    impl Rng {
+        fn next(&mut self) -> u64 {
+            self.0 ^= self.0 >> 12;
+            self.0 ^= self.0 << 25;
+            self.0 ^= self.0 >> 27;
+            self.0.wrapping_mul(0x2545_f491_4f6c_dd1d)
+        }
+        fn range(&mut self, lo: u64, hi: u64) -> u64 {
+            lo + self.next() % (hi - lo + 1)
+        }
+    }
+
+    const DST: IpAddr = IpAddr::V4(Ipv4Addr::new(198, 18, 0, 10));
+
+    fn pkt(src: Ipv4Addr, proto: u8, sport: u16, dport: u16, len: u16, ttl: u8) -> Features {
+        Features {
+            src: IpAddr::V4(src),
+            dst: DST,
+            proto,
+            sport: proto::has_ports(proto).then_some(sport),
+            dport: proto::has_ports(proto).then_some(dport),
+            ip_len: len,
+            ttl,
+            tcp_flags: (proto == proto::TCP).then_some(0x02),
+            fragment: false,
+            icmp_type: None,
+        }
+    }
+
+    fn random_src(r: &mut Rng) -> Ipv4Addr {
+        Ipv4Addr::from(r.next() as u32 | 0x0100_0000)
+    }
+
+    /// NTP monlist replies from random reflectors.
+    fn ntp(r: &mut Rng, n: usize) -> Vec<Features> {
+        (0..n)
+            .map(|_| {
+                let s = random_src(r);
+                pkt(
+                    s,
+                    17,
+                    123,
+                    r.range(1024, 65535) as u16,
+                    r.range(468, 490) as u16,
+                    r.range(40, 60) as u8,
+                )
+            })
+            .collect()
+    }
+
+    /// Clients of a DNS-like service on udp/53.
+    fn dns_clients(r: &mut Rng, n: usize) -> Vec<Features> {
+        (0..n)
+            .map(|i| {
+                let s = Ipv4Addr::new(198, 51, 100, (i % 200) as u8);
+                pkt(
+                    s,
+                    17,
+                    r.range(1024, 65535) as u16,
+                    53,
+                    r.range(60, 90) as u16,
+                    r.range(50, 64) as u8,
+                )
+            })
+            .collect()
+    }
+
+    fn found(o: Outcome) -> (Vec<Fingerprint>, f64, f64) {
+        match o {
+            Outcome::Found {
+                fingerprints,
+                coverage,
+                collateral,
+            } => (fingerprints, coverage, collateral),
+            other => panic!("no fingerprint: {other:?}"),
+        }
+    }
+
+    fn with_baseline(mut attack: Vec<Features>, baseline: &[Features], n: usize) -> Vec<Features> {
+        attack.extend(baseline.iter().take(n).cloned());
+        attack
+    }
+
+    #[test]
+    fn ntp_reflection_against_dns_clients() {
+        let r = &mut Rng(1);
+        let base = dns_clients(r, 2000);
+        let attack = with_baseline(ntp(r, 3000), &base, 30);
+        let (fps, cov, col) = found(search(&attack, &base, 0.01, &Params::default()));
+        assert_eq!(fps.len(), 1, "{fps:?}");
+        let fp = &fps[0];
+        assert_eq!(fp.proto, Some(17));
+        assert_eq!(fp.sport, Some((123, 123)));
+        assert_eq!(fp.dport, None, "random destination ports say nothing");
+        assert!(
+            fp.length.is_some_and(|(lo, hi)| lo >= 468 && hi <= 490),
+            "{fp:?}"
+        );
+        assert!(cov >= 0.95 && col == 0.0, "{cov} {col}");
+        assert!(
+            fp.describe(DST).starts_with("udp sport 123 len"),
+            "{}",
+            fp.describe(DST)
+        );
+    }
+
+    #[test]
+    fn legitimate_ntp_in_the_baseline_is_spared_by_length() {
+        let r = &mut Rng(2);
+        // Real NTP replies: sport 123, 76 bytes.
+        let base: Vec<Features> = (0..2000)
+            .map(|_| pkt(Ipv4Addr::new(192, 0, 2, 1), 17, 123, 40000, 76, 55))
+            .collect();
+        let attack = with_baseline(ntp(r, 3000), &base, 30);
+        let (fps, _, col) = found(search(&attack, &base, 0.01, &Params::default()));
+        assert!(fps[0].length.is_some_and(|(lo, _)| lo > 76), "{fps:?}");
+        assert_eq!(col, 0.0);
+    }
+
+    #[test]
+    fn memcached_reflection_to_a_quic_port_is_not_just_the_port() {
+        let r = &mut Rng(3);
+        let base: Vec<Features> = (0..2000)
+            .map(|_| {
+                let s = random_src(r);
+                pkt(
+                    s,
+                    17,
+                    r.range(1024, 65535) as u16,
+                    443,
+                    r.range(1200, 1350) as u16,
+                    57,
+                )
+            })
+            .collect();
+        let attack: Vec<Features> = (0..3000)
+            .map(|_| {
+                let s = random_src(r);
+                pkt(s, 17, 11211, 443, 1428, r.range(30, 60) as u8)
+            })
+            .collect();
+        let attack = with_baseline(attack, &base, 60);
+        let (fps, _, col) = found(search(&attack, &base, 0.02, &Params::default()));
+        assert_eq!(fps[0].sport, Some((11211, 11211)), "{fps:?}");
+        assert!(col <= 0.001);
+    }
+
+    #[test]
+    fn mixed_vectors_get_a_fingerprint_each() {
+        let r = &mut Rng(4);
+        let base = dns_clients(r, 2000);
+        let mut attack = ntp(r, 2000);
+        attack.extend((0..2000).map(|_| {
+            let s = random_src(r);
+            pkt(s, 17, 53, r.range(1024, 65535) as u16, 1500, 50)
+        }));
+        let (fps, cov, _) = found(search(&attack, &base, 0.0, &Params::default()));
+        assert_eq!(fps.len(), 2, "{fps:?}");
+        let ports: Vec<_> = fps.iter().map(|f| f.sport).collect();
+        assert!(
+            ports.contains(&Some((123, 123))) && ports.contains(&Some((53, 53))),
+            "{fps:?}"
+        );
+        assert!(cov >= 0.95);
+    }
+
+    #[test]
+    fn a_botnet_from_one_net_gets_its_prefix() {
+        let r = &mut Rng(5);
+        let base = dns_clients(r, 1000);
+        let attack: Vec<Features> = (0..3000)
+            .map(|_| {
+                let s = Ipv4Addr::new(203, 0, 113, r.range(1, 254) as u8);
+                pkt(
+                    s,
+                    17,
+                    r.range(1024, 65535) as u16,
+                    r.range(1, 65535) as u16,
+                    r.range(64, 1400) as u16,
+                    64,
+                )
+            })
+            .collect();
+        let (fps, _, _) = found(search(&attack, &base, 0.0, &Params::default()));
+        assert_eq!(
+            fps[0].src,
+            Some("203.0.113.0/24".parse().unwrap()),
+            "{fps:?}"
+        );
+    }
+
+    #[test]
+    fn a_spoofed_syn_flood_is_for_the_syn_guard() {
+        let r = &mut Rng(6);
+        let base: Vec<Features> = (0..1000)
+            .map(|_| pkt(random_src(r), 6, r.range(1024, 65535) as u16, 80, 60, 64))
+            .collect();
+        let attack: Vec<Features> = (0..3000)
+            .map(|_| {
+                pkt(
+                    random_src(r),
+                    6,
+                    r.range(1024, 65535) as u16,
+                    80,
+                    60,
+                    r.range(1, 255) as u8,
+                )
+            })
+            .collect();
+        match search(&attack, &base, 0.0, &Params::default()) {
+            Outcome::NotFound { why, .. } => assert!(why.contains("SYN guard"), "{why}"),
+            other => panic!("{other:?}"),
+        }
+    }
+
+    #[test]
+    fn icmp_and_fragment_floods() {
+        let r = &mut Rng(7);
+        let base = dns_clients(r, 1000);
+        let icmp: Vec<Features> = (0..2000)
+            .map(|_| Features {
+                icmp_type: Some(8),
+                ..pkt(random_src(r), 1, 0, 0, 84, 64)
+            })
+            .collect();
+        let (fps, _, _) = found(search(&icmp, &base, 0.0, &Params::default()));
+        assert_eq!(
+            (fps[0].proto, fps[0].icmp_type),
+            (Some(1), Some(8)),
+            "{fps:?}"
+        );
+        let frags: Vec<Features> = (0..2000)
+            .map(|_| Features {
+                fragment: true,
+                sport: None,
+                dport: None,
+                ..pkt(random_src(r), 17, 0, 0, 1500, 64)
+            })
+            .collect();
+        let (fps, _, _) = found(search(&frags, &base, 0.0, &Params::default()));
+        assert_eq!(
+            (fps[0].proto, fps[0].fragment),
+            (Some(17), Some(true)),
+            "{fps:?}"
+        );
+    }
+
+    #[test]
+    fn too_few_samples_and_an_attack_like_the_baseline() {
+        let r = &mut Rng(8);
+        let base = dns_clients(r, 2000);
+        assert!(matches!(
+            search(&base[..10], &base, 0.0, &Params::default()),
+            Outcome::TooFewSamples { have: 10, need: 50 }
+        ));
+        let attack = dns_clients(r, 3000);
+        match search(&attack, &base, 0.0, &Params::default()) {
+            Outcome::NotFound { why, .. } => assert!(why.contains("baseline"), "{why}"),
+            other => panic!("{other:?}"),
+        }
+    }
+
+    #[test]
+    fn features_of_real_frames() {
+        use etherparse::PacketBuilder;
+        let mut frame = Vec::new();
+        PacketBuilder::ethernet2([1; 6], [2; 6])
+            .single_vlan(7.try_into().unwrap())
+            .ipv4([198, 19, 0, 1], [198, 18, 0, 10], 50)
+            .udp(123, 40000)
+            .write(&mut frame, &[0u8; 440])
+            .unwrap();
+        let f = features(&frame[..128]).expect("a cut frame still reads");
+        assert_eq!(
+            (f.proto, f.sport, f.dport, f.ip_len, f.ttl, f.fragment),
+            (17, Some(123), Some(40000), 468, 50, false)
+        );
+        let mut frame = Vec::new();
+        PacketBuilder::ethernet2([1; 6], [2; 6])
+            .ipv6(
+                [0x20, 1, 0xd, 0xb8, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 2],
+                [0x20, 1, 0xd, 0xb8, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 1],
+                64,
+            )
+            .tcp(40000, 443, 1, 1000)
+            .syn()
+            .write(&mut frame, &[])
+            .unwrap();
+        let f = features(&frame).expect("IPv6 TCP");
+        assert_eq!(
+            (f.proto, f.dport, f.tcp_flags, f.ip_len),
+            (6, Some(443), Some(0x02), 60)
+        );
+        // A later IPv4 fragment: no ports.
+        let frame = frame_v4_fragment();
+        let f = features(&frame).expect("a fragment");
+        assert!(f.fragment && f.sport.is_none(), "{f:?}");
+    }
+
+    fn frame_v4_fragment() -> Vec<u8> {
+        let mut f = vec![2u8; 6];
+        f.extend([1u8; 6]);
+        f.extend([0x08, 0x00]);
+        // IPv4, 20-byte header, total 48, offset 185 (x8 bytes), proto UDP.
+        f.extend([
+            0x45, 0, 0, 48, 0, 1, 0x00, 185, 64, 17, 0, 0, 198, 19, 0, 1, 198, 18, 0, 10,
+        ]);
+        f.extend([0u8; 28]);
+        f
+    }
+}
