@@ -201,3 +201,11 @@ pub static AUTO_SKIP: PerCpuArray<u32> = PerCpuArray::with_max_entries(1, 0);
 /// Arrival samples lost to a full `AUTO_SAMPLES`, per CPU.
 #[map(name = "AUTO_LOST")]
 pub static AUTO_LOST: PerCpuArray<u64> = PerCpuArray::pinned(1, 0);
+
+/// `fg_account`'s per-CPU key under construction (off the stack: see auto.rs).
+#[map(name = "AUTO_KEY")]
+pub static AUTO_KEY: PerCpuArray<AutoKey> = PerCpuArray::with_max_entries(1, 0);
+
+/// A zeroed `AUTO_DST` value to insert a new destination with (never written).
+#[map(name = "AUTO_ZERO")]
+pub static AUTO_ZERO: Array<AutoCounters> = Array::with_max_entries(1, 0);
