@@ -74,10 +74,17 @@ pub extern "C" fn fg_account(ctx: *mut xdp_md, bytes: u32) -> i32 {
         let dst = unsafe { *((p + 16) as *const [u8; 4]) };
         unsafe {
             (*key).family = 4;
-            (*key).addr = [dst[0], dst[1], dst[2], dst[3], 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0];
+            (*key).addr = [
+                dst[0], dst[1], dst[2], dst[3], 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0,
+            ];
         }
         let group = AUTO_GROUPS_V4.get(&Key::new(32, dst)).copied();
-        (proto, frag != 0, (frag & 0x1fff == 0).then_some(off + ihl), group)
+        (
+            proto,
+            frag != 0,
+            (frag & 0x1fff == 0).then_some(off + ihl),
+            group,
+        )
     } else if ether_type == 0x86dd {
         let p = xdp.data() + off;
         if p + 40 > xdp.data_end() {
@@ -134,7 +141,15 @@ pub extern "C" fn fg_account(ctx: *mut xdp_md, bytes: u32) -> i32 {
                 None => false,
             };
         if drawn
-            && !sample::record(&AUTO_SAMPLES, ctx, bytes, 0, sample_flags::ARRIVAL, rate, group)
+            && !sample::record(
+                &AUTO_SAMPLES,
+                ctx,
+                bytes,
+                0,
+                sample_flags::ARRIVAL,
+                rate,
+                group,
+            )
         {
             if let Some(lost) = AUTO_LOST.get_ptr_mut(0) {
                 unsafe { *lost += 1 };

@@ -18,8 +18,9 @@
 //!   dimension may lose `(1 - coverage) / 7` of the group, so all together stay on target,
 //!   plus the baseline's share (legitimate packets in the attack window are not to be held).
 //! - Spare the baseline: a result matching more than `collateral` of the baseline is not
-//!   found. A TCP SYN fingerprint without a source prefix is never found: a spoofed SYN
-//!   cannot be told from a real one by its headers (the SYN guard is the answer).
+//!   found. A TCP SYN fingerprint without a source prefix of /24 (IPv6 /48) or narrower is
+//!   never found: a spoofed SYN cannot be told from a real one by its headers, and a wide
+//!   prefix holds clients the baseline never showed (the SYN guard is the answer).
 
 use std::{collections::HashMap, net::IpAddr};
 
@@ -220,9 +221,15 @@ impl Fingerprint {
         format!("{} -> {dst}", parts.join(" "))
     }
 
-    fn is_syn_without_source(&self) -> bool {
+    /// A SYN fingerprint whose sources are wider than a /24 (IPv6 /48), or not narrowed at
+    /// all: it would refuse connections from clients the baseline never showed.
+    fn is_syn_from_wide_sources(&self) -> bool {
+        let narrow = self.src.is_some_and(|n| match n {
+            IpNet::V4(n) => n.prefix_len() >= 24,
+            IpNet::V6(n) => n.prefix_len() >= 48,
+        });
         self.proto == Some(proto::TCP)
-            && self.src.is_none()
+            && !narrow
             && self
                 .tcp_flags
                 .is_some_and(|(v, m)| v & 0x02 != 0 && m & 0x10 != 0 && v & 0x10 == 0)
@@ -407,7 +414,7 @@ pub fn search(
         .iter()
         .max_by(|a, b| a.coverage.total_cmp(&b.coverage))
         .cloned();
-    if let Some(fp) = fps.iter().find(|f| f.is_syn_without_source()) {
+    if let Some(fp) = fps.iter().find(|f| f.is_syn_from_wide_sources()) {
         return Outcome::NotFound {
             best: Some(fp.clone()),
             why: "a spoofed SYN flood cannot be told from real connection attempts by its \
@@ -663,6 +670,30 @@ mod tests {
             Outcome::NotFound { why, .. } => assert!(why.contains("SYN guard"), "{why}"),
             other => panic!("{other:?}"),
         }
+        // From a /16 and no baseline to spare: still the guard (the /16 holds clients).
+        let wide: Vec<Features> = (0..3000)
+            .map(|_| {
+                let s = Ipv4Addr::new(198, 19, r.range(0, 255) as u8, r.range(0, 255) as u8);
+                pkt(s, 6, r.range(1024, 65535) as u16, 80, 60, 64)
+            })
+            .collect();
+        assert!(matches!(
+            search(&wide, &[], 0.0, &Params::default()),
+            Outcome::NotFound { .. }
+        ));
+        // From one /24: that /24 may be dropped.
+        let narrow: Vec<Features> = (0..3000)
+            .map(|_| {
+                let s = Ipv4Addr::new(203, 0, 113, r.range(1, 254) as u8);
+                pkt(s, 6, r.range(1024, 65535) as u16, 80, 60, 64)
+            })
+            .collect();
+        let (fps, _, _) = found(search(&narrow, &base, 0.0, &Params::default()));
+        assert_eq!(
+            fps[0].src,
+            Some("203.0.113.0/24".parse().unwrap()),
+            "{fps:?}"
+        );
     }
 
     #[test]
