@@ -38,6 +38,10 @@ const BENCHES: &[(&str, &str)] = &[
         "capture_rate",
         "samples per second floodgate capture keeps up with",
     ),
+    (
+        "auto_latency",
+        "automatic mitigation: detection to rule, matched share, collateral",
+    ),
 ];
 
 pub fn run(opts: Options) -> anyhow::Result<()> {

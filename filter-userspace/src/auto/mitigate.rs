@@ -7,7 +7,7 @@
 //! How it decides:
 //! - A destination is attacked while one of its group's classes is over its threshold (packets
 //!   or bits per second over the last second of counters).
-//! - From then on it fingerprints the samples of the attack window (from a second before the
+//! - From then on it fingerprints the samples of the attack window (from 300 ms before the
 //!   detection) against the destination's baseline (samples from before the attack, at most
 //!   [`BASELINE_MAX`]), and installs one rule per vector found: a drop rule for the destination
 //!   (dry-run in shadow mode). No fingerprint (too few samples after [`SETTLE`], or none that
@@ -83,6 +83,9 @@ pub trait Effects {
     fn synguard(&mut self) -> crate::error::Result<Synguard>;
     /// Make the SYN guard `to`.
     fn set_synguard(&mut self, to: &Synguard) -> crate::error::Result<()>;
+    /// The monotonic clock now (ticks are stamped when they start; this says when an install
+    /// finished, for the detection-to-rule figure).
+    fn now(&self) -> Duration;
 }
 
 /// An audit event.
@@ -251,6 +254,10 @@ fn rate_of(delta: Counter, over: Duration) -> Rate {
 
 fn json(v: impl Serialize) -> serde_json::Value {
     serde_json::to_value(v).unwrap_or(serde_json::Value::Null)
+}
+
+fn round3(v: f64) -> f64 {
+    (v * 1000.0).round() / 1000.0
 }
 
 fn round2(v: f64) -> f64 {
@@ -860,7 +867,9 @@ impl Manager {
             return;
         }
         a.last_try = Some(now);
-        let from = a.detected.saturating_sub(Duration::from_secs(1));
+        // The attack window: from just before the detecting tick (a longer look back would
+        // weigh the calm before the attack, sampled at a higher rate, too much).
+        let from = a.detected.saturating_sub(Duration::from_millis(300));
         let installed: Vec<&Fingerprint> = a
             .mitigations
             .iter()
@@ -915,7 +924,7 @@ impl Manager {
                         for ((fp, id), spec) in fps.into_iter().zip(ids).zip(specs) {
                             let desc = fp.describe(a.dst);
                             self.totals.rules_installed += 1;
-                            let latency = now.saturating_sub(a.detected).as_secs_f64();
+                            let latency = round3(fx.now().saturating_sub(a.detected).as_secs_f64());
                             a.time_to_mitigate_s.get_or_insert(round2(latency));
                             self.event(
                                 "rule_installed",
@@ -998,7 +1007,8 @@ impl Manager {
         fx: &mut dyn Effects,
     ) {
         let shadow = cfg.mode == auto_mode::SHADOW;
-        let latency = round2(now.saturating_sub(a.detected).as_secs_f64());
+        let detected = a.detected;
+        let latency = |fx: &dyn Effects| round3(fx.now().saturating_sub(detected).as_secs_f64());
         if over.contains(&AutoClass::Syn) {
             let ports = syn_ports(attack);
             if !ports.is_empty() {
@@ -1012,6 +1022,7 @@ impl Manager {
                 })();
                 match r {
                     Ok((before, after)) => {
+                        let latency = latency(fx);
                         self.totals.defences_applied += 1;
                         a.time_to_mitigate_s.get_or_insert(latency);
                         a.pending = None;
@@ -1062,6 +1073,7 @@ impl Manager {
         let spec = limit_rule_of(class, rate, a.dst, a.id, shadow);
         match fx.install_rules(vec![spec]) {
             Ok(ids) => {
+                let latency = latency(fx);
                 let id = ids.first().copied().unwrap_or(0);
                 self.totals.defences_applied += 1;
                 a.time_to_mitigate_s.get_or_insert(latency);
@@ -1253,4 +1265,223 @@ pub fn limit_rule_of(
         AutoClass::Fragments => r.fragment = Some(true),
     }
     r
+}
+
+#[cfg(test)]
+mod tests {
+    use std::net::Ipv4Addr;
+
+    use super::*;
+    use crate::auto::settings::AutoFile;
+
+    /// The maps, as far as the detector sees them.
+    #[derive(Default)]
+    struct Fake {
+        rules: Vec<RuleSpec>,
+        synguard: Synguard,
+        now: Duration,
+    }
+
+    impl Effects for Fake {
+        fn install_rules(&mut self, rules: Vec<RuleSpec>) -> crate::error::Result<Vec<u32>> {
+            let mut ids = Vec::new();
+            for mut r in rules {
+                r.id = 1_000_000 + self.rules.len() as u32;
+                ids.push(r.id);
+                self.rules.push(r);
+            }
+            Ok(ids)
+        }
+        fn remove_rules(&mut self, ids: &[u32]) -> crate::error::Result<()> {
+            self.rules.retain(|r| !ids.contains(&r.id));
+            Ok(())
+        }
+        fn enforce_rules(&mut self, ids: &[u32]) -> crate::error::Result<()> {
+            for r in self.rules.iter_mut().filter(|r| ids.contains(&r.id)) {
+                r.dry_run = false;
+            }
+            Ok(())
+        }
+        fn synguard(&mut self) -> crate::error::Result<Synguard> {
+            Ok(self.synguard.clone())
+        }
+        fn set_synguard(&mut self, to: &Synguard) -> crate::error::Result<()> {
+            self.synguard = to.clone();
+            Ok(())
+        }
+        fn now(&self) -> Duration {
+            self.now
+        }
+    }
+
+    const DST: Ipv4Addr = Ipv4Addr::new(198, 18, 0, 10);
+
+    fn config(mode: &str) -> AutoConfig {
+        #[derive(serde::Deserialize)]
+        struct F {
+            auto: AutoFile,
+        }
+        let text = format!(
+            "[auto]\nmode = \"{mode}\"\nlift_after = \"3s\"\n[[auto.groups]]\nname = \"web\"\n\
+             prefixes = [\"198.18.0.0/24\"]\nthresholds = {{ udp = \"1k\" }}\n"
+        );
+        let f: F = toml::from_str(&text).expect("toml");
+        f.auto.check().expect("valid")
+    }
+
+    fn sample(src: u32, sport: u16, dport: u16, len: u16) -> Features {
+        Features {
+            src: IpAddr::V4(Ipv4Addr::from(src)),
+            dst: IpAddr::V4(DST),
+            proto: 17,
+            sport: Some(sport),
+            dport: Some(dport),
+            ip_len: len,
+            ttl: 50,
+            tcp_flags: None,
+            fragment: false,
+            icmp_type: None,
+        }
+    }
+
+    /// Counters after `udp` UDP packets in all.
+    fn counters(udp: u64) -> Vec<(IpAddr, [Counter; AUTO_CLASS_COUNT])> {
+        let c = Counter {
+            packets: udp,
+            bytes: udp * 500,
+        };
+        let mut all = [Counter::default(); AUTO_CLASS_COUNT];
+        all[AutoClass::Total as usize] = c;
+        all[AutoClass::Udp as usize] = c;
+        vec![(IpAddr::V4(DST), all)]
+    }
+
+    fn names(events: &[Event]) -> Vec<&'static str> {
+        events.iter().map(|e| e.event).collect()
+    }
+
+    #[test]
+    fn an_attack_gets_a_rule_that_is_lifted_once_calm() {
+        let cfg = config("enforce");
+        let mut m = Manager::default();
+        let mut fx = Fake::default();
+        let ms = Duration::from_millis;
+        let mut udp = 0u64;
+        let mut t = Duration::ZERO;
+        let mut hits: HashMap<u32, Counter> = HashMap::new();
+        // Five seconds of a client: 100 pps to udp/53; baseline samples.
+        for i in 0..25u32 {
+            // Sampled 1 in 10, as the attack will be.
+            for j in 0..2u32 {
+                m.add_sample(
+                    &cfg,
+                    t,
+                    sample(0xc633_6400 + i * 2 + j, 40000 + i as u16, 53, 80),
+                );
+            }
+            udp += 20;
+            t += ms(200);
+            fx.now = t;
+            m.tick(&cfg, t, &counters(udp), &hits, &mut fx);
+            assert!(m.take_events().is_empty(), "calm at tick {i}");
+        }
+        // The attack: 20k pps of NTP replies.
+        let mut installed = None;
+        for i in 0..5u32 {
+            for j in 0..400u32 {
+                m.add_sample(
+                    &cfg,
+                    t,
+                    sample(0x0a00_0000 + i * 400 + j * 7919, 123, 40000, 468),
+                );
+            }
+            udp += 4000;
+            t += ms(200);
+            fx.now = t + ms(3);
+            m.tick(&cfg, t, &counters(udp), &hits, &mut fx);
+            let ev = m.take_events();
+            if !ev.is_empty() {
+                assert_eq!(names(&ev), ["attack_detected", "rule_installed"]);
+                installed = Some(ev[1].clone());
+                break;
+            }
+        }
+        let e = installed.expect("a rule within a second");
+        assert_eq!(e.figures["detect_to_rule_s"], json(0.003), "{e:?}");
+        assert_eq!(fx.rules.len(), 1);
+        let r = &fx.rules[0];
+        assert_eq!(r.src_port, Some((123, 123)));
+        assert_eq!(r.dst, Some("198.18.0.10/32".parse().unwrap()));
+        assert!(!r.dry_run);
+        assert!(
+            r.comment.as_deref().unwrap_or("").starts_with("auto a1 "),
+            "{r:?}"
+        );
+        let id = r.id;
+        // Still matching 20k pps: kept however long.
+        let mut h = 0u64;
+        for _ in 0..30 {
+            h += 4000;
+            hits.insert(
+                id,
+                Counter {
+                    packets: h,
+                    bytes: h * 500,
+                },
+            );
+            t += ms(200);
+            m.tick(&cfg, t, &counters(udp + h), &hits, &mut fx);
+        }
+        assert_eq!(fx.rules.len(), 1, "kept while it matches");
+        assert!(m.take_events().is_empty());
+        // The flood stops: lifted after lift_after (3 s) of calm, then the attack ends.
+        udp += h;
+        let mut lifted_at = None;
+        for i in 0..30 {
+            udp += 20;
+            t += ms(200);
+            m.tick(&cfg, t, &counters(udp), &hits, &mut fx);
+            let ev = m.take_events();
+            if names(&ev).contains(&"rule_lifted") {
+                lifted_at = Some(i);
+                assert_eq!(names(&ev), ["rule_lifted", "attack_ended"], "{ev:?}");
+                break;
+            }
+        }
+        let i = lifted_at.expect("lifted");
+        assert!(
+            (14..=17).contains(&i),
+            "lifted after about 3 s of calm: tick {i}"
+        );
+        assert!(fx.rules.is_empty());
+        assert!(m.attacks().is_empty());
+    }
+
+    #[test]
+    fn a_rule_deleted_by_hand_is_forgotten_and_shadow_rules_are_dry_run() {
+        let cfg = config("shadow");
+        let mut m = Manager::default();
+        let mut fx = Fake::default();
+        let ms = Duration::from_millis;
+        let mut t = ms(200);
+        let hits = HashMap::new();
+        m.tick(&cfg, t, &counters(0), &hits, &mut fx);
+        for j in 0..400u32 {
+            m.add_sample(&cfg, t, sample(0x0a00_0000 + j * 7919, 123, 40000, 468));
+        }
+        t += ms(200);
+        m.tick(&cfg, t, &counters(4000), &hits, &mut fx);
+        assert_eq!(fx.rules.len(), 1);
+        assert!(fx.rules[0].dry_run, "shadow: dry-run");
+        // Gone from the table (the operator deleted it): lifted, said why.
+        let hits = HashMap::new();
+        t += ms(200);
+        m.tick(&cfg, t, &counters(8000), &hits, &mut fx);
+        let ev = m.take_events();
+        let lifted = ev
+            .iter()
+            .find(|e| e.event == "rule_lifted")
+            .expect("lifted");
+        assert_eq!(lifted.figures["why"], json("deleted by someone else"));
+    }
 }

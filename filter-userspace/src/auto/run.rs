@@ -212,6 +212,10 @@ impl Effects for DaemonEffects<'_> {
         Ok(self.sh.state().settings()?.synguard)
     }
 
+    fn now(&self) -> Duration {
+        monotonic()
+    }
+
     fn set_synguard(&mut self, to: &Synguard) -> Result<()> {
         self.sh.write(|state| {
             state.update_settings(|s| {
