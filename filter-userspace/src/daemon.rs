@@ -341,6 +341,22 @@ impl std::fmt::Display for Checked {
             writeln!(f, "synguard:    off")?;
         }
         writeln!(f, "rules:       {}", s.rules.len())?;
+        let a = &self.desired.auto;
+        if a.groups.is_empty() {
+            writeln!(f, "auto:        off (no [[auto.groups]])")?;
+        } else {
+            let groups: Vec<String> = a
+                .groups
+                .iter()
+                .map(|g| format!("{} ({} prefixes)", g.name, g.prefixes.len()))
+                .collect();
+            writeln!(
+                f,
+                "auto:        {}, groups {}",
+                filter_common::auto_mode::name(a.mode),
+                groups.join(", ")
+            )?;
+        }
         let limits: Vec<&str> = s.limits.keys().map(|c| c.name()).collect();
         match limits.len() {
             0 => writeln!(f, "limits:      none")?,
@@ -927,7 +943,9 @@ mod tests {
              token_file = \"{dir}/token\"\nsnapshot = \"\"\n\
              [[rules]]\nproto = \"udp\"\ndst_port = \"53\"\naction = \"drop\"\n\
              [limits.udp]\nper_source = \"1000\"\n\
-             [lists]\nblock = [\"198.18.0.0/24\", \"2001:db8::/48\"]\n",
+             [lists]\nblock = [\"198.18.0.0/24\", \"2001:db8::/48\"]\n\
+             [auto]\nmode = \"enforce\"\n[[auto.groups]]\nname = \"web\"\n\
+             prefixes = [\"198.18.0.0/24\"]\nthresholds = { udp = \"10k\" }\n",
             Some(TOKEN),
         );
         let checked = check_config(&path).unwrap_or_else(|e| panic!("{e:#}"));
@@ -942,6 +960,7 @@ mod tests {
             "blocklist:   2 entries of source config",
             "allowlist:   left as it is",
             "snapshot:    off",
+            "auto:        enforce, groups web (1 prefixes)",
         ] {
             assert!(text.contains(line), "the summary says `{line}`:\n{text}");
         }
