@@ -399,6 +399,95 @@ fn daemon_act(d: &Demo) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// Automatic mitigation: the daemon with `[auto]` sees an NTP reflection flood at the victim,
+/// fingerprints it, installs a drop rule for exactly that, and lifts it once the flood stops.
+fn auto_act(d: &Demo) -> anyhow::Result<()> {
+    let dir = std::path::PathBuf::from("/run/floodgate-demo");
+    std::fs::create_dir_all(&dir).context("creating /run/floodgate-demo")?;
+    let config = format!(
+        "[daemon]\ninterfaces = [\"{VICTIM_IF}\"]\nsnapshot = \"\"\n\n[auto]\nmode = \"enforce\"\n\
+         lift_after = \"3s\"\naudit_log = \"{}\"\n\n[[auto.groups]]\nname = \"servers\"\n\
+         prefixes = [\"{VICTIM_V4}/32\"]\nthresholds = {{ udp = \"5k\", syn = \"5k\" }}\n",
+        dir.join("auto.jsonl").display()
+    );
+    std::fs::write(dir.join("floodgate.toml"), &config)?;
+    println!("  /run/floodgate-demo/floodgate.toml:");
+    for l in config.lines() {
+        println!("    {l}");
+    }
+    println!("\x1b[36m$ floodgate run --config /run/floodgate-demo/floodgate.toml &\x1b[0m");
+    let log = std::fs::File::create(dir.join("daemon.log"))?;
+    let daemon = DaemonProcess(
+        d.lab
+            .victim
+            .command(d.bin.to_str().context("non-UTF-8 path")?)
+            .arg("--pin-dir")
+            .arg(&d.lab.pin_dir)
+            .args(["run", "--config"])
+            .arg(dir.join("floodgate.toml"))
+            .stderr(log)
+            .spawn()
+            .context("starting floodgate run")?,
+    );
+    pause(Duration::from_secs(3))?;
+    let events = |name: &str| -> Vec<String> {
+        std::fs::read_to_string(dir.join("auto.jsonl"))
+            .unwrap_or_default()
+            .lines()
+            .filter(|l| l.contains(&format!("\"event\":\"{name}\"")))
+            .map(str::to_string)
+            .collect()
+    };
+    println!(
+        "  an NTP reflection flood (source port 123, 468 bytes, random reflectors) at the victim:"
+    );
+    let mut rng = 0x9E37_79B9_7F4A_7C15u64;
+    let mut flood = |n: u64| -> anyhow::Result<f64> {
+        let draws: Vec<u64> = (0..n).map(|_| next(&mut rng)).collect();
+        d.lab.spray_udp(n, 440, move |i| {
+            let r = draws[i as usize];
+            (
+                Ipv4Addr::new(198, 19, (r >> 8) as u8, (r >> 16) as u8),
+                123,
+                40000,
+            )
+        })
+    };
+    let started = std::time::Instant::now();
+    while events("rule_installed").is_empty() && started.elapsed() < Duration::from_secs(15) {
+        flood(5_000)?;
+        pause(Duration::from_millis(20))?;
+    }
+    for e in events("attack_detected")
+        .iter()
+        .chain(&events("rule_installed"))
+    {
+        println!("    {e}");
+    }
+    d.fg(&["auto", "status"])?;
+    let r0 = d.stat("reasons", "rule")?;
+    let secs = flood(50_000)?;
+    pause(Duration::from_millis(300))?;
+    println!(
+        "  50000 more sent in {secs:.2} s: {} dropped by the automatic rule",
+        d.stat("reasons", "rule")? - r0
+    );
+    println!(
+        "  the flood stops; the rule is lifted once its matches stayed calm for lift_after (3 s):"
+    );
+    let started = std::time::Instant::now();
+    while events("attack_ended").is_empty() && started.elapsed() < Duration::from_secs(20) {
+        pause(Duration::from_millis(200))?;
+    }
+    for e in events("rule_lifted").iter().chain(&events("attack_ended")) {
+        println!("    {e}");
+    }
+    d.fg(&["rule", "list"])?;
+    drop(daemon);
+    let _ = std::fs::remove_dir_all(&dir);
+    Ok(())
+}
+
 /// xorshift: enough randomness for spoofed source addresses, no dependency.
 fn next(state: &mut u64) -> u64 {
     *state ^= *state << 13;
@@ -684,14 +773,20 @@ fn script(d: &Demo, opts: &Options) -> anyhow::Result<()> {
     );
     daemon_act(d)?;
 
-    heading(11, "What an engineer looks at afterwards");
+    heading(
+        11,
+        "Nobody at the keyboard: automatic mitigation fingerprints a flood, drops it, lifts the rule",
+    );
+    auto_act(d)?;
+
+    heading(12, "What an engineer looks at afterwards");
     d.fg(&["block", "list"])?;
     d.fg(&["allow", "list"])?;
     d.fg(&["stats"])?;
     d.fg(&["show-config", "--no-lists"])?;
     d.fg(&["status"])?;
 
-    heading(12, "Detach (the lists stay pinned until --purge)");
+    heading(13, "Detach (the lists stay pinned until --purge)");
     d.fg(&["detach", "--all", "--purge"])?;
     Ok(())
 }
