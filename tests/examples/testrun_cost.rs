@@ -301,6 +301,14 @@ fn main() {
     let mut sampling = floodgate::capture::Sampling::open(&pin).expect("sampling maps");
     let mut reader = floodgate::capture::Reader::open(&pin).expect("sample ring");
     let draining = std::sync::atomic::AtomicBool::new(true);
+    // Automatic mitigation (issue 15): the plain pass with the destination in a host group,
+    // counted on arrival, without and with 1 in 100 arrival samples (drained meanwhile).
+    let mut auto = floodgate::auto::kernel::AutoMaps::open(&pin).expect("auto maps");
+    auto.set_groups(&[(parse_prefix("198.18.0.1/32").expect("prefix"), 0)])
+        .expect("group");
+    let mut auto_reader = floodgate::auto::kernel::AutoReader::open(&pin).expect("auto ring");
+    let auto_cases: [(&str, u32); 2] = [("pass, auto counting", 0), ("pass, auto 1 in 100", 100)];
+    let mut auto_ns: Vec<Vec<f64>> = vec![Vec::new(); auto_cases.len()];
 
     let mut floor_ns = Vec::new();
     let mut ns: Vec<Vec<f64>> = vec![Vec::new(); cases.len()];
@@ -310,6 +318,11 @@ fn main() {
         sc.spawn(|| {
             while draining.load(std::sync::atomic::Ordering::Relaxed) {
                 reader.read(std::time::Duration::from_millis(20));
+            }
+        });
+        sc.spawn(|| {
+            while draining.load(std::sync::atomic::Ordering::Relaxed) {
+                auto_reader.read(std::time::Duration::from_millis(20));
             }
         });
         for _ in 0..ROUNDS {
@@ -333,6 +346,16 @@ fn main() {
                 sample_ns[i].push(per_packet(prog, f));
                 lost += sampling.lost(&[*slot]).expect("lost") - l0;
                 sampling.restore_locked(&was).expect("sampling off");
+            }
+            for (i, (_, rate)) in auto_cases.iter().enumerate() {
+                auto.set_mode(filter_common::auto_mode::SHADOW)
+                    .expect("auto on");
+                auto.set_sample(*rate).expect("auto sampling");
+                let prog = loader::program(&mut h.state.ebpf).expect("program");
+                auto_ns[i].push(per_packet(prog, &cases[1].2));
+                auto.set_mode(filter_common::auto_mode::OFF)
+                    .expect("auto off");
+                auto.set_sample(0).expect("auto sampling off");
             }
         }
         draining.store(false, std::sync::atomic::Ordering::Relaxed);
@@ -375,6 +398,16 @@ fn main() {
     }
     for (i, (name, _, _, _)) in sampled.iter().enumerate() {
         let (m, lo, hi) = stat(&mut sample_ns[i]);
+        println!(
+            "{:<28} {:>8.1} {:>16} {:>10.2}",
+            name,
+            m,
+            format!("{lo:.1}..{hi:.1}"),
+            m / fm
+        );
+    }
+    for (i, (name, _)) in auto_cases.iter().enumerate() {
+        let (m, lo, hi) = stat(&mut auto_ns[i]);
         println!(
             "{:<28} {:>8.1} {:>16} {:>10.2}",
             name,
