@@ -220,6 +220,9 @@ pub struct Manager {
     fresh: Vec<Event>,
     /// Counters: attacks seen, rules installed, rules lifted, fallbacks applied.
     pub totals: Totals,
+    /// Automatic rules in the table that no attack of this manager owns (left by a daemon
+    /// that stopped): watched, and lifted the same way.
+    orphans: HashMap<u32, Watch>,
 }
 
 #[derive(Clone, Debug, Default, Serialize)]
@@ -286,6 +289,7 @@ impl Default for Manager {
             events: VecDeque::new(),
             fresh: Vec::new(),
             totals: Totals::default(),
+            orphans: HashMap::new(),
         }
     }
 }
@@ -425,8 +429,90 @@ impl Manager {
         for dst in dsts {
             self.tick_dest(cfg, now, dst, rule_hits, fx);
         }
+        self.watch_orphans(cfg, now, rule_hits, fx);
         self.dests
             .retain(|_, d| d.attack.is_some() || now.saturating_sub(d.last_seen) < IDLE_FORGET);
+    }
+
+    /// Automatic rules nobody here installed (a restart): lifted once their hits stayed under
+    /// the lowest threshold of any group for `lift_after`, or `rule_ttl` after they were found.
+    fn watch_orphans(
+        &mut self,
+        cfg: &AutoConfig,
+        now: Duration,
+        rule_hits: &HashMap<u32, Counter>,
+        fx: &mut dyn Effects,
+    ) {
+        let owned: Vec<u32> = self
+            .dests
+            .values()
+            .filter_map(|d| d.attack.as_ref())
+            .flat_map(|a| &a.mitigations)
+            .filter_map(|m| match m {
+                Mitigation::Rule { id, .. } | Mitigation::Limit { id, .. } => Some(*id),
+                Mitigation::Synguard { .. } => None,
+            })
+            .collect();
+        self.orphans.retain(|id, _| rule_hits.contains_key(id));
+        let lowest = cfg
+            .groups
+            .iter()
+            .flat_map(|g| g.thresholds.iter().flatten())
+            .map(|t| t.pps)
+            .filter(|&p| p > 0)
+            .min()
+            .unwrap_or(1);
+        let mut lift = Vec::new();
+        for (id, hits) in rule_hits.iter().filter(|(id, _)| !owned.contains(id)) {
+            let w = self.orphans.entry(*id).or_insert_with(|| Watch {
+                installed: now,
+                ..Watch::default()
+            });
+            if let Some((t, last)) = w.last_hits {
+                if now > t {
+                    w.rate = rate_of(sub(*hits, last), now - t);
+                }
+            }
+            w.last_hits = Some((now, *hits));
+            w.hits = *hits;
+            if w.rate.pps >= lowest as f64 {
+                w.calm_since = None;
+            } else if w.calm_since.is_none() {
+                w.calm_since = Some(now);
+            }
+            let calm = w
+                .calm_since
+                .is_some_and(|c| now.saturating_sub(c) >= cfg.lift_after);
+            if calm || now.saturating_sub(w.installed) >= cfg.rule_ttl {
+                lift.push((*id, w.hits));
+            }
+        }
+        for (id, hits) in lift {
+            if fx.remove_rules(&[id]).is_ok() {
+                self.orphans.remove(&id);
+                self.totals.rules_lifted += 1;
+                let e = Event {
+                    time_unix_ms: unix_ms(),
+                    event: "rule_lifted",
+                    attack: 0,
+                    dst: IpAddr::from([0u8, 0, 0, 0]),
+                    group: String::new(),
+                    mode: auto_mode::name(cfg.mode),
+                    figures: [
+                        ("rule", json(id)),
+                        ("packets", json(hits.packets)),
+                        (
+                            "why",
+                            json("left by an earlier daemon; calm for lift_after"),
+                        ),
+                    ]
+                    .into_iter()
+                    .collect(),
+                };
+                self.events.push_back(e.clone());
+                self.fresh.push(e);
+            }
+        }
     }
 
     fn tick_dest(
@@ -1483,5 +1569,48 @@ mod tests {
             .find(|e| e.event == "rule_lifted")
             .expect("lifted");
         assert_eq!(lifted.figures["why"], json("deleted by someone else"));
+    }
+
+    #[test]
+    fn a_rule_left_by_an_earlier_daemon_is_lifted_once_calm() {
+        let cfg = config("enforce");
+        let mut m = Manager::default();
+        let mut fx = Fake::default();
+        fx.install_rules(vec![limit_rule_of(
+            AutoClass::Udp,
+            RateSpec { pps: 1000, bps: 0 },
+            IpAddr::V4(DST),
+            9,
+            false,
+        )])
+        .expect("install");
+        let id = fx.rules[0].id;
+        let mut t = Duration::ZERO;
+        let mut lifted_at = None;
+        for i in 0..40 {
+            t += Duration::from_millis(200);
+            // Busy for two seconds, then nothing.
+            let h = 4000 * (i.min(10) as u64);
+            let hits = HashMap::from([(
+                id,
+                Counter {
+                    packets: h,
+                    bytes: h,
+                },
+            )]);
+            if fx.rules.is_empty() {
+                break;
+            }
+            m.tick(&cfg, t, &counters(0), &hits, &mut fx);
+            if m.take_events().iter().any(|e| e.event == "rule_lifted") {
+                lifted_at = Some(i);
+            }
+        }
+        let i = lifted_at.expect("lifted");
+        assert!(
+            (24..=27).contains(&i),
+            "3 s after its hits stopped: tick {i}"
+        );
+        assert!(fx.rules.is_empty());
     }
 }
