@@ -45,6 +45,9 @@ pub extern "C" fn fg_account(ctx: *mut xdp_md, bytes: u32) -> i32 {
     // A short parse of its own (Ethernet, two VLAN tags, the IP header), reading into the
     // per-CPU scratch key rather than the stack: this function's frame adds to the first
     // stage's, and the two must fit in the verifier's 512 bytes (parse.rs's structures do not).
+    if CONFIG.get(0).is_none_or(|c| c.auto == 0) {
+        return 0;
+    }
     let xdp = XdpContext::new(ctx);
     let Some(key) = AUTO_KEY.get_ptr_mut(0) else {
         return 0;

@@ -60,12 +60,11 @@ mod program {
     /// stage that decides it.
     #[xdp]
     pub fn floodgate(ctx: XdpContext) -> u32 {
-        let bytes = stats::frame_len(&ctx);
-        // Automatic mitigation counts every packet on arrival, whatever is decided next.
-        if maps::CONFIG.get(0).is_some_and(|cfg| cfg.auto != 0) {
-            auto::fg_account(ctx.ctx, bytes as u32);
-        }
-        next(&ctx, decide::classify(&ctx), bytes)
+        // Automatic mitigation counts every packet on arrival, whatever is decided next
+        // (`fg_account` returns at once while it is off). The length is read again for the
+        // exit: one value live across classify costs the verifier ~40k instructions.
+        auto::fg_account(ctx.ctx, stats::frame_len(&ctx) as u32);
+        next(&ctx, decide::classify(&ctx), stats::frame_len(&ctx))
     }
 
     /// The defences stage: rules, reflection preset, rate limits (reached by tail call).
