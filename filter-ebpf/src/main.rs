@@ -60,10 +60,12 @@ mod program {
     /// stage that decides it.
     #[xdp]
     pub fn floodgate(ctx: XdpContext) -> u32 {
-        // Automatic mitigation counts every packet on arrival, whatever is decided next
-        // (`fg_account` returns at once while it is off). The length is read again for the
-        // exit: one value live across classify costs the verifier ~40k instructions.
-        auto::fg_account(ctx.ctx, stats::frame_len(&ctx) as u32);
+        // Automatic mitigation counts every packet on arrival, whatever is decided next. The
+        // length is read again for the exit: one value live across classify costs the
+        // verifier ~40k instructions.
+        if maps::CONFIG.get(0).is_some_and(|cfg| cfg.auto != 0) {
+            auto::fg_account(ctx.ctx, stats::frame_len(&ctx) as u32);
+        }
         next(&ctx, decide::classify(&ctx), stats::frame_len(&ctx))
     }
 
