@@ -46,6 +46,12 @@ pub const SETTLE: Duration = Duration::from_secs(2);
 pub const BASELINE_MAX: usize = 4096;
 /// Recent samples kept per destination (the attack window comes from these).
 const RECENT_MAX: usize = 16384;
+/// Samples kept in all (recent and baseline, every destination; ~80 bytes each): with many
+/// destinations busy at once (a carpet-bombed /16) each keeps its share, at least
+/// [`SHARE_MIN`]; destinations under attack share the budget again among themselves (at
+/// least 256 recent samples each, for their fingerprints).
+const SAMPLES_BUDGET: usize = 1 << 20;
+const SHARE_MIN: usize = 16;
 /// Samples younger than this are not baseline yet: an attack's first packets arrive before it
 /// is detected.
 const BASELINE_AGE: Duration = Duration::from_secs(2);
@@ -223,6 +229,8 @@ pub struct Manager {
     /// Automatic rules in the table that no attack of this manager owns (left by a daemon
     /// that stopped): watched, and lifted the same way.
     orphans: HashMap<u32, Watch>,
+    /// Destinations under attack at the last tick.
+    attacked: usize,
 }
 
 #[derive(Clone, Debug, Default, Serialize)]
@@ -290,6 +298,7 @@ impl Default for Manager {
             fresh: Vec::new(),
             totals: Totals::default(),
             orphans: HashMap::new(),
+            attacked: 0,
         }
     }
 }
@@ -306,6 +315,8 @@ impl Manager {
     /// A sample of a packet to a protected destination, taken at monotonic time `at`.
     pub fn add_sample(&mut self, cfg: &AutoConfig, at: Duration, f: Features) {
         self.totals.samples += 1;
+        let (recent_max, _) = self.shares();
+        let attacked = self.attacked;
         let dst = f.dst;
         let d = match self.dests.get_mut(&dst) {
             Some(d) => d,
@@ -318,10 +329,32 @@ impl Manager {
                     .or_insert_with(|| Dest::new(group, at))
             }
         };
+        let recent_max = if d.attack.is_some() {
+            (SAMPLES_BUDGET / attacked.max(1)).clamp(256, RECENT_MAX)
+        } else {
+            recent_max
+        };
         d.recent.push_back((at, f));
-        if d.recent.len() > RECENT_MAX {
+        while d.recent.len() > recent_max {
             d.recent.pop_front();
         }
+    }
+
+    /// Samples each destination may keep now: (recent, baseline).
+    fn shares(&self) -> (usize, usize) {
+        let each = SAMPLES_BUDGET / (2 * self.dests.len().max(1));
+        (
+            each.clamp(SHARE_MIN, RECENT_MAX),
+            each.clamp(SHARE_MIN, BASELINE_MAX),
+        )
+    }
+
+    /// Samples kept now, in all.
+    pub fn samples_kept(&self) -> usize {
+        self.dests
+            .values()
+            .map(|d| d.recent.len() + d.baseline.len())
+            .sum()
     }
 
     /// The attacks going on, for status and the API.
@@ -430,6 +463,7 @@ impl Manager {
             self.tick_dest(cfg, now, dst, rule_hits, fx);
         }
         self.watch_orphans(cfg, now, rule_hits, fx);
+        self.attacked = self.dests.values().filter(|d| d.attack.is_some()).count();
         self.dests
             .retain(|_, d| d.attack.is_some() || now.saturating_sub(d.last_seen) < IDLE_FORGET);
     }
@@ -523,6 +557,7 @@ impl Manager {
         rule_hits: &HashMap<u32, Counter>,
         fx: &mut dyn Effects,
     ) {
+        let (_, baseline_max) = self.shares();
         let Some(d) = self.dests.get_mut(&dst) else {
             return;
         };
@@ -547,7 +582,7 @@ impl Manager {
             {
                 let (_, f) = d.recent.pop_front().expect("checked");
                 d.baseline.push_back(f);
-                if d.baseline.len() > BASELINE_MAX {
+                while d.baseline.len() > baseline_max {
                     d.baseline.pop_front();
                 }
             }
@@ -1612,5 +1647,32 @@ mod tests {
             "3 s after its hits stopped: tick {i}"
         );
         assert!(fx.rules.is_empty());
+    }
+
+    #[test]
+    fn memory_stays_bounded_when_a_whole_prefix_is_busy() {
+        let mut cfg = config("enforce");
+        cfg.groups[0].prefixes = vec!["198.18.0.0/16".parse().unwrap()];
+        let mut m = Manager::default();
+        let mut fx = Fake::default();
+        let hits = HashMap::new();
+        let mut t = Duration::ZERO;
+        // 65,536 destinations, each sent samples for a while (carpet bombing of a /16).
+        for round in 0..40u32 {
+            for i in 0..65_536u32 {
+                let mut f = sample(0x0a00_0000 + i, 1000, 53, 80);
+                f.dst = IpAddr::V4(Ipv4Addr::from(0xc612_0000 + i));
+                m.add_sample(&cfg, t, f);
+            }
+            t += Duration::from_secs(1);
+            if round % 10 == 9 {
+                m.tick(&cfg, t, &[], &hits, &mut fx);
+            }
+        }
+        let kept = m.samples_kept();
+        assert!(
+            kept <= 65_536 * 2 * SHARE_MIN + SAMPLES_BUDGET,
+            "{kept} samples kept for 65,536 destinations"
+        );
     }
 }
