@@ -21,10 +21,15 @@
 //!   found. A TCP SYN fingerprint without a source prefix of /24 (IPv6 /48) or narrower is
 //!   never found: a spoofed SYN cannot be told from a real one by its headers, and a wide
 //!   prefix holds clients the baseline never showed (the SYN guard is the answer).
+//!
+//! `features` reads a sampled frame as the data plane's `parse.rs` does (VLAN tags, IPv6
+//! extension headers, which fragments carry an L4 header, the `ip_len` rules compare), so that
+//! what a fingerprint matches here is what its rule matches there.
 
 use std::{collections::HashMap, net::IpAddr};
 
-use filter_common::proto;
+use etherparse::{Ipv4HeaderSlice, Ipv6HeaderSlice};
+use filter_common::{IPV6_EXT_MAX, VLAN_MAX_DEPTH, proto};
 use ipnet::IpNet;
 
 /// What the search reads from one sampled frame.
@@ -33,83 +38,157 @@ pub struct Features {
     pub src: IpAddr,
     pub dst: IpAddr,
     pub proto: u8,
-    /// None for non-first fragments and protocols without ports.
+    /// TCP and UDP only; None for later fragments (parse.rs reads no other protocol's ports).
     pub sport: Option<u16>,
     pub dport: Option<u16>,
-    /// What a rule's `length` compares: the IPv4 total length, or 40 + the IPv6 payload length.
+    /// What a rule's `length` compares: the IPv4 total length, or 40 + the IPv6 payload length
+    /// (the length the header claims, not what was captured). Saturates at 65535: a larger
+    /// IPv6 claim cannot fit its frame, and the sanity stage drops it before any rule.
     pub ip_len: u16,
     /// TTL or hop limit.
     pub ttl: u8,
     pub tcp_flags: Option<u8>,
-    /// Part of a fragmented datagram.
+    /// Part of a fragmented datagram: IPv4 MF set or a non-zero offset; IPv6 with a fragment
+    /// header (an atomic fragment too, as parse.rs has it).
     pub fragment: bool,
     pub icmp_type: Option<u8>,
 }
 
-/// Read a sampled Ethernet frame (VLAN tags allowed, possibly cut short by the snap length).
+const ETH_P_IP: u16 = 0x0800;
+const ETH_P_IPV6: u16 = 0x86dd;
+const ETH_P_8021Q: u16 = 0x8100;
+const ETH_P_8021AD: u16 = 0x88a8;
+const NEXTHDR_HOP: u8 = 0;
+const NEXTHDR_ROUTING: u8 = 43;
+const NEXTHDR_FRAGMENT: u8 = 44;
+const NEXTHDR_AUTH: u8 = 51;
+const NEXTHDR_DEST: u8 = 60;
+
+fn be16(b: &[u8], off: usize) -> Option<u16> {
+    b.get(off..off + 2)
+        .map(|b| u16::from_be_bytes([b[0], b[1]]))
+}
+
+/// Read a sampled Ethernet frame (up to two 802.1Q/802.1ad tags), possibly cut short by the
+/// snap length. None for what is not IP, or what parse.rs would find malformed.
 pub fn features(frame: &[u8]) -> Option<Features> {
-    use etherparse::{LaxNetSlice, LaxSlicedPacket};
-    let p = LaxSlicedPacket::from_ethernet(frame).ok()?;
-    let (src, dst, proto, ip_len, ttl, fragment, first, payload) = match p.net? {
-        LaxNetSlice::Ipv4(ip) => {
-            let h = ip.header();
-            let pl = ip.payload();
-            (
-                IpAddr::V4(h.source_addr()),
-                IpAddr::V4(h.destination_addr()),
-                h.protocol().0,
-                h.total_len(),
-                h.ttl(),
-                pl.fragmented,
-                h.fragments_offset().value() == 0,
-                pl.payload,
-            )
+    let mut ether_type = be16(frame, 12)?;
+    let mut off = 14;
+    for _ in 0..VLAN_MAX_DEPTH {
+        if ether_type != ETH_P_8021Q && ether_type != ETH_P_8021AD {
+            break;
         }
-        LaxNetSlice::Ipv6(ip) => {
-            let h = ip.header();
-            let pl = ip.payload();
-            (
-                IpAddr::V6(h.source_addr()),
-                IpAddr::V6(h.destination_addr()),
-                pl.ip_number.0,
-                h.payload_length().saturating_add(40),
-                h.hop_limit(),
-                pl.fragmented,
-                !pl.fragmented,
-                pl.payload,
-            )
-        }
+        ether_type = be16(frame, off + 2)?;
+        off += 4;
+    }
+    let packet = frame.get(off..)?;
+    let (mut f, l4) = match ether_type {
+        ETH_P_IP => ipv4(packet)?,
+        ETH_P_IPV6 => ipv6(packet)?,
+        _ => return None,
     };
-    let mut f = Features {
-        src,
-        dst,
-        proto,
+    if let Some(l4) = l4 {
+        // What was captured of it: a header cut by the snap length leaves its fields unknown.
+        match f.proto {
+            proto::TCP => {
+                if l4.get(12).is_some_and(|off| off >> 4 < 5) {
+                    return None;
+                }
+                f.sport = be16(l4, 0);
+                f.dport = be16(l4, 2);
+                f.tcp_flags = l4.get(13).copied();
+            }
+            proto::UDP => {
+                f.sport = be16(l4, 0);
+                f.dport = be16(l4, 2);
+            }
+            proto::ICMP | proto::ICMPV6 => f.icmp_type = l4.first().copied(),
+            _ => {}
+        }
+    }
+    Some(f)
+}
+
+/// The IPv4 header's features, and the bytes of its L4 header unless this is a later fragment.
+fn ipv4(packet: &[u8]) -> Option<(Features, Option<&[u8]>)> {
+    let h = Ipv4HeaderSlice::from_slice(packet).ok()?;
+    let hdr_len = h.slice().len();
+    if usize::from(h.total_len()) < hdr_len {
+        return None;
+    }
+    let first = h.fragments_offset().value() == 0;
+    let f = Features {
+        src: IpAddr::V4(h.source_addr()),
+        dst: IpAddr::V4(h.destination_addr()),
+        proto: h.protocol().0,
         sport: None,
         dport: None,
-        ip_len,
-        ttl,
+        ip_len: h.total_len(),
+        ttl: h.ttl(),
+        tcp_flags: None,
+        fragment: h.more_fragments() || !first,
+        icmp_type: None,
+    };
+    Some((f, first.then(|| &packet[hdr_len..])))
+}
+
+/// The IPv6 header's features after the extension headers parse.rs walks (hop-by-hop,
+/// routing, destination options, authentication, fragment; at most `IPV6_EXT_MAX`), and the
+/// bytes of the L4 header unless this is a later fragment.
+fn ipv6(packet: &[u8]) -> Option<(Features, Option<&[u8]>)> {
+    let h = Ipv6HeaderSlice::from_slice(packet).ok()?;
+    let mut next = h.next_header().0;
+    let mut off = h.slice().len();
+    let mut fragment = false;
+    let mut later_fragment = false;
+    for _ in 0..IPV6_EXT_MAX {
+        match next {
+            NEXTHDR_HOP | NEXTHDR_ROUTING | NEXTHDR_DEST => {
+                let ext = packet.get(off..off + 2)?;
+                next = ext[0];
+                off += (usize::from(ext[1]) + 1) * 8;
+            }
+            NEXTHDR_AUTH => {
+                let ext = packet.get(off..off + 2)?;
+                next = ext[0];
+                off += (usize::from(ext[1]) + 2) * 4;
+            }
+            NEXTHDR_FRAGMENT => {
+                let frag = packet.get(off..off + 8)?;
+                next = frag[0];
+                off += 8;
+                fragment = true;
+                if u16::from_be_bytes([frag[2], frag[3]]) & 0xfff8 != 0 {
+                    later_fragment = true;
+                    break;
+                }
+            }
+            _ => break,
+        }
+    }
+    let still_in_chain = matches!(
+        next,
+        NEXTHDR_HOP | NEXTHDR_ROUTING | NEXTHDR_DEST | NEXTHDR_AUTH | NEXTHDR_FRAGMENT
+    );
+    if !later_fragment && still_in_chain {
+        return None;
+    }
+    let f = Features {
+        src: IpAddr::V6(h.source_addr()),
+        dst: IpAddr::V6(h.destination_addr()),
+        proto: next,
+        sport: None,
+        dport: None,
+        ip_len: u16::try_from(40 + u32::from(h.payload_length())).unwrap_or(u16::MAX),
+        ttl: h.hop_limit(),
         tcp_flags: None,
         fragment,
         icmp_type: None,
     };
-    if first {
-        let be = |i: usize| {
-            payload
-                .get(i..i + 2)
-                .map(|b| u16::from_be_bytes([b[0], b[1]]))
-        };
-        if proto::has_ports(proto) {
-            f.sport = be(0);
-            f.dport = be(2);
-        }
-        if proto == proto::TCP {
-            f.tcp_flags = payload.get(13).copied();
-        }
-        if proto == proto::ICMP || proto == proto::ICMPV6 {
-            f.icmp_type = payload.first().copied();
-        }
-    }
-    Some(f)
+    Some((
+        f,
+        (!later_fragment).then(|| packet.get(off..).unwrap_or(&[])),
+    ))
 }
 
 pub struct Params {
@@ -451,7 +530,9 @@ pub fn search(
 
 #[cfg(test)]
 mod tests {
-    use std::net::Ipv4Addr;
+    use std::net::{Ipv4Addr, Ipv6Addr};
+
+    use filter_common::sanity::{TCP_ACK, TCP_PSH, TCP_SYN};
 
     use super::*;
 
@@ -470,6 +551,7 @@ mod tests {
     }
 
     const DST: IpAddr = IpAddr::V4(Ipv4Addr::new(198, 18, 0, 10));
+    const DST6: Ipv6Addr = Ipv6Addr::new(0x2001, 0xdb8, 0, 0, 0, 0, 0, 10);
 
     fn pkt(src: Ipv4Addr, proto: u8, sport: u16, dport: u16, len: u16, ttl: u8) -> Features {
         Features {
@@ -743,52 +825,261 @@ mod tests {
         }
     }
 
-    #[test]
-    fn features_of_real_frames() {
-        use etherparse::PacketBuilder;
-        let mut frame = Vec::new();
-        PacketBuilder::ethernet2([1; 6], [2; 6])
-            .single_vlan(7.try_into().unwrap())
-            .ipv4([198, 19, 0, 1], [198, 18, 0, 10], 50)
-            .udp(123, 40000)
-            .write(&mut frame, &[0u8; 440])
-            .unwrap();
-        let f = features(&frame[..128]).expect("a cut frame still reads");
-        assert_eq!(
-            (f.proto, f.sport, f.dport, f.ip_len, f.ttl, f.fragment),
-            (17, Some(123), Some(40000), 468, 50, false)
-        );
-        let mut frame = Vec::new();
-        PacketBuilder::ethernet2([1; 6], [2; 6])
-            .ipv6(
-                [0x20, 1, 0xd, 0xb8, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 2],
-                [0x20, 1, 0xd, 0xb8, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 1],
-                64,
-            )
-            .tcp(40000, 443, 1, 1000)
-            .syn()
-            .write(&mut frame, &[])
-            .unwrap();
-        let f = features(&frame).expect("IPv6 TCP");
-        assert_eq!(
-            (f.proto, f.dport, f.tcp_flags, f.ip_len),
-            (6, Some(443), Some(0x02), 60)
-        );
-        // A later IPv4 fragment: no ports.
-        let frame = frame_v4_fragment();
-        let f = features(&frame).expect("a fragment");
-        assert!(f.fragment && f.sport.is_none(), "{f:?}");
+    /// A frame and what `features` must read from it (None: not read at all).
+    struct Frame {
+        what: &'static str,
+        frame: fn() -> Vec<u8>,
+        want: Option<Features>,
     }
 
-    fn frame_v4_fragment() -> Vec<u8> {
-        let mut f = vec![2u8; 6];
-        f.extend([1u8; 6]);
-        f.extend([0x08, 0x00]);
-        // IPv4, 20-byte header, total 48, offset 185 (x8 bytes), proto UDP.
-        f.extend([
-            0x45, 0, 0, 48, 0, 1, 0x00, 185, 64, 17, 0, 0, 198, 19, 0, 1, 198, 18, 0, 10,
-        ]);
-        f.extend([0u8; 28]);
+    const SRC4: [u8; 4] = [198, 19, 0, 1];
+    const DST4: [u8; 4] = [198, 18, 0, 10];
+    const SRC6: [u8; 16] = [0x20, 1, 0xd, 0xb8, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 2];
+
+    fn eth() -> etherparse::PacketBuilderStep<etherparse::Ethernet2Header> {
+        etherparse::PacketBuilder::ethernet2([2; 6], [4; 6])
+    }
+
+    fn write<B>(b: B, payload: usize, f: impl FnOnce(B, &mut Vec<u8>, &[u8])) -> Vec<u8> {
+        let mut out = Vec::new();
+        f(b, &mut out, &vec![0u8; payload]);
+        out
+    }
+
+    fn udp4() -> Vec<u8> {
+        write(
+            eth().ipv4(SRC4, DST4, 50).udp(123, 40000),
+            440,
+            |b, o, p| b.write(o, p).expect("written"),
+        )
+    }
+
+    fn tcp4_synack() -> Vec<u8> {
+        write(
+            eth()
+                .ipv4(SRC4, DST4, 64)
+                .tcp(80, 40000, 1, 1000)
+                .syn()
+                .ack(7),
+            0,
+            |b, o, p| b.write(o, p).expect("written"),
+        )
+    }
+
+    fn udp6() -> Vec<u8> {
+        write(
+            eth().ipv6(SRC6, DST6.octets(), 61).udp(53, 5353),
+            100,
+            |b, o, p| b.write(o, p).expect("written"),
+        )
+    }
+
+    fn vlan_udp4() -> Vec<u8> {
+        write(
+            eth()
+                .single_vlan(7.try_into().expect("a VLAN id"))
+                .ipv4(SRC4, DST4, 50)
+                .udp(123, 40000),
+            440,
+            |b, o, p| b.write(o, p).expect("written"),
+        )
+    }
+
+    fn qinq_udp4() -> Vec<u8> {
+        write(
+            eth()
+                .double_vlan(7.try_into().expect("id"), 8.try_into().expect("id"))
+                .ipv4(SRC4, DST4, 50)
+                .udp(123, 40000),
+            440,
+            |b, o, p| b.write(o, p).expect("written"),
+        )
+    }
+
+    fn v4_fragment(offset: u16, more: bool) -> Vec<u8> {
+        use etherparse::{IpFragOffset, IpHeaders, IpNumber, Ipv4Header};
+        let mut h = Ipv4Header::new(0, 64, IpNumber::UDP, SRC4, DST4).expect("a header");
+        h.fragment_offset = IpFragOffset::try_new(offset).expect("an offset");
+        h.more_fragments = more;
+        write(
+            eth()
+                .ip(IpHeaders::Ipv4(h, Default::default()))
+                .udp(123, 40000),
+            200,
+            |b, o, p| b.write(o, p).expect("written"),
+        )
+    }
+
+    /// IPv6/UDP with a fragment header (`offset` in 8-byte units), written by hand: etherparse
+    /// 0.16 puts the offset and M bits in the wrong places (etherparse#150, fixed in 0.20).
+    fn v6_fragment(offset: u16, more: bool) -> Vec<u8> {
+        let mut f = udp6();
+        let ip = 14;
+        f[ip + 6] = NEXTHDR_FRAGMENT;
+        let payload = u16::from_be_bytes([f[ip + 4], f[ip + 5]]) + 8;
+        f[ip + 4..ip + 6].copy_from_slice(&payload.to_be_bytes());
+        let word = (offset << 3) | u16::from(more);
+        let [hi, lo] = word.to_be_bytes();
+        let header = [proto::UDP, 0, hi, lo, 0, 0, 0, 1];
+        f.splice(ip + 40..ip + 40, header);
         f
+    }
+
+    fn icmp4_echo() -> Vec<u8> {
+        write(
+            eth().ipv4(SRC4, DST4, 64).icmpv4_echo_request(1, 1),
+            56,
+            |b, o, p| b.write(o, p).expect("written"),
+        )
+    }
+
+    fn cut_at_128() -> Vec<u8> {
+        let mut f = write(
+            eth()
+                .ipv4(SRC4, DST4, 50)
+                .tcp(40000, 443, 1, 1000)
+                .psh()
+                .ack(9),
+            1400,
+            |b, o, p| b.write(o, p).expect("written"),
+        );
+        f.truncate(128);
+        f
+    }
+
+    fn v4(sport: Option<u16>, dport: Option<u16>, ip_len: u16, ttl: u8) -> Features {
+        Features {
+            src: IpAddr::from(SRC4),
+            dst: IpAddr::from(DST4),
+            proto: proto::UDP,
+            sport,
+            dport,
+            ip_len,
+            ttl,
+            tcp_flags: None,
+            fragment: false,
+            icmp_type: None,
+        }
+    }
+
+    fn v6(sport: Option<u16>, dport: Option<u16>, fragment: bool, extra: u16) -> Features {
+        Features {
+            src: IpAddr::from(SRC6),
+            dst: DST6.into(),
+            ip_len: 40 + 8 + 100 + extra,
+            ttl: 61,
+            fragment,
+            ..v4(sport, dport, 0, 0)
+        }
+    }
+
+    #[test]
+    fn features_table() {
+        let frames = [
+            Frame {
+                what: "IPv4/UDP: ip_len is the total length",
+                frame: udp4,
+                want: Some(v4(Some(123), Some(40000), 20 + 8 + 440, 50)),
+            },
+            Frame {
+                what: "IPv4/TCP SYN-ACK: the flags byte",
+                frame: tcp4_synack,
+                want: Some(Features {
+                    proto: proto::TCP,
+                    tcp_flags: Some(TCP_SYN | TCP_ACK),
+                    ..v4(Some(80), Some(40000), 40, 64)
+                }),
+            },
+            Frame {
+                what: "IPv6/UDP: ip_len is 40 + the payload length",
+                frame: udp6,
+                want: Some(v6(Some(53), Some(5353), false, 0)),
+            },
+            Frame {
+                what: "802.1Q tag",
+                frame: vlan_udp4,
+                want: Some(v4(Some(123), Some(40000), 468, 50)),
+            },
+            Frame {
+                what: "QinQ (802.1ad + 802.1Q)",
+                frame: qinq_udp4,
+                want: Some(v4(Some(123), Some(40000), 468, 50)),
+            },
+            Frame {
+                what: "IPv4 later fragment: no ports",
+                frame: || v4_fragment(185, false),
+                want: Some(Features {
+                    fragment: true,
+                    ..v4(None, None, 20 + 8 + 200, 64)
+                }),
+            },
+            Frame {
+                what: "IPv4 first fragment (MF): ports, and a fragment",
+                frame: || v4_fragment(0, true),
+                want: Some(Features {
+                    fragment: true,
+                    ..v4(Some(123), Some(40000), 228, 64)
+                }),
+            },
+            Frame {
+                what: "IPv6 later fragment: UDP, no ports",
+                frame: || v6_fragment(100, true),
+                want: Some(v6(None, None, true, 8)),
+            },
+            Frame {
+                what: "IPv6 first fragment: ports",
+                frame: || v6_fragment(0, true),
+                want: Some(v6(Some(53), Some(5353), true, 8)),
+            },
+            Frame {
+                what: "IPv6 atomic fragment (offset 0, no MF): a fragment, as parse.rs says",
+                frame: || v6_fragment(0, false),
+                want: Some(v6(Some(53), Some(5353), true, 8)),
+            },
+            Frame {
+                what: "ICMP echo request: type 8",
+                frame: icmp4_echo,
+                want: Some(Features {
+                    proto: proto::ICMP,
+                    icmp_type: Some(8),
+                    ..v4(None, None, 20 + 8 + 56, 64)
+                }),
+            },
+            Frame {
+                what: "cut at 128 bytes: the header's length, the TCP header read",
+                frame: cut_at_128,
+                want: Some(Features {
+                    proto: proto::TCP,
+                    tcp_flags: Some(TCP_PSH | TCP_ACK),
+                    ..v4(Some(40000), Some(443), 20 + 20 + 1400, 50)
+                }),
+            },
+            Frame {
+                what: "ARP: not IP",
+                frame: || {
+                    let mut f = udp4();
+                    f[12..14].copy_from_slice(&[0x08, 0x06]);
+                    f
+                },
+                want: None,
+            },
+            Frame {
+                what: "IPv4 total length under its header length: malformed for parse.rs",
+                frame: || {
+                    let mut f = udp4();
+                    f[16..18].copy_from_slice(&[0, 19]);
+                    f
+                },
+                want: None,
+            },
+            Frame {
+                what: "a frame cut inside the Ethernet header",
+                frame: || udp4()[..13].to_vec(),
+                want: None,
+            },
+        ];
+        for fr in frames {
+            assert_eq!(features(&(fr.frame)()), fr.want, "{}", fr.what);
+        }
     }
 }
