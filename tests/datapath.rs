@@ -47,6 +47,10 @@ fn lists(h: &mut Harness) {
             "198.18.128.0/17",
             "2001:db8:bad::1",
             "2001:db8:dead::/48",
+            "198.18.40.16/28",
+            "198.19.9.9",
+            "2001:db8:5000::/36",
+            "2001:db8:beef:1:2:3:4:0/112",
         ],
         None,
     );
@@ -59,10 +63,18 @@ fn lists(h: &mut Harness) {
     add(
         h,
         ListKind::Block,
-        &["198.18.77.7", "198.18.200.0/24"],
+        &["198.18.77.7", "198.18.200.0/24", "2001:db8:dead:5::/64"],
         Some(Duration::from_millis(1)),
     );
     std::thread::sleep(Duration::from_millis(20));
+}
+
+fn v4a(s: &str) -> Ipv4Addr {
+    s.parse().expect("fixture address")
+}
+
+fn v6a(s: &str) -> Ipv6Addr {
+    s.parse().expect("fixture address")
 }
 
 fn v4(src: Ipv4Addr, proto: u8, l4: &[u8]) -> Vec<u8> {
@@ -126,6 +138,14 @@ fn cases() -> Vec<Case> {
         // --- TTL in the kernel
         case: "v4 /32 whose TTL passed no longer matches", v4(EXPIRED4, UDP, &u), Pass;
         case: "expired /24 does not hide the live /17 around it", v4(SHADOWED4, UDP, &u), Blocklist;
+        case: "expired v6 /64 does not hide the live /48 around it", v6(v6a("2001:db8:dead:5::7"), UDP, &u), Blocklist;
+        // --- Where the front sends a source: hosts inside its /24, a prefix covering it, both
+        case: "v4 in a listed /28 (a length inside the /24)", v4(v4a("198.18.40.20"), UDP, &u), Blocklist;
+        case: "v4 in the /28's /24 but outside it", v4(v4a("198.18.40.99"), UDP, &u), Pass;
+        case: "v4 beside a listed host, under a listed /16", v4(v4a("198.19.9.10"), UDP, &u), Blocklist;
+        case: "v6 under a /36 (shorter than the /48 slots)", v6(v6a("2001:db8:5000:1::1"), UDP, &u), Blocklist;
+        case: "v6 in a listed /112", v6(v6a("2001:db8:beef:1:2:3:4:99"), UDP, &u), Blocklist;
+        case: "v6 in the /112's /48 but outside it", v6(v6a("2001:db8:beef:1:2:3:5:1"), UDP, &u), Pass;
         // --- IPv4 options and fragments
         case: "v4 with 8 bytes of options, clean", eth(&[], ETH_P_IP, &ipv4(CLEAN4, DST4, UDP, &[1, 1, 1, 1, 0x94, 4, 0, 0], 0, &u)), Pass;
         case: "v4 with options, blocked", eth(&[], ETH_P_IP, &ipv4(BLOCKED4, DST4, UDP, &[0x94, 4, 0, 0], 0, &u)), Blocklist;
@@ -285,7 +305,7 @@ fn expired_entries_are_hidden_then_swept() {
         "expired entries are not listed: {listed:?}"
     );
     let swept = h.state.lists.sweep_expired(ListKind::Block).expect("sweep");
-    assert_eq!(swept, 2, "both expired entries are swept");
+    assert_eq!(swept, 3, "the three expired entries are swept");
     assert_eq!(
         h.state.lists.sweep_expired(ListKind::Block).expect("sweep"),
         0,

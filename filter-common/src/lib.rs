@@ -166,7 +166,7 @@ pub struct Counter {
 }
 const _: () = assert!(size_of::<Counter>() == 16);
 
-/// Value of every allowlist and blocklist entry, exact-address hash or prefix trie alike.
+/// Value of every allowlist and blocklist entry, exact-address or prefix map alike.
 #[repr(C)]
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct ListEntry {
@@ -175,8 +175,8 @@ pub struct ListEntry {
     pub expires_at_ns: u64,
     /// Packets that matched this entry (updated atomically by the data plane).
     pub hits: u64,
-    /// The entry's own prefix length. In the trie an expired entry must not hide a shorter,
-    /// still-valid covering prefix: the data plane retries the lookup below this length.
+    /// The entry's own prefix length (also in its key: kept here so a value read alone, as
+    /// in a snapshot or a batch lookup, says what it lists).
     pub prefix_len: u32,
     /// The list source that added the entry (who listed it, not a packet's source address),
     /// an index into `SOURCE_NAMES`: [`SOURCE_CLI`], [`SOURCE_AUTO`] (an auto-ban written by the
@@ -300,8 +300,23 @@ pub mod map_names {
     pub const SAMPLE_LOST: &str = "SAMPLE_LOST";
 }
 
+/// Key of the prefix maps (`ALLOW_V4`/`BLOCK_V4` with `[u8; 4]`, `ALLOW_V6`/`BLOCK_V6` with
+/// `[u8; 16]`): hash maps holding every prefix length, probed once per length the list holds
+/// (the front's LENS words), longest first: a bounded number of hash lookups instead of an
+/// LPM trie walk. Host entries (/32, /128) live in the exact-address maps instead.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
+pub struct PrefixKey<A> {
+    /// Prefix length (0-31 for IPv4, 0-127 for IPv6).
+    pub len: u32,
+    /// The prefix's address, network byte order, bits past `len` zero.
+    pub addr: A,
+}
+const _: () = assert!(size_of::<PrefixKey<[u8; 4]>>() == 8);
+const _: () = assert!(size_of::<PrefixKey<[u8; 16]>>() == 20);
+
 /// Capacities. Hash maps are created with BPF_F_NO_PREALLOC, so an unused slot costs only its
-/// bucket pointer; tries always allocate per entry.
+/// bucket (16 bytes of max_entries).
 pub const BLOCK_EXACT_MAX: u32 = 1 << 20;
 pub const BLOCK_PREFIX_MAX: u32 = 1 << 20;
 pub const ALLOW_EXACT_MAX: u32 = 1 << 16;
@@ -310,47 +325,66 @@ pub const LIST_META_MAX: u32 = 1 << 20;
 
 /// The lists' front: bitmaps the data plane reads before any list map, so a source that no
 /// entry can match (most of a random-source flood) costs one read of a bitmap instead of hash
-/// and trie lookups in maps of a million entries. One bit per slot and list: set when an entry
-/// of that list may match addresses of the slot. A slot is an IPv4 /24 ([`front_slot_v4`]) or
-/// a hashed IPv6 /48 ([`front_slot_v6`]). Bits are set as entries are added and cleared only
-/// by a rebuild from the lists (userspace), so a set bit may be stale, never missing.
+/// lookups in maps of a million entries, and a source that one can match is looked up only
+/// where the answer can be. Bits are set as entries are added and cleared only by a rebuild
+/// from the lists (userspace), so a set bit may be stale, never missing.
 ///
-/// Layout of the `FRONT` array (u64 words): four regions of [`FRONT_WORDS`] (see
-/// [`front_pos`]), then the control words at [`FRONT_CTL`]. A list with no entries of a family
-/// has its [`FRONT_NONEMPTY`] bit clear and its bitmap is not read at all.
+/// IPv4: four bits per /24 ([`front_slot_v4`]), both lists in one word so one read answers
+/// for both: per list a HOSTS bit (an entry of /25 to /32 lies inside this /24: look in the
+/// exact-host map, then the lengths /25-/31 the list holds) and a COVER bit (an entry of /24
+/// or shorter covers it: probe the lengths /24 and shorter the list holds). See
+/// [`front_pos_v4`] and the nibble layout [`FRONT_ALLOW`] .. [`FRONT_COVER`].
+///
+/// IPv6: two bits per hashed /48 ([`front_slot_v6`]), a HOSTS bit per list: an entry of /48
+/// or longer lies in this /48. Entries shorter than /48 are probed for every source, at the
+/// lengths present (the COVER bit comes from the LENS words).
+///
+/// Layout of the `FRONT` array (u64 words): [`FRONT_V4_WORDS`] of IPv4 bits, then
+/// [`FRONT_V6_WORDS`] of IPv6 bits, then the control words at [`FRONT_CTL`]. A list with no
+/// entries of a family has its [`FRONT_NONEMPTY`] bit clear and its bitmap is not read at all.
 pub const FRONT_SLOT_BITS: u32 = 24;
-/// Words per region: 64 slots per word.
-pub const FRONT_WORDS: u32 = 1 << (FRONT_SLOT_BITS - 6);
-/// Which list, in [`front_pos`] and the control words' bit pairs.
-pub const FRONT_ALLOW: u64 = 1;
-pub const FRONT_BLOCK: u64 = 2;
+/// IPv4 words: 16 slots of four bits per word.
+pub const FRONT_V4_WORDS: u32 = 1 << (FRONT_SLOT_BITS - 4);
+/// IPv6 words: 32 slots of two bits per word.
+pub const FRONT_V6_WORDS: u32 = 1 << (FRONT_SLOT_BITS - 5);
+/// A slot's front as the data plane reads it (a nibble, IPv4 and IPv6 alike): the lists that
+/// may hold an entry for the source, and where: bit 0 allow HOSTS, 1 allow COVER, 2 block
+/// HOSTS, 3 block COVER.
+pub const FRONT_ALLOW: u64 = 0b0011;
+pub const FRONT_BLOCK: u64 = 0b1100;
+pub const FRONT_HOSTS: u64 = 0b0101;
+pub const FRONT_COVER: u64 = 0b1010;
 /// First control word.
-pub const FRONT_CTL: u32 = 4 * FRONT_WORDS;
+pub const FRONT_CTL: u32 = FRONT_V4_WORDS + FRONT_V6_WORDS;
 /// `FRONT_CTL + FRONT_NONEMPTY`: bit pairs (allow, block) for IPv4 (bits 0-1) and IPv6
 /// (bits 2-3): the list may hold entries of that family.
 pub const FRONT_NONEMPTY: u32 = 0;
-/// `FRONT_CTL + FRONT_V6_SHORT`: [`FRONT_ALLOW`]/[`FRONT_BLOCK`] of lists holding an IPv6
-/// prefix shorter than /48 (which spans many slots): every IPv6 source is looked up there.
-pub const FRONT_V6_SHORT: u32 = 1;
-/// `FRONT_CTL + FRONT_AUTO_V4/V6`: non-zero once the data plane has auto-banned a prefix of
-/// that family too broad for one slot (IPv4 shorter than /24, IPv6 shorter than /48) and no
-/// rebuild has marked it yet: every source of the family is then looked up in the blocklist.
-/// (Bans of one slot or less set their slot's bit themselves, see [`FRONT_AUTO_MARKED`].)
+/// `FRONT_CTL + FRONT_LENS_V4`: the IPv4 prefix lengths (0-31) each list may hold, one bit
+/// per length: the allowlist's in bits 0-31, the blocklist's in bits 32-63.
+pub const FRONT_LENS_V4: u32 = 1;
+/// `FRONT_CTL + FRONT_AUTO_V4`: non-zero once the data plane has auto-banned an IPv4 prefix
+/// too broad for one slot (shorter than /24) and no rebuild has marked it yet: every IPv4
+/// source is then looked up in the blocklist at every length it holds. (IPv6 needs no such
+/// word: a ban shorter than /48 sets its LENS bit, which every source reads.)
 pub const FRONT_AUTO_V4: u32 = 2;
-pub const FRONT_AUTO_V6: u32 = 3;
 /// `FRONT_CTL + FRONT_PENDING_ALLOW/BLOCK`: entries removed since the last rebuild.
 pub const FRONT_PENDING_ALLOW: u32 = 4;
 pub const FRONT_PENDING_BLOCK: u32 = 5;
-/// `FRONT_CTL + FRONT_AUTO_MARKED`: non-zero once the data plane has set a slot's bit for an
-/// auto-ban (an atomic OR, BPF CPU v3). A rebuild clears it before it reads the lists; found
-/// set again afterwards, a ban raced the read, so that rebuild clears no bits and the next one
-/// is due.
+/// `FRONT_CTL + FRONT_AUTO_MARKED`: non-zero once the data plane has set a bit for an
+/// auto-ban (a slot or a length, an atomic OR, BPF CPU v3). A rebuild clears it before it
+/// reads the lists; found set again afterwards, a ban raced the read, so that rebuild clears
+/// no bits and the next one is due.
 pub const FRONT_AUTO_MARKED: u32 = 6;
-pub const FRONT_CTL_WORDS: u32 = 8;
+/// `FRONT_CTL + FRONT_LENS_V6 + 2 * list + half` ([`front_lens_v6`]): the IPv6 prefix lengths
+/// (0-127) a list may hold: half 0 has lengths 0-63, half 1 lengths 64-127.
+pub const FRONT_LENS_V6: u32 = 8;
+pub const FRONT_CTL_WORDS: u32 = 16;
 /// Entries of the `FRONT` array.
 pub const FRONT_LEN: u32 = FRONT_CTL + FRONT_CTL_WORDS;
 /// IPv6 prefixes this long or longer fall in one slot.
 pub const FRONT_V6_PREFIX: u8 = 48;
+/// IPv4 prefixes this long or shorter cover whole slots (COVER bits); longer ones are HOSTS.
+pub const FRONT_V4_PREFIX: u8 = 24;
 
 /// The front slot of an IPv4 address (network byte order): its /24.
 #[inline(always)]
@@ -365,17 +399,49 @@ pub fn front_slot_v6(addr: &[u8; 16]) -> u32 {
     (top.wrapping_mul(0x9e37_79b9_7f4a_7c15) >> (64 - FRONT_SLOT_BITS)) as u32
 }
 
-/// (word index, bit) of a slot in the bitmap of `list` ([`FRONT_ALLOW`] or [`FRONT_BLOCK`]).
+/// Index 0 (allowlist) or 1 (blocklist) of a list given as [`FRONT_ALLOW`] or [`FRONT_BLOCK`].
 #[inline(always)]
-pub fn front_pos(slot: u32, v6: bool, list: u64) -> (u32, u32) {
-    let region = (v6 as u32) * 2 + (list == FRONT_BLOCK) as u32;
-    (region * FRONT_WORDS + (slot >> 6), slot & 63)
+pub const fn front_list(list: u64) -> u32 {
+    (list == FRONT_BLOCK) as u32
+}
+
+/// (word index, bit) of an IPv4 slot's HOSTS bit (`cover` false) or COVER bit in `list`.
+#[inline(always)]
+pub fn front_pos_v4(slot: u32, list: u64, cover: bool) -> (u32, u32) {
+    (
+        slot >> 4,
+        (slot & 15) * 4 + front_list(list) * 2 + cover as u32,
+    )
+}
+
+/// (word index, bit) of an IPv6 slot's bit in `list`.
+#[inline(always)]
+pub fn front_pos_v6(slot: u32, list: u64) -> (u32, u32) {
+    (
+        FRONT_V4_WORDS + (slot >> 5),
+        (slot & 31) * 2 + front_list(list),
+    )
 }
 
 /// The [`FRONT_NONEMPTY`] bit of a list and family.
 #[inline(always)]
 pub const fn front_nonempty_bit(v6: bool, list: u64) -> u64 {
-    list << if v6 { 2 } else { 0 }
+    (1 << front_list(list)) << if v6 { 2 } else { 0 }
+}
+
+/// (control word, bit) of an IPv4 prefix length (0-31) in a list's [`FRONT_LENS_V4`].
+#[inline(always)]
+pub const fn front_lens_v4(list: u64, len: u32) -> (u32, u32) {
+    (FRONT_CTL + FRONT_LENS_V4, front_list(list) * 32 + len)
+}
+
+/// (control word, bit) of an IPv6 prefix length (0-127) in a list's [`FRONT_LENS_V6`] words.
+#[inline(always)]
+pub const fn front_lens_v6(list: u64, len: u32) -> (u32, u32) {
+    (
+        FRONT_CTL + FRONT_LENS_V6 + front_list(list) * 2 + len / 64,
+        len % 64,
+    )
 }
 
 /// Most VLAN tags parsed (802.1Q and 802.1ad). A frame with more cannot be inspected and is
@@ -482,6 +548,8 @@ mod pod {
     // SAFETY: all of these are repr(C), made only of integers, with explicit padding.
     unsafe impl aya::Pod for super::Counter {}
     unsafe impl aya::Pod for super::ListEntry {}
+    unsafe impl aya::Pod for super::PrefixKey<[u8; 4]> {}
+    unsafe impl aya::Pod for super::PrefixKey<[u8; 16]> {}
     unsafe impl aya::Pod for super::MetaKey {}
     unsafe impl aya::Pod for super::SourceName {}
     unsafe impl aya::Pod for super::EntryMeta {}

@@ -9,7 +9,7 @@ use aya_ebpf::programs::XdpContext;
 use filter_common::{Config, FRONT_ALLOW, FRONT_BLOCK, Reason, STAGE_DEFENCES};
 
 use crate::{
-    facts::{Clock, Facts, Verdict, drop, drop_by, pass},
+    facts::{Facts, Verdict, drop, drop_by, pass},
     limits, lists, maps,
     parse::{self, Addrs, Frame, L4},
     reflection, rules, sanity, synguard,
@@ -39,15 +39,14 @@ pub fn classify(ctx: &XdpContext) -> Next {
     // Allowlist, then blocklist; the front skips a list that holds nothing for this source.
     // (Written out here, not behind one lists call: passing the parsed header by reference
     // costs the verifier 70k more instructions.)
-    let mut clock = Clock::new();
     match ip.addrs {
         Addrs::V4 { src, .. } => {
             let front = lists::front_v4(src);
-            if front & FRONT_ALLOW != 0 && lists::allowed_v4(src, &mut clock) {
+            if front & FRONT_ALLOW != 0 && lists::allowed_v4(src, front) {
                 return done(pass(Reason::Allowlist));
             }
             if front & FRONT_BLOCK != 0 {
-                if let Some(source) = lists::blocked_v4(src, &mut clock) {
+                if let Some(source) = lists::blocked_v4(src, front) {
                     lists::count_drop(ctx, source, dry);
                     return done(drop_by(Reason::Blocklist, dry, source));
                 }
@@ -55,11 +54,11 @@ pub fn classify(ctx: &XdpContext) -> Next {
         }
         Addrs::V6 { src, .. } => {
             let front = lists::front_v6(&src);
-            if front & FRONT_ALLOW != 0 && lists::allowed_v6(src, &mut clock) {
+            if front & FRONT_ALLOW != 0 && lists::allowed_v6(src, front) {
                 return done(pass(Reason::Allowlist));
             }
             if front & FRONT_BLOCK != 0 {
-                if let Some(source) = lists::blocked_v6(src, &mut clock) {
+                if let Some(source) = lists::blocked_v6(src, front) {
                     // Neighbour discovery from the link passes any list (see parse.rs).
                     if !parse::is_neighbour_discovery(ctx, &ip) {
                         lists::count_drop(ctx, source, dry);

@@ -5,13 +5,16 @@
 
 use core::intrinsics::{AtomicOrdering, atomic_or};
 
-use aya_ebpf::{bindings::BPF_NOEXIST, maps::lpm_trie::Key, programs::XdpContext};
+use aya_ebpf::{
+    bindings::BPF_NOEXIST, helpers::bpf_ktime_get_ns, maps::lpm_trie::Key, programs::XdpContext,
+};
 use aya_log_ebpf::info;
 use filter_common::{
-    AGGREGATE_CLASS_BITS, Class, ClassLimit, Config, FRONT_AUTO_MARKED, FRONT_AUTO_V4,
-    FRONT_AUTO_V6, FRONT_BLOCK, FRONT_CTL, FRONT_NONEMPTY, FRONT_SLOT_BITS, FRONT_V6_PREFIX,
-    ListEntry, OVER_LIMIT_GAP_NS, Reason, SOURCE_AUTO, SourceKey, SourceState, aggregate_key_v4,
-    aggregate_key_v6, front_nonempty_bit, front_pos, front_slot_v4, front_slot_v6,
+    AGGREGATE_CLASS_BITS, Class, ClassLimit, Config, FRONT_AUTO_MARKED, FRONT_AUTO_V4, FRONT_BLOCK,
+    FRONT_CTL, FRONT_NONEMPTY, FRONT_V4_PREFIX, FRONT_V6_PREFIX, ListEntry, OVER_LIMIT_GAP_NS,
+    PrefixKey, Reason, SOURCE_AUTO, SourceKey, SourceState, aggregate_key_v4, aggregate_key_v6,
+    front_lens_v4, front_lens_v6, front_nonempty_bit, front_pos_v4, front_pos_v6, front_slot_v4,
+    front_slot_v6,
     sanity::{TCP_ACK, TCP_SYN},
 };
 
@@ -142,72 +145,105 @@ fn per_source(
 
 /// Put the source prefix on the blocklist, unless an operator's entry is already there, and
 /// say so in the data plane's log (`floodgate run` writes it to its own): a ban is rare, one
-/// per source and `ban_for`, never a per-packet line.
+/// per source and `ban_for`, never a per-packet line. The work is [`fg_ban`]'s, a global
+/// function verified once: inlined, every class's path through the limits paid for it again.
 #[inline(always)]
 fn ban(ctx: &XdpContext, key: &SourceKey, prefix: u32, now: u64, ban_for_ns: u64) {
+    let a = key.addr;
+    let hi = u64::from_be_bytes([a[0], a[1], a[2], a[3], a[4], a[5], a[6], a[7]]);
+    let lo = u64::from_be_bytes([a[8], a[9], a[10], a[11], a[12], a[13], a[14], a[15]]);
+    let v6 = (key.family != 4) as u32;
+    let _ = ctx;
+    fg_ban(hi, lo, prefix | v6 << 8, now + ban_for_ns);
+}
+
+/// The ban of [`ban`]: the source key's address as two big-endian halves (already masked to
+/// its prefix; IPv4 in the top 32 bits of `hi`), `prefix_v6` the prefix length with bit 8 set
+/// for IPv6.
+#[unsafe(no_mangle)]
+#[inline(never)]
+pub extern "C" fn fg_ban(hi: u64, lo: u64, prefix_v6: u32, expires: u64) -> i32 {
+    // aya-log writes to its ring buffer and never reads the context it is given (and LLVM,
+    // seeing that, passes no context to this function), so the log lines get a null one.
+    let ctx = XdpContext::new(core::ptr::null_mut());
+    let prefix = prefix_v6 & 0xff;
+    let v6 = prefix_v6 >> 8 != 0;
     let entry = ListEntry {
-        expires_at_ns: now + ban_for_ns,
+        expires_at_ns: expires,
         hits: 0,
         prefix_len: prefix,
         source: SOURCE_AUTO,
     };
     let flags = BPF_NOEXIST as u64;
-    let a = key.addr;
-    // One log line per new ban, written in each family's branch: a call site after the
-    // branches join costs the verifier twice as much (both families' states reach it).
-    let secs = ban_for_ns / 1_000_000_000;
-    if key.family == 4 {
-        let addr = [a[0], a[1], a[2], a[3]];
+    let secs = expires.saturating_sub(unsafe { bpf_ktime_get_ns() }) / 1_000_000_000;
+    let addr: [u8; 16] = unsafe { core::mem::transmute([hi.to_be(), lo.to_be()]) };
+    let v4 = ((hi >> 32) as u32).to_be_bytes();
+    if !v6 {
         let added = if prefix >= 32 {
-            BLOCK_V4_EXACT.insert(&addr, &entry, flags)
+            BLOCK_V4_EXACT.insert(&v4, &entry, flags)
         } else {
-            BLOCK_V4.insert(&Key::new(prefix, addr), &entry, flags)
+            let k = PrefixKey {
+                len: prefix,
+                addr: v4,
+            };
+            BLOCK_V4.insert(&k, &entry, flags)
         };
         if added.is_ok() {
-            let shown = u32::from_be_bytes(addr);
+            let shown = (hi >> 32) as u32;
             info!(
-                ctx,
+                &ctx,
                 "auto-ban {:i}/{} for {}s: over its per-source limit", shown, prefix, secs
             );
         }
     } else {
-        // Per-source IPv6 state is at most /127 in practice (default /64): the trie.
-        if BLOCK_V6.insert(&Key::new(prefix, a), &entry, flags).is_ok() {
+        // Per-source IPv6 state is at most /127 in practice (default /64): the prefix map.
+        let k = PrefixKey { len: prefix, addr };
+        if BLOCK_V6.insert(&k, &entry, flags).is_ok() {
             info!(
-                ctx,
-                "auto-ban {:i}/{} for {}s: over its per-source limit", a, prefix, secs
+                &ctx,
+                "auto-ban {:i}/{} for {}s: over its per-source limit", addr, prefix, secs
             );
         }
     }
-    // Show the entry in the front at once: OR its slot's bit (and the list's non-empty bit)
-    // in, then say a ban was marked. A prefix broader than one slot cannot be marked with one
-    // bit: for it, every source of the family is looked up until userspace rebuilds the front.
-    // Stored after the insert, so a rebuild that clears these words and then reads the lists
-    // either sees the entry or sees the word set again.
-    let v6 = key.family != 4;
-    let slot = if !v6 && prefix >= FRONT_SLOT_BITS {
-        Some(front_slot_v4([a[0], a[1], a[2], a[3]]))
+    // Show the entry in the front at once: OR its length's bit (a prefix) and its slot's bit
+    // (and the list's non-empty bit) in, then say a ban was marked. An IPv4 prefix broader
+    // than one slot cannot be marked with one bit: for it, every IPv4 source is looked up
+    // until userspace rebuilds the front (IPv6 ones are, by their length's bit). Stored after
+    // the insert, so a rebuild that clears these words and then reads the lists either sees
+    // the entry or sees the word set again.
+    or_front(
+        FRONT_CTL + FRONT_NONEMPTY,
+        front_nonempty_bit(v6, FRONT_BLOCK),
+    );
+    if prefix < if v6 { 128 } else { 32 } {
+        let (w, bit) = if v6 {
+            front_lens_v6(FRONT_BLOCK, prefix)
+        } else {
+            front_lens_v4(FRONT_BLOCK, prefix)
+        };
+        or_front(w, 1 << bit);
+    }
+    let marked = if !v6 && prefix >= FRONT_V4_PREFIX as u32 {
+        let cover = prefix == FRONT_V4_PREFIX as u32;
+        let (w, bit) = front_pos_v4(front_slot_v4(v4), FRONT_BLOCK, cover);
+        or_front(w, 1 << bit);
+        true
     } else if v6 && prefix >= FRONT_V6_PREFIX as u32 {
-        Some(front_slot_v6(&a))
+        let (w, bit) = front_pos_v6(front_slot_v6(&addr), FRONT_BLOCK);
+        or_front(w, 1 << bit);
+        true
     } else {
-        None
+        v6
     };
-    let word = match slot {
-        Some(slot) => {
-            let (w, bit) = front_pos(slot, v6, FRONT_BLOCK);
-            or_front(
-                FRONT_CTL + FRONT_NONEMPTY,
-                front_nonempty_bit(v6, FRONT_BLOCK),
-            );
-            or_front(w, 1 << bit);
-            FRONT_AUTO_MARKED
-        }
-        None if v6 => FRONT_AUTO_V6,
-        None => FRONT_AUTO_V4,
+    let word = if marked {
+        FRONT_AUTO_MARKED
+    } else {
+        FRONT_AUTO_V4
     };
     if let Some(w) = FRONT.get_ptr_mut(FRONT_CTL + word) {
         unsafe { core::ptr::write_volatile(w, 1) };
     }
+    0
 }
 
 /// OR `bits` into word `index` of the front, atomically (userspace and other CPUs write it too).

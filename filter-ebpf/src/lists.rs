@@ -1,123 +1,288 @@
-//! The allowlist and blocklist lookups of the first stage: the front bitmap that skips lists
-//! holding nothing for a source, the exact-host hash then the prefix trie, entry liveness
-//! (TTL) with a retry below an expired prefix, per-entry hit counts, per-source drop counts.
+//! The allowlist and blocklist lookups of the first stage: the front bitmap that says which
+//! list may hold a source and where (hosts inside its /24, or a prefix covering it), then
+//! bounded hash probes: the exact-host map, and the prefix map once per prefix length the list
+//! holds, longest first. An expired entry is stepped over to the next shorter length, so a
+//! lapsed ban never hides a live broader one. Per-entry hit counts, per-source drop counts.
+//!
+//! The probes run in global BPF functions (`fg_allow_v4` .. `fg_block_v6`), verified once on
+//! their own: their loops of up to 32 (IPv4) or 128 (IPv6) lengths cost the first stage's
+//! verification one call each, not the loops' states.
 
 use core::intrinsics::{AtomicOrdering, atomic_xadd};
 
-use aya_ebpf::{
-    maps::{HashMap, LpmTrie, lpm_trie::Key},
-    programs::XdpContext,
-};
+use aya_ebpf::{helpers::bpf_ktime_get_ns, maps::HashMap, programs::XdpContext};
 use filter_common::{
-    FRONT_ALLOW, FRONT_AUTO_V4, FRONT_AUTO_V6, FRONT_BLOCK, FRONT_CTL, FRONT_NONEMPTY,
-    FRONT_V6_SHORT, ListEntry, entry_live, front_nonempty_bit, front_pos, front_slot_v4,
-    front_slot_v6,
+    FRONT_ALLOW, FRONT_AUTO_V4, FRONT_BLOCK, FRONT_COVER, FRONT_CTL, FRONT_LENS_V4, FRONT_LENS_V6,
+    FRONT_NONEMPTY, FRONT_V4_WORDS, FRONT_V6_PREFIX, ListEntry, PrefixKey, entry_live,
+    front_slot_v4, front_slot_v6,
 };
 
-use crate::{facts::Clock, maps, stats};
+use crate::{maps, stats};
 
-/// How many times a trie lookup steps past an expired prefix to a shorter covering one before
-/// giving up (an expired entry only lingers until the CLI or daemon sweeps it).
-const EXPIRED_RETRIES: usize = 4;
+/// A probe's answer: 0 when no live entry matched, else `FOUND | list source`.
+const FOUND: u64 = 1 << 32;
+/// The lists' HOSTS and COVER bits of one list, shifted down to bits 0 (HOSTS) and 1 (COVER).
+const HOSTS: u64 = 1;
+const COVER: u64 = 2;
 
-/// The lists the front says may hold an IPv4 source ([`FRONT_ALLOW`] | [`FRONT_BLOCK`]).
+#[inline(always)]
+fn ctl(w: u32) -> Option<u64> {
+    maps::FRONT.get(FRONT_CTL + w).copied()
+}
+
+/// The front of an IPv4 source: which lists may hold it, and where ([`FRONT_ALLOW`],
+/// [`FRONT_BLOCK`], each split in [`FRONT_HOSTS`] and [`FRONT_COVER`]). A list without IPv4
+/// entries costs no bitmap read; both lists' bits come from one word. An auto-ban the front
+/// does not show yet (auto control word set) means: look everywhere in the blocklist. A failed
+/// read: look everywhere.
 #[inline(always)]
 pub fn front_v4(src: [u8; 4]) -> u64 {
-    front_bits(front_slot_v4(src), false)
-}
-
-/// The lists the front says may hold an IPv6 source.
-#[inline(always)]
-pub fn front_v6(src: &[u8; 16]) -> u64 {
-    front_bits(front_slot_v6(src), true)
-}
-
-/// Is the IPv4 source allowlisted (a live entry; its hit counted)?
-#[inline(always)]
-pub fn allowed_v4(src: [u8; 4], clock: &mut Clock) -> bool {
-    listed(&maps::ALLOW_V4_EXACT, &maps::ALLOW_V4, src, 32, clock).is_some()
-}
-
-/// The list source of the live blocklist entry covering the IPv4 source (its hit counted).
-#[inline(always)]
-pub fn blocked_v4(src: [u8; 4], clock: &mut Clock) -> Option<u32> {
-    listed(&maps::BLOCK_V4_EXACT, &maps::BLOCK_V4, src, 32, clock)
-}
-
-/// Is the IPv6 source allowlisted?
-#[inline(always)]
-pub fn allowed_v6(src: [u8; 16], clock: &mut Clock) -> bool {
-    listed(&maps::ALLOW_V6_EXACT, &maps::ALLOW_V6, src, 128, clock).is_some()
-}
-
-/// The list source of the live blocklist entry covering the IPv6 source.
-#[inline(always)]
-pub fn blocked_v6(src: [u8; 16], clock: &mut Clock) -> Option<u32> {
-    listed(&maps::BLOCK_V6_EXACT, &maps::BLOCK_V6, src, 128, clock)
-}
-
-/// Which lists may hold an entry for this front slot ([`FRONT_ALLOW`] | [`FRONT_BLOCK`]).
-/// A list without entries of the family costs no bitmap read. An auto-ban the front does not
-/// show yet (auto control word set) means: check the blocklist. A failed read: check both.
-#[inline(always)]
-fn front_bits(slot: u32, v6: bool) -> u64 {
-    const BOTH: u64 = FRONT_ALLOW | FRONT_BLOCK;
-    let ctl = |w: u32| maps::FRONT.get(FRONT_CTL + w).copied();
     let Some(nonempty) = ctl(FRONT_NONEMPTY) else {
-        return BOTH;
+        return FRONT_ALLOW | FRONT_BLOCK;
     };
-    let mut out = 0;
-    for list in [FRONT_ALLOW, FRONT_BLOCK] {
-        if nonempty & front_nonempty_bit(v6, list) != 0 {
-            let (word, bit) = front_pos(slot, v6, list);
-            match maps::FRONT.get(word) {
-                Some(w) if (*w >> bit) & 1 == 0 => {}
-                _ => out |= list,
-            }
-        }
+    let mut want = 0;
+    if nonempty & 1 != 0 {
+        want |= FRONT_ALLOW;
     }
-    let auto = ctl(if v6 { FRONT_AUTO_V6 } else { FRONT_AUTO_V4 });
-    if auto != Some(0) {
+    if nonempty & 2 != 0 {
+        want |= FRONT_BLOCK;
+    }
+    if want == 0 {
+        return 0;
+    }
+    let slot = front_slot_v4(src);
+    let mut out = match maps::FRONT.get(slot >> 4) {
+        Some(w) => (*w >> ((slot & 15) * 4)) & 0xf,
+        None => FRONT_ALLOW | FRONT_BLOCK,
+    } & want;
+    if ctl(FRONT_AUTO_V4) != Some(0) {
         out |= FRONT_BLOCK;
-    }
-    if v6 {
-        out |= ctl(FRONT_V6_SHORT).unwrap_or(BOTH);
     }
     out
 }
 
-/// Is `addr` on a list made of an exact-host hash and a prefix trie? Counts the hit.
+/// The front of an IPv6 source: its /48 slot's HOSTS bits, and COVER for a list that holds
+/// prefixes shorter than /48 (looked up for every source).
 #[inline(always)]
-fn listed<A: Copy>(
-    exact: &HashMap<A, ListEntry>,
-    prefixes: &LpmTrie<A, ListEntry>,
-    addr: A,
-    host_len: u32,
-    clock: &mut Clock,
-) -> Option<u32> {
-    if let Some(entry) = exact.get_ptr_mut(&addr) {
-        if live(entry, clock) {
-            count_hit(entry);
-            return Some(unsafe { (*entry).source });
+pub fn front_v6(src: &[u8; 16]) -> u64 {
+    let Some(nonempty) = ctl(FRONT_NONEMPTY) else {
+        return FRONT_ALLOW | FRONT_BLOCK;
+    };
+    let nonempty = nonempty >> 2;
+    if nonempty & 3 == 0 {
+        return 0;
+    }
+    let slot = front_slot_v6(src);
+    let pair = match maps::FRONT.get(FRONT_V4_WORDS + (slot >> 5)) {
+        Some(w) => (*w >> ((slot & 31) * 2)) & 3,
+        None => 3,
+    };
+    let mut out = (pair & 1) | ((pair & 2) << 1);
+    const SHORT: u64 = (1 << FRONT_V6_PREFIX) - 1;
+    if ctl(FRONT_LENS_V6).is_none_or(|l| l & SHORT != 0) {
+        out |= FRONT_ALLOW & FRONT_COVER;
+    }
+    if ctl(FRONT_LENS_V6 + 2).is_none_or(|l| l & SHORT != 0) {
+        out |= FRONT_BLOCK & FRONT_COVER;
+    }
+    let mut want = 0;
+    if nonempty & 1 != 0 {
+        want |= FRONT_ALLOW;
+    }
+    if nonempty & 2 != 0 {
+        want |= FRONT_BLOCK;
+    }
+    out & want
+}
+
+/// Is the IPv4 source allowlisted (a live entry; its hit counted)? `front` from [`front_v4`].
+#[inline(always)]
+pub fn allowed_v4(src: [u8; 4], front: u64) -> bool {
+    fg_allow_v4(u32::from_be_bytes(src), front & FRONT_ALLOW) != 0
+}
+
+/// The list source of the live blocklist entry covering the IPv4 source (its hit counted).
+#[inline(always)]
+pub fn blocked_v4(src: [u8; 4], front: u64) -> Option<u32> {
+    found(fg_block_v4(
+        u32::from_be_bytes(src),
+        (front & FRONT_BLOCK) >> 2,
+    ))
+}
+
+/// Is the IPv6 source allowlisted?
+#[inline(always)]
+pub fn allowed_v6(src: [u8; 16], front: u64) -> bool {
+    let (hi, lo) = halves(&src);
+    fg_allow_v6(hi, lo, front & FRONT_ALLOW) != 0
+}
+
+/// The list source of the live blocklist entry covering the IPv6 source.
+#[inline(always)]
+pub fn blocked_v6(src: [u8; 16], front: u64) -> Option<u32> {
+    let (hi, lo) = halves(&src);
+    found(fg_block_v6(hi, lo, (front & FRONT_BLOCK) >> 2))
+}
+
+#[inline(always)]
+fn found(r: u64) -> Option<u32> {
+    (r & FOUND != 0).then_some(r as u32)
+}
+
+#[inline(always)]
+fn halves(a: &[u8; 16]) -> (u64, u64) {
+    (
+        u64::from_be_bytes([a[0], a[1], a[2], a[3], a[4], a[5], a[6], a[7]]),
+        u64::from_be_bytes([a[8], a[9], a[10], a[11], a[12], a[13], a[14], a[15]]),
+    )
+}
+
+// The global functions: scalar arguments only (the verifier checks them once, alone). `bits`
+// is the list's HOSTS (1) and COVER (2) bits from the front.
+
+#[unsafe(no_mangle)]
+#[inline(never)]
+pub extern "C" fn fg_allow_v4(addr: u32, bits: u64) -> u64 {
+    probe_v4(&maps::ALLOW_V4_EXACT, &maps::ALLOW_V4, 0, addr, bits)
+}
+
+#[unsafe(no_mangle)]
+#[inline(never)]
+pub extern "C" fn fg_block_v4(addr: u32, bits: u64) -> u64 {
+    probe_v4(&maps::BLOCK_V4_EXACT, &maps::BLOCK_V4, 32, addr, bits)
+}
+
+#[unsafe(no_mangle)]
+#[inline(never)]
+pub extern "C" fn fg_allow_v6(hi: u64, lo: u64, bits: u64) -> u64 {
+    probe_v6(&maps::ALLOW_V6_EXACT, &maps::ALLOW_V6, 0, hi, lo, bits)
+}
+
+#[unsafe(no_mangle)]
+#[inline(never)]
+pub extern "C" fn fg_block_v6(hi: u64, lo: u64, bits: u64) -> u64 {
+    probe_v6(&maps::BLOCK_V6_EXACT, &maps::BLOCK_V6, 2, hi, lo, bits)
+}
+
+/// IPv4: the exact host when the /24 holds hosts, then the prefix lengths the list holds,
+/// longest first: /25-/31 when it holds hosts, /24 and shorter when a prefix covers it.
+/// `lens_shift` is the list's place in the LENS word (0 allow, 32 block).
+#[inline(always)]
+fn probe_v4(
+    exact: &HashMap<[u8; 4], ListEntry>,
+    prefixes: &HashMap<PrefixKey<[u8; 4]>, ListEntry>,
+    lens_shift: u32,
+    addr: u32,
+    bits: u64,
+) -> u64 {
+    if bits & HOSTS != 0 {
+        if let Some(e) = exact.get_ptr_mut(&addr.to_be_bytes()) {
+            if live(e) {
+                return hit(e);
+            }
         }
     }
-    let mut len = host_len;
-    for _ in 0..EXPIRED_RETRIES {
-        let Some(entry) = prefixes.get(Key::new(len, addr)) else {
-            return None;
+    // A failed read of the LENS word: probe every length.
+    let held = ctl(FRONT_LENS_V4).map_or(u64::MAX, |w| w >> lens_shift) & 0xffff_ffff;
+    let mut lens = 0;
+    if bits & HOSTS != 0 {
+        lens |= held & 0xffff_ffff & !((1 << 25) - 1);
+    }
+    if bits & COVER != 0 {
+        lens |= held & ((1 << 25) - 1);
+    }
+    for _ in 0..32 {
+        if lens == 0 {
+            break;
+        }
+        let len = 63 - lens.leading_zeros();
+        lens &= !(1u64 << len);
+        let mask = if len == 0 { 0 } else { u32::MAX << (32 - len) };
+        let key = PrefixKey {
+            len,
+            addr: (addr & mask).to_be_bytes(),
         };
-        let entry = entry as *const ListEntry as *mut ListEntry;
-        if live(entry, clock) {
-            count_hit(entry);
-            return Some(unsafe { (*entry).source });
+        if let Some(e) = prefixes.get_ptr_mut(&key) {
+            if live(e) {
+                return hit(e);
+            }
         }
-        let matched = unsafe { (*entry).prefix_len };
-        if matched == 0 || matched > host_len {
-            return None;
-        }
-        len = matched - 1;
     }
-    None
+    0
+}
+
+/// IPv6: the exact host and lengths /48-/127 when the /48 slot holds entries, then the lengths
+/// shorter than /48 the list holds (COVER). `lens_word` is the list's first LENS_V6 word.
+#[inline(always)]
+fn probe_v6(
+    exact: &HashMap<[u8; 16], ListEntry>,
+    prefixes: &HashMap<PrefixKey<[u8; 16]>, ListEntry>,
+    lens_word: u32,
+    hi: u64,
+    lo: u64,
+    bits: u64,
+) -> u64 {
+    let addr = join(hi, lo);
+    if bits & HOSTS != 0 {
+        if let Some(e) = exact.get_ptr_mut(&addr) {
+            if live(e) {
+                return hit(e);
+            }
+        }
+        // Lengths 64-127: the high half kept whole, the low half masked.
+        let mut lens = ctl(FRONT_LENS_V6 + lens_word + 1).unwrap_or(u64::MAX);
+        for _ in 0..64 {
+            if lens == 0 {
+                break;
+            }
+            let bit = 63 - lens.leading_zeros();
+            lens &= !(1u64 << bit);
+            let mask = if bit == 0 { 0 } else { u64::MAX << (64 - bit) };
+            let key = PrefixKey {
+                len: 64 + bit,
+                addr: join(hi, lo & mask),
+            };
+            if let Some(e) = prefixes.get_ptr_mut(&key) {
+                if live(e) {
+                    return hit(e);
+                }
+            }
+        }
+    }
+    // Lengths 0-63: /48-/63 with the slot, shorter with COVER.
+    let held = ctl(FRONT_LENS_V6 + lens_word).unwrap_or(u64::MAX);
+    const SHORT: u64 = (1 << FRONT_V6_PREFIX) - 1;
+    let mut lens = 0;
+    if bits & HOSTS != 0 {
+        lens |= held & !SHORT;
+    }
+    if bits & COVER != 0 {
+        lens |= held & SHORT;
+    }
+    for _ in 0..64 {
+        if lens == 0 {
+            break;
+        }
+        let len = 63 - lens.leading_zeros();
+        lens &= !(1u64 << len);
+        let mask = if len == 0 { 0 } else { u64::MAX << (64 - len) };
+        let key = PrefixKey {
+            len,
+            addr: join(hi & mask, 0),
+        };
+        if let Some(e) = prefixes.get_ptr_mut(&key) {
+            if live(e) {
+                return hit(e);
+            }
+        }
+    }
+    0
+}
+
+/// The address bytes (network order) of two big-endian halves.
+#[inline(always)]
+fn join(hi: u64, lo: u64) -> [u8; 16] {
+    unsafe { core::mem::transmute::<[u64; 2], [u8; 16]>([hi.to_be(), lo.to_be()]) }
 }
 
 /// An enforced blocklist drop also counts against the list source that listed the address.
@@ -131,14 +296,15 @@ pub fn count_drop(ctx: &XdpContext, source: u32, dry: bool) {
 }
 
 #[inline(always)]
-fn live(entry: *const ListEntry, clock: &mut Clock) -> bool {
+fn live(entry: *const ListEntry) -> bool {
     let expires = unsafe { (*entry).expires_at_ns };
     // Read the clock only for entries that can expire: most never do.
-    expires == 0 || entry_live(expires, clock.now())
+    expires == 0 || entry_live(expires, unsafe { bpf_ktime_get_ns() })
 }
 
+/// Count the hit on the entry; the probe's answer for it.
 #[inline(always)]
-fn count_hit(entry: *mut ListEntry) {
+fn hit(entry: *mut ListEntry) -> u64 {
     // Map values are shared by all CPUs: an atomic add (BPF_ATOMIC_ADD) keeps the count
     // exact. core's AtomicU64 has no fetch_add on the BPF target, hence the intrinsic.
     unsafe {
@@ -146,5 +312,6 @@ fn count_hit(entry: *mut ListEntry) {
             core::ptr::addr_of_mut!((*entry).hits),
             1,
         );
+        FOUND | (*entry).source as u64
     }
 }

@@ -12,7 +12,7 @@ use aya_ebpf::{
 use filter_common::{
     AGGREGATE_MAX, ALLOW_EXACT_MAX, ALLOW_PREFIX_MAX, AUTO_DST_MAX, AUTO_GROUPS_MAX, Aggregate,
     AutoCounters, AutoKey, BLOCK_EXACT_MAX, BLOCK_PREFIX_MAX, Config, Counter, EntryMeta,
-    FRONT_LEN, LIST_META_MAX, ListEntry, MetaKey, REFLECT_EXEMPT_MAX, RULES_MAX, Rule,
+    FRONT_LEN, LIST_META_MAX, ListEntry, MetaKey, PrefixKey, REFLECT_EXEMPT_MAX, RULES_MAX, Rule,
     SOURCE_STATE_DEFAULT, SOURCES_MAX, STATS_SLOTS, SYNGUARD_DST_MAX, SYNGUARD_RATE_MAX, SourceKey,
     SourceName, SourceState, SynRate, SynguardSecret, synguard_stat,
 };
@@ -31,31 +31,39 @@ pub static FRONT: Array<u64> = Array::pinned(FRONT_LEN, BPF_F_MMAPABLE);
 #[map(name = "ALLOW_V4_EXACT")]
 pub static ALLOW_V4_EXACT: HashMap<[u8; 4], ListEntry> =
     HashMap::pinned(ALLOW_EXACT_MAX, BPF_F_NO_PREALLOC);
-/// Allowlisted IPv4 source prefixes (shorter than /32); written by the CLI.
+/// Allowlisted IPv4 source prefixes (shorter than /32), keyed by length and prefix; written by
+/// the CLI.
 #[map(name = "ALLOW_V4")]
-pub static ALLOW_V4: LpmTrie<[u8; 4], ListEntry> = LpmTrie::pinned(ALLOW_PREFIX_MAX, 0);
+pub static ALLOW_V4: HashMap<PrefixKey<[u8; 4]>, ListEntry> =
+    HashMap::pinned(ALLOW_PREFIX_MAX, BPF_F_NO_PREALLOC);
 /// Allowlisted IPv6 source hosts (/128); written by the CLI.
 #[map(name = "ALLOW_V6_EXACT")]
 pub static ALLOW_V6_EXACT: HashMap<[u8; 16], ListEntry> =
     HashMap::pinned(ALLOW_EXACT_MAX, BPF_F_NO_PREALLOC);
-/// Allowlisted IPv6 source prefixes (shorter than /128); written by the CLI.
+/// Allowlisted IPv6 source prefixes (shorter than /128), keyed by length and prefix; written
+/// by the CLI.
 #[map(name = "ALLOW_V6")]
-pub static ALLOW_V6: LpmTrie<[u8; 16], ListEntry> = LpmTrie::pinned(ALLOW_PREFIX_MAX, 0);
+pub static ALLOW_V6: HashMap<PrefixKey<[u8; 16]>, ListEntry> =
+    HashMap::pinned(ALLOW_PREFIX_MAX, BPF_F_NO_PREALLOC);
 
 /// Blocklisted IPv4 source hosts (/32); written by the CLI.
 #[map(name = "BLOCK_V4_EXACT")]
 pub static BLOCK_V4_EXACT: HashMap<[u8; 4], ListEntry> =
     HashMap::pinned(BLOCK_EXACT_MAX, BPF_F_NO_PREALLOC);
-/// Blocklisted IPv4 source prefixes (shorter than /32); written by the CLI.
+/// Blocklisted IPv4 source prefixes (shorter than /32), keyed by length and prefix; written
+/// by the CLI and the auto-ban.
 #[map(name = "BLOCK_V4")]
-pub static BLOCK_V4: LpmTrie<[u8; 4], ListEntry> = LpmTrie::pinned(BLOCK_PREFIX_MAX, 0);
+pub static BLOCK_V4: HashMap<PrefixKey<[u8; 4]>, ListEntry> =
+    HashMap::pinned(BLOCK_PREFIX_MAX, BPF_F_NO_PREALLOC);
 /// Blocklisted IPv6 source hosts (/128); written by the CLI.
 #[map(name = "BLOCK_V6_EXACT")]
 pub static BLOCK_V6_EXACT: HashMap<[u8; 16], ListEntry> =
     HashMap::pinned(BLOCK_EXACT_MAX, BPF_F_NO_PREALLOC);
-/// Blocklisted IPv6 source prefixes (shorter than /128); written by the CLI.
+/// Blocklisted IPv6 source prefixes (shorter than /128), keyed by length and prefix; written
+/// by the CLI and the auto-ban.
 #[map(name = "BLOCK_V6")]
-pub static BLOCK_V6: LpmTrie<[u8; 16], ListEntry> = LpmTrie::pinned(BLOCK_PREFIX_MAX, 0);
+pub static BLOCK_V6: HashMap<PrefixKey<[u8; 16]>, ListEntry> =
+    HashMap::pinned(BLOCK_PREFIX_MAX, BPF_F_NO_PREALLOC);
 
 /// Comments and add times of list entries. Written and read by the CLI only; the program never
 /// looks here, it is declared in this object so that one loader creates and pins every map.

@@ -81,6 +81,14 @@ pub enum Error {
     SourceTableSize { have: u32, want: u32 },
 
     #[error(
+        "the pinned {map} map is from an older floodgate (an LPM trie; prefixes now live in a \
+         hash map per list and family): keep its entries with the daemon's snapshot or the old \
+         binary's `floodgate block list` / `allow list`, run `floodgate detach --all --purge`, \
+         then attach again and load them back"
+    )]
+    OldListLayout { map: &'static str },
+
+    #[error(
         "the {map} map already exists with {have} entries (asked for {want}): resize with \
          `floodgate detach --all --purge`, then attach again with the new size"
     )]

@@ -15,10 +15,10 @@ use std::{
 
 use aya::{Ebpf, maps::MapData};
 use filter_common::{
-    FRONT_ALLOW, FRONT_AUTO_MARKED, FRONT_AUTO_V4, FRONT_AUTO_V6, FRONT_BLOCK, FRONT_CTL,
-    FRONT_LEN, FRONT_NONEMPTY, FRONT_PENDING_ALLOW, FRONT_PENDING_BLOCK, FRONT_SLOT_BITS,
-    FRONT_V6_PREFIX, FRONT_V6_SHORT, FRONT_WORDS, front_nonempty_bit, front_pos, front_slot_v4,
-    front_slot_v6, map_names,
+    FRONT_ALLOW, FRONT_AUTO_MARKED, FRONT_AUTO_V4, FRONT_BLOCK, FRONT_CTL, FRONT_LEN,
+    FRONT_NONEMPTY, FRONT_PENDING_ALLOW, FRONT_PENDING_BLOCK, FRONT_SLOT_BITS, FRONT_V4_PREFIX,
+    FRONT_V4_WORDS, FRONT_V6_PREFIX, front_lens_v4, front_lens_v6, front_list, front_nonempty_bit,
+    front_pos_v4, front_pos_v6, front_slot_v4, front_slot_v6, map_names,
 };
 use ipnet::IpNet;
 
@@ -65,51 +65,83 @@ fn pending_word(kind: ListKind) -> u32 {
 }
 
 /// Set `list`'s bits for `net`: `set(word, bits)` ORs bits into a word (of the live front, or
-/// of a copy being rebuilt). Includes the family's [`FRONT_NONEMPTY`] bit.
+/// of a copy being rebuilt). Includes the family's [`FRONT_NONEMPTY`] bit and, for a prefix,
+/// its length's LENS bit.
 fn mark_into(net: &IpNet, list: u64, set: &mut impl FnMut(u32, u64)) {
     let v6 = matches!(net, IpNet::V6(_));
     set(FRONT_CTL + FRONT_NONEMPTY, front_nonempty_bit(v6, list));
+    let len = net.prefix_len();
     match net {
         IpNet::V4(n) => {
+            if len < 32 {
+                let (w, b) = front_lens_v4(list, u32::from(len));
+                set(w, 1 << b);
+            }
             let first = front_slot_v4(n.network().octets());
-            let end = first + (1u32 << 24u8.saturating_sub(n.prefix_len()));
-            // A prefix of /24 or shorter covers whole slots: set them a word at a time.
+            if len > FRONT_V4_PREFIX {
+                let (w, b) = front_pos_v4(first, list, false);
+                set(w, 1 << b);
+                return;
+            }
+            // A prefix of /24 or shorter covers whole slots: its COVER bit in each, a word (16
+            // slots) at a time where it covers whole words.
+            let end = first + (1u32 << (FRONT_V4_PREFIX - len));
             let mut slot = first;
             while slot < end {
-                let (word, bit) = front_pos(slot, false, list);
-                let n = (64 - bit).min(end - slot);
-                let bits = if n == 64 {
-                    u64::MAX
+                let (w, b) = front_pos_v4(slot, list, true);
+                if slot.is_multiple_of(16) && end - slot >= 16 {
+                    set(w, cover_mask(list));
+                    slot += 16;
                 } else {
-                    ((1u64 << n) - 1) << bit
-                };
-                set(word, bits);
-                slot += n;
+                    set(w, 1 << b);
+                    slot += 1;
+                }
             }
         }
-        IpNet::V6(n) if n.prefix_len() >= FRONT_V6_PREFIX => {
-            let (word, bit) = front_pos(front_slot_v6(&n.network().octets()), true, list);
-            set(word, 1 << bit);
+        IpNet::V6(n) => {
+            if len < 128 {
+                let (w, b) = front_lens_v6(list, u32::from(len));
+                set(w, 1 << b);
+            }
+            // Shorter than /48: its LENS bit alone sends every source to it.
+            if len >= FRONT_V6_PREFIX {
+                let (w, b) = front_pos_v6(front_slot_v6(&n.network().octets()), list);
+                set(w, 1 << b);
+            }
         }
-        IpNet::V6(_) => set(FRONT_CTL + FRONT_V6_SHORT, list),
     }
 }
 
-/// The words `kind` owns, each with the mask of its bits there: its two bitmaps whole, and
-/// its bits in the control word.
+/// `list`'s bits in an IPv4 word: both kinds, or the COVER ones.
+fn v4_mask(list: u64) -> u64 {
+    0x3333_3333_3333_3333 << (2 * front_list(list))
+}
+fn cover_mask(list: u64) -> u64 {
+    0x2222_2222_2222_2222 << (2 * front_list(list))
+}
+/// `list`'s bits in an IPv6 word.
+fn v6_mask(list: u64) -> u64 {
+    0x5555_5555_5555_5555 << front_list(list)
+}
+
+/// The words `kind` owns, each with the mask of its bits there: its bits of every bitmap
+/// word, of the control word, and its LENS words.
 fn owned(kind: ListKind) -> impl Iterator<Item = (u32, u64)> {
     let b = bit(kind);
-    let bitmap = |v6| {
-        let (first, _) = front_pos(0, v6, b);
-        (first..first + FRONT_WORDS).map(|w| (w, u64::MAX))
-    };
-    bitmap(false).chain(bitmap(true)).chain([
-        (
-            FRONT_CTL + FRONT_NONEMPTY,
-            front_nonempty_bit(false, b) | front_nonempty_bit(true, b),
-        ),
-        (FRONT_CTL + FRONT_V6_SHORT, b),
-    ])
+    let (lens_v4, _) = front_lens_v4(b, 0);
+    let (lens_v6, _) = front_lens_v6(b, 0);
+    (0..FRONT_V4_WORDS)
+        .map(move |w| (w, v4_mask(b)))
+        .chain((FRONT_V4_WORDS..FRONT_CTL).map(move |w| (w, v6_mask(b))))
+        .chain([
+            (
+                FRONT_CTL + FRONT_NONEMPTY,
+                front_nonempty_bit(false, b) | front_nonempty_bit(true, b),
+            ),
+            (lens_v4, 0xffff_ffff << (32 * front_list(b))),
+            (lens_v6, u64::MAX),
+            (lens_v6 + 1, u64::MAX),
+        ])
 }
 
 impl Front {
@@ -176,7 +208,7 @@ impl Front {
     /// Has the data plane auto-banned sources since the last rebuild (broad ones the front
     /// does not show yet, or slots it marked itself that a rebuild must read)?
     pub fn auto_pending(&self) -> bool {
-        [FRONT_AUTO_V4, FRONT_AUTO_V6, FRONT_AUTO_MARKED]
+        [FRONT_AUTO_V4, FRONT_AUTO_MARKED]
             .iter()
             .any(|w| self.word(FRONT_CTL + w).load(Ordering::Relaxed) != 0)
     }
@@ -188,7 +220,7 @@ impl Front {
     /// bit may be one the read missed) and the next rebuild is due.
     pub fn rebuild(&self, kind: ListKind, read: impl FnOnce() -> Result<Vec<IpNet>>) -> Result<()> {
         if kind == ListKind::Block {
-            for w in [FRONT_AUTO_V4, FRONT_AUTO_V6, FRONT_AUTO_MARKED] {
+            for w in [FRONT_AUTO_V4, FRONT_AUTO_MARKED] {
                 self.word(FRONT_CTL + w).store(0, Ordering::SeqCst);
             }
         }
@@ -220,14 +252,34 @@ impl Front {
         Ok(())
     }
 
-    /// Slots marked for `kind`, per family (IPv4, IPv6).
+    /// Slots marked for `kind`, per family (IPv4 /24s with hosts or covered, IPv6 /48 slots).
     pub fn marked(&self, kind: ListKind) -> [usize; 2] {
-        [false, true].map(|v6| {
-            let (first, _) = front_pos(0, v6, bit(kind));
-            (first..first + FRONT_WORDS)
-                .map(|i| self.word(i).load(Ordering::Relaxed).count_ones() as usize)
-                .sum()
-        })
+        let b = bit(kind);
+        let v4 = (0..FRONT_V4_WORDS)
+            .map(|i| {
+                let x = (self.word(i).load(Ordering::Relaxed) & v4_mask(b)) >> (2 * front_list(b));
+                ((x | (x >> 1)) & 0x1111_1111_1111_1111).count_ones() as usize
+            })
+            .sum();
+        let v6 = (FRONT_V4_WORDS..FRONT_CTL)
+            .map(|i| (self.word(i).load(Ordering::Relaxed) & v6_mask(b)).count_ones() as usize)
+            .sum();
+        [v4, v6]
+    }
+
+    /// The prefix lengths `kind` may hold, per family (hosts, /32 and /128, not included).
+    pub fn lengths(&self, kind: ListKind) -> [Vec<u8>; 2] {
+        let b = bit(kind);
+        let (w4, s4) = front_lens_v4(b, 0);
+        let v4 = self.word(w4).load(Ordering::Relaxed) >> s4;
+        let (w6, _) = front_lens_v6(b, 0);
+        let v6 = [w6, w6 + 1].map(|w| self.word(w).load(Ordering::Relaxed));
+        [
+            (0..32u8).filter(|l| v4 >> l & 1 != 0).collect(),
+            (0..128u8)
+                .filter(|l| v6[usize::from(l / 64)] >> (l % 64) & 1 != 0)
+                .collect(),
+        ]
     }
 }
 
@@ -237,7 +289,7 @@ const _: () = assert!(FRONT_SLOT_BITS == 24, "mark_into assumes /24 IPv4 slots")
 mod tests {
     use super::*;
 
-    /// The words `net` sets in the blocklist's bitmaps (control words left out).
+    /// The words `net` sets in the blocklist's bitmaps and LENS words (non-empty word left out).
     fn marks(net: &str) -> Vec<(u32, u64)> {
         let mut out = Vec::new();
         mark_into(&net.parse().unwrap(), FRONT_BLOCK, &mut |w, b| {
@@ -247,49 +299,87 @@ mod tests {
         out
     }
 
+    const LENS_V4: u32 = FRONT_CTL + filter_common::FRONT_LENS_V4;
+
     #[test]
-    fn a_host_marks_its_slash_24() {
-        // 10.1.2.3 -> slot 0x0a0102: word 0x0a0102 >> 6 of the IPv4 block region, bit 2.
-        let (base, _) = front_pos(0, false, FRONT_BLOCK);
-        assert_eq!(marks("10.1.2.3/32"), vec![(base + (0x0a0102 >> 6), 1 << 2)]);
-        assert_eq!(marks("10.1.2.0/25"), marks("10.1.2.200/32"));
+    fn a_host_marks_its_slash_24_hosts_bit() {
+        // 10.1.2.3 -> slot 0x0a0102: word 0x0a0102 >> 4, slot 2 of 16: bits 8-11, block HOSTS
+        // is bit 2 of the four.
+        assert_eq!(
+            marks("10.1.2.3/32"),
+            vec![(0x0a0102 >> 4, 1 << (2 * 4 + 2))]
+        );
+        // A /25 also marks HOSTS, and its length.
+        assert_eq!(
+            marks("10.1.2.0/25"),
+            vec![(LENS_V4, 1 << (32 + 25)), (0x0a0102 >> 4, 1 << (2 * 4 + 2))]
+        );
     }
 
     #[test]
-    fn a_short_prefix_marks_every_slash_24_it_covers() {
-        let (base, _) = front_pos(0, false, FRONT_BLOCK);
-        // A /16 is 256 slots: 4 whole words.
+    fn a_short_prefix_marks_cover_in_every_slash_24_it_covers() {
+        // A /16 is 256 slots: 16 whole words of block COVER bits.
         let m = marks("10.1.0.0/16");
-        assert_eq!(m.len(), 4);
-        assert!(m.iter().all(|(_, b)| *b == u64::MAX));
-        assert_eq!(m[0].0, base + (0x0a0100 >> 6));
-        // 10.1.2.0/23 is 2 slots of one word.
+        assert_eq!(m[0], (LENS_V4, 1 << (32 + 16)));
+        assert_eq!(m.len(), 17);
+        assert!(m[1..].iter().all(|(_, b)| *b == 0x8888_8888_8888_8888));
+        assert_eq!(m[1].0, 0x0a0100 >> 4);
+        // 10.1.2.0/23 is 2 slots of one word: bits 3 of slots 2 and 3.
         assert_eq!(
-            marks("10.1.2.0/23"),
-            vec![(base + (0x0a0102 >> 6), 0b11 << 2)]
+            marks("10.1.2.0/23")[1..],
+            [
+                (0x0a0102 >> 4, 1 << (2 * 4 + 3)),
+                (0x0a0102 >> 4, 1 << (3 * 4 + 3))
+            ]
         );
-        // 0.0.0.0/0: every word of the region, whole.
-        assert_eq!(marks("0.0.0.0/0").len(), FRONT_WORDS as usize);
+        // 0.0.0.0/0: every word of the IPv4 bitmap.
+        assert_eq!(marks("0.0.0.0/0").len(), 1 + FRONT_V4_WORDS as usize);
     }
 
     #[test]
-    fn ipv6_marks_one_hashed_slot_or_the_short_flag() {
+    fn ipv6_marks_one_hashed_slot_or_only_its_length() {
         let a = marks("2001:db8:1:2::/64");
-        assert_eq!(a, marks("2001:db8:1:ffff::1/128"), "same /48, same slot");
-        let (base, _) = front_pos(0, true, FRONT_BLOCK);
-        assert!(a[0].0 >= base && a[0].0 < base + FRONT_WORDS);
-        assert_eq!(
-            marks("2001:db8::/32"),
-            vec![(FRONT_CTL + FRONT_V6_SHORT, FRONT_BLOCK)]
-        );
+        let b = marks("2001:db8:1:ffff::1/128");
+        assert_eq!(a[1], b[0], "same /48, same slot");
+        assert!(a[1].0 >= FRONT_V4_WORDS && a[1].0 < FRONT_CTL);
+        let (w, bit) = front_lens_v6(FRONT_BLOCK, 64);
+        assert_eq!(a[0], (w, 1 << bit));
+        let (w, bit) = front_lens_v6(FRONT_BLOCK, 32);
+        assert_eq!(marks("2001:db8::/32"), vec![(w, 1 << bit)]);
     }
 
     #[test]
     fn each_list_owns_its_own_bits() {
         let allow: std::collections::HashMap<u32, u64> = owned(ListKind::Allow).collect();
+        let mut shared = 0;
         for (w, mask) in owned(ListKind::Block) {
             let other = allow.get(&w).copied().unwrap_or(0);
             assert_eq!(mask & other, 0, "word {w}: bits owned by both lists");
+            shared += (other != 0) as usize;
+        }
+        assert!(
+            shared >= FRONT_V4_WORDS as usize,
+            "the lists share bitmap words"
+        );
+        // And every bit a mark sets is one its list owns.
+        let block: std::collections::HashMap<u32, u64> = owned(ListKind::Block).collect();
+        for net in [
+            "10.1.2.3/32",
+            "10.0.0.0/8",
+            "2001:db8::/32",
+            "2001:db8::1/128",
+        ] {
+            let mut all = Vec::new();
+            mark_into(&net.parse().unwrap(), FRONT_BLOCK, &mut |w, b| {
+                all.push((w, b))
+            });
+            for (w, b) in all {
+                assert_eq!(
+                    b & !block[&w],
+                    0,
+                    "{net}: word {w} bits {b:x} not the blocklist's"
+                );
+            }
         }
     }
 }

@@ -1,6 +1,6 @@
 //! The allowlist and the blocklist: their maps, with expiry, hit counts, comments and the list
-//! source of every entry. Each list is an exact-host hash plus a prefix trie per family; hosts
-//! (/32, /128) go to the hash, which the data plane checks first. Every operation is written
+//! source of every entry. Each list is an exact-host hash plus a prefix hash (keyed by length
+//! and address) per family; hosts (/32, /128) go to the exact hash. Every operation is written
 //! once over [`ListMap`]; [`MapKind`] says which of the four maps holds an entry.
 //!
 //! Every change is all-or-nothing, also across a crash: its old state goes to a write journal
@@ -15,10 +15,11 @@ use std::{
 
 use aya::{
     Ebpf,
-    maps::{HashMap, LpmTrie, MapData},
+    maps::{HashMap, MapData},
 };
 use filter_common::{
-    LIST_ALLOW, LIST_BLOCK, ListEntry, SOURCE_CLI, SOURCES_FIXED, entry_live, map_names as names,
+    LIST_ALLOW, LIST_BLOCK, ListEntry, PrefixKey, SOURCE_CLI, SOURCES_FIXED, entry_live,
+    map_names as names,
 };
 use ipnet::IpNet;
 
@@ -147,9 +148,11 @@ impl ListMaps {
         let [h4, p4, h6, p6] = kind.map_names();
         let maps: [Box<dyn ListMap>; 4] = [
             Box::new(take_map::<HashMap<MapData, [u8; 4], ListEntry>>(ebpf, h4)?),
-            Box::new(take_map::<LpmTrie<MapData, [u8; 4], ListEntry>>(ebpf, p4)?),
+            Box::new(take_map::<HashMap<MapData, PrefixKey<[u8; 4]>, ListEntry>>(
+                ebpf, p4,
+            )?),
             Box::new(take_map::<HashMap<MapData, [u8; 16], ListEntry>>(ebpf, h6)?),
-            Box::new(take_map::<LpmTrie<MapData, [u8; 16], ListEntry>>(ebpf, p6)?),
+            Box::new(take_map::<HashMap<MapData, PrefixKey<[u8; 16]>, ListEntry>>(ebpf, p6)?),
         ];
         let mut capacities = [0; 4];
         for ((cap, map), name) in capacities.iter_mut().zip(&maps).zip(kind.map_names()) {
@@ -174,9 +177,7 @@ impl ListMaps {
 
     fn get(&self, net: &IpNet) -> Result<Option<ListEntry>> {
         match self.map(MapKind::of(net)).get(net) {
-            Ok(v) if v.prefix_len == u32::from(net.prefix_len()) => Ok(Some(v)),
-            // The trie answers a lookup with the longest covering prefix: not this entry.
-            Ok(_) => Ok(None),
+            Ok(v) => Ok(Some(v)),
             Err(e) if not_found(&e) => Ok(None),
             Err(e) => Err(e).map_context(|| format!("reading {net} from the {}", self.kind.name())),
         }

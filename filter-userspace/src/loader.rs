@@ -128,6 +128,19 @@ pub fn load_object(pin: &PinDir) -> Result<Ebpf> {
         map_names::BLOCK_V6_EXACT,
         map_names::BLOCK_V6,
     ];
+    // Lists pinned by a floodgate that kept prefixes in LPM tries cannot serve this one.
+    for name in [
+        map_names::ALLOW_V4,
+        map_names::ALLOW_V6,
+        map_names::BLOCK_V4,
+        map_names::BLOCK_V6,
+    ] {
+        if let Ok(info) = aya::maps::MapInfo::from_pin(maps.join(name)) {
+            if matches!(info.map_type(), Ok(aya::maps::MapType::LpmTrie)) {
+                return Err(Error::OldListLayout { map: name });
+            }
+        }
+    }
     let sizes = pin
         .source_table
         .map(|n| (map_names::SOURCE_STATE, n))

@@ -1,15 +1,15 @@
 //! Typed access to the pinned maps: taking a map out of the object, summing per-CPU counters,
 //! reading aya's errors, and [`ListMap`], the one interface over the four maps of a list (an
-//! exact-host hash and a prefix trie per family), so every list operation is written once.
+//! exact-host hash and a prefix hash per family), so every list operation is written once.
 
 use std::{io, net::IpAddr, os::fd::AsFd};
 
 use aya::{
     Ebpf, Pod,
-    maps::{HashMap, IterableMap, LpmTrie, MapData, MapError, PerCpuValues, lpm_trie::Key},
+    maps::{HashMap, IterableMap, MapData, MapError, PerCpuValues},
     sys::SyscallError,
 };
-use filter_common::{Counter, ListEntry};
+use filter_common::{Counter, ListEntry, PrefixKey};
 use ipnet::IpNet;
 
 use crate::error::{Error, MapContext, Result};
@@ -92,10 +92,10 @@ where
 /// Entries of one list map, as (prefix, value).
 pub type Entries<'a> = Box<dyn Iterator<Item = Result<(IpNet, ListEntry), MapError>> + 'a>;
 
-/// One map of a list: exact hosts in a hash or prefixes in a trie, of one family. The caller
+/// One map of a list: exact hosts, or prefixes keyed by length and address, of one family. The caller
 /// picks the map by family and prefix length; the map only turns prefixes into its keys.
 pub trait ListMap: Send {
-    /// The entry for `net`; a trie answers with the longest prefix covering it.
+    /// The entry listing exactly `net`.
     fn get(&self, net: &IpNet) -> Result<ListEntry, MapError>;
     fn insert(&mut self, net: &IpNet, value: ListEntry) -> Result<(), MapError>;
     fn remove(&mut self, net: &IpNet) -> Result<(), MapError>;
@@ -114,8 +114,22 @@ pub trait ListMap: Send {
     }
 }
 
-fn trie_key<A: Addr>(net: &IpNet) -> Key<A> {
-    Key::new(u32::from(net.prefix_len()), A::of(net))
+/// A prefix map's key is an [`Addr`] too: its length and the prefix's address (the length
+/// given to [`Addr::net`] is ignored: the key carries its own).
+impl<A: Addr> Addr for PrefixKey<A>
+where
+    PrefixKey<A>: Pod + Default,
+{
+    fn of(net: &IpNet) -> Self {
+        PrefixKey {
+            len: u32::from(net.prefix_len()),
+            addr: A::of(&net.trunc()),
+        }
+    }
+    fn net(self, _: u8) -> IpNet {
+        self.addr.net(self.len as u8)
+    }
+    const HOST: u8 = A::HOST;
 }
 
 impl<A: Addr + 'static> ListMap for HashMap<MapData, A, ListEntry> {
@@ -145,38 +159,6 @@ impl<A: Addr + 'static> ListMap for HashMap<MapData, A, ListEntry> {
                 },
             )))),
         }
-    }
-    fn len(&self) -> usize {
-        self.keys().count()
-    }
-    fn is_empty(&self) -> bool {
-        self.keys().next().is_none()
-    }
-    fn data(&self) -> &MapData {
-        self.map()
-    }
-}
-
-impl<A: Addr + 'static> ListMap for LpmTrie<MapData, A, ListEntry> {
-    fn get(&self, net: &IpNet) -> Result<ListEntry, MapError> {
-        LpmTrie::get(self, &trie_key(net), 0)
-    }
-    fn insert(&mut self, net: &IpNet, value: ListEntry) -> Result<(), MapError> {
-        LpmTrie::insert(self, &trie_key(net), value, 0)
-    }
-    fn remove(&mut self, net: &IpNet) -> Result<(), MapError> {
-        LpmTrie::remove(self, &trie_key(net))
-    }
-    fn insert_batch(&self, nets: &[IpNet], values: &[ListEntry]) -> (usize, Option<io::Error>) {
-        // aya's trie key is the kernel's layout (prefix length, then address), packed.
-        let keys: Vec<Key<A>> = nets.iter().map(trie_key).collect();
-        crate::batch::update(self.data().fd().as_fd(), &keys, values, 0)
-    }
-    fn entries(&self) -> Entries<'_> {
-        Box::new(
-            self.iter()
-                .map(|kv| kv.map(|(k, v)| (k.data().net(k.prefix_len() as u8), v))),
-        )
     }
     fn len(&self) -> usize {
         self.keys().count()
