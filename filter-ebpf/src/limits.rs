@@ -5,9 +5,7 @@
 
 use core::intrinsics::{AtomicOrdering, atomic_or};
 
-use aya_ebpf::{
-    bindings::BPF_NOEXIST, helpers::bpf_ktime_get_ns, maps::lpm_trie::Key, programs::XdpContext,
-};
+use aya_ebpf::{bindings::BPF_NOEXIST, maps::lpm_trie::Key, programs::XdpContext};
 use aya_log_ebpf::info;
 use filter_common::{
     AGGREGATE_CLASS_BITS, Class, ClassLimit, Config, FRONT_AUTO_MARKED, FRONT_AUTO_V4, FRONT_BLOCK,
@@ -154,28 +152,28 @@ fn ban(ctx: &XdpContext, key: &SourceKey, prefix: u32, now: u64, ban_for_ns: u64
     let lo = u64::from_be_bytes([a[8], a[9], a[10], a[11], a[12], a[13], a[14], a[15]]);
     let v6 = (key.family != 4) as u32;
     let _ = ctx;
-    fg_ban(hi, lo, prefix | v6 << 8, now + ban_for_ns);
+    fg_ban(hi, lo, prefix | v6 << 8, now, ban_for_ns);
 }
 
 /// The ban of [`ban`]: the source key's address as two big-endian halves (already masked to
 /// its prefix; IPv4 in the top 32 bits of `hi`), `prefix_v6` the prefix length with bit 8 set
-/// for IPv6.
+/// for IPv6; the ban lasts `ban_for_ns` from `now`.
 #[unsafe(no_mangle)]
 #[inline(never)]
-pub extern "C" fn fg_ban(hi: u64, lo: u64, prefix_v6: u32, expires: u64) -> i32 {
+pub extern "C" fn fg_ban(hi: u64, lo: u64, prefix_v6: u32, now: u64, ban_for_ns: u64) -> i32 {
     // aya-log writes to its ring buffer and never reads the context it is given (and LLVM,
     // seeing that, passes no context to this function), so the log lines get a null one.
     let ctx = XdpContext::new(core::ptr::null_mut());
     let prefix = prefix_v6 & 0xff;
     let v6 = prefix_v6 >> 8 != 0;
     let entry = ListEntry {
-        expires_at_ns: expires,
+        expires_at_ns: now + ban_for_ns,
         hits: 0,
         prefix_len: prefix,
         source: SOURCE_AUTO,
     };
     let flags = BPF_NOEXIST as u64;
-    let secs = expires.saturating_sub(unsafe { bpf_ktime_get_ns() }) / 1_000_000_000;
+    let secs = ban_for_ns / 1_000_000_000;
     let addr: [u8; 16] = unsafe { core::mem::transmute([hi.to_be(), lo.to_be()]) };
     let v4 = ((hi >> 32) as u32).to_be_bytes();
     if !v6 {

@@ -1,5 +1,6 @@
-//! The program's own cost under a live random-source flood, with blocklists of 0, 10k, 100k
-//! and 1M mixed prefixes, beside an empty XDP_DROP program and xdp-filter (at its 10k limit).
+//! The program's own cost under a live flood, with blocklists of 0, 10k, 100k and 1M mixed
+//! prefixes and 1M prefix-heavy ones, beside an empty XDP_DROP program and xdp-filter (at its
+//! 10k limit). At 1M, a second flood whose every source is listed measures the drop path.
 //!
 //! The flood comes from the live-frames generator (tests/bench-ebpf/src/flood.rs) on the attacker's
 //! veth: every frame has a new random source, so lookups miss the caches as a real spoofed
@@ -126,10 +127,40 @@ fn xdp_filter(lab: &Lab, list: &[IpNet]) -> Candidate {
     c
 }
 
+/// One row per family: the empty program, floodgate and maybe xdp-filter, side by side.
+fn rows(lab: &Lab, label: &str, flood: &Flood, cands: &[&Candidate], frames: &[(&str, Vec<u8>)]) {
+    for (family, frame) in frames {
+        let mut ns: Vec<Vec<f64>> = vec![Vec::new(); cands.len()];
+        for _ in 0..ROUNDS {
+            for (i, c) in cands.iter().enumerate() {
+                ns[i].push(on_victim(lab, c, || {
+                    flood.send(lab, frame, FRAMES / 10);
+                    mean_run_ns(c.id, || {
+                        flood.send(lab, frame, FRAMES);
+                    })
+                }));
+            }
+        }
+        let ratio =
+            |i: usize| -> Vec<f64> { ns[i].iter().zip(&ns[0]).map(|(a, b)| a / b).collect() };
+        let (peer_ns, peer_ratio) = if cands.len() > 2 {
+            (fmt_spread(&ns[2], 1), fmt_spread(&ratio(2), 2))
+        } else {
+            ("".into(), "".into())
+        };
+        println!(
+            "| {label} | {family} | {} | {} | {} | {peer_ns} | {peer_ratio} |",
+            fmt_spread(&ns[0], 1),
+            fmt_spread(&ns[1], 1),
+            fmt_spread(&ratio(1), 2),
+        );
+    }
+}
+
 fn main() {
     let lab = Lab::new("lf").expect("creating the lab");
     let _stats = RunTimeStats::enable();
-    let flood = Flood::anywhere();
+    let random = Flood::anywhere();
     let frames = [
         ("IPv4", flood_frame(&lab, false, false)),
         ("IPv6", flood_frame(&lab, true, false)),
@@ -145,102 +176,120 @@ fn main() {
         .expect("settings");
     let fg = candidate(loader::program(&mut state.ebpf).expect("floodgate program"));
 
-    let list = mixed_list(*SIZES.last().expect("sizes"), 0x5eed);
-    println!("## Program cost under a live random-source flood\n");
+    let full = *SIZES.last().expect("sizes");
+    let mixed = mixed_list(full, 0x5eed);
+    let heavy = prefix_heavy_list(full, 0xbeef);
+    println!("## Program cost under a live flood\n");
     println!(
         "`run_time_ns / run_cnt` of the victim's program (BPF_ENABLE_STATS on), {FRAMES} frames \
-         per measurement, random sources (IPv4: anywhere; IPv6: in 2000::/3), {ROUNDS} \
-         rounds; median (min..max) in ns per packet. Lists: 70% IPv4 (90% /32, 9.5% /24, \
-         0.5% /16), 30% IPv6 (60% /128, 30% /64, 10% /48). Defences at their defaults.\n"
+         per measurement, {ROUNDS} rounds; median (min..max) in ns per packet. Floods: *random* \
+         sources (IPv4: anywhere; IPv6: in 2000::/3), or *listed* ones (each frame's source \
+         drawn from addresses inside the list's entries: every frame takes the drop path). \
+         Lists: *mixed* (host-heavy): 70% IPv4 (90% /32, 9.5% /24, 0.5% /16), 30% IPv6 (60% \
+         /128, 30% /64, 10% /48); *prefix-heavy*: 70% IPv4 /32, 20% /24, 2% /16, 8% IPv6 /64. \
+         Defences at their defaults.\n"
     );
     println!(
-        "| blocklist | family | empty XDP_DROP | floodgate | floodgate / empty | xdp-filter (10k hosts) | xdp-filter / empty |"
+        "| blocklist, flood | family | empty XDP_DROP | floodgate | floodgate / empty | xdp-filter (10k hosts) | xdp-filter / empty |"
     );
     println!("|---|---|---|---|---|---|---|");
-    let mut loaded = 0;
-    for size in SIZES {
-        let t = Instant::now();
-        state
-            .lists
-            .add(
-                ListKind::Block,
-                SOURCE_CLI,
-                &list[loaded..size],
-                None,
-                None,
-                &mut |_, _| {},
-            )
-            .expect("filling the blocklist");
-        eprintln!(
-            "live_flood: blocklist {loaded} -> {size} entries in {:.2} s",
-            t.elapsed().as_secs_f64()
-        );
-        loaded = size;
-        let peer = (size == 10_000).then(|| xdp_filter(&lab, &list));
-        let mut cands = vec![&floor, &fg];
-        if let Some(p) = &peer {
-            cands.push(p);
+    let mut memory_rows = Vec::new();
+    for (shape, list, sizes) in [
+        ("mixed", &mixed, &SIZES[..]),
+        ("prefix-heavy", &heavy, &SIZES[3..]),
+    ] {
+        let flushed = state.lists.flush(ListKind::Block).expect("flushing");
+        if flushed > 0 {
+            eprintln!("live_flood: flushed {flushed} entries");
         }
-        for (family, frame) in &frames {
-            let mut ns: Vec<Vec<f64>> = vec![Vec::new(); cands.len()];
-            for _ in 0..ROUNDS {
-                for (i, c) in cands.iter().enumerate() {
-                    ns[i].push(on_victim(&lab, c, || {
-                        flood.send(&lab, frame, FRAMES / 10);
-                        mean_run_ns(c.id, || {
-                            flood.send(&lab, frame, FRAMES);
-                        })
-                    }));
-                }
-            }
-            let ratio =
-                |i: usize| -> Vec<f64> { ns[i].iter().zip(&ns[0]).map(|(a, b)| a / b).collect() };
-            let (peer_ns, peer_ratio) = if cands.len() > 2 {
-                (fmt_spread(&ns[2], 1), fmt_spread(&ratio(2), 2))
-            } else {
-                ("".into(), "".into())
-            };
-            println!(
-                "| {size} | {family} | {} | {} | {} | {peer_ns} | {peer_ratio} |",
-                fmt_spread(&ns[0], 1),
-                fmt_spread(&ns[1], 1),
-                fmt_spread(&ratio(1), 2),
+        let mut loaded = 0;
+        for &size in sizes {
+            let t = Instant::now();
+            state
+                .lists
+                .add(
+                    ListKind::Block,
+                    SOURCE_CLI,
+                    &list[loaded..size],
+                    None,
+                    None,
+                    &mut |_, _| {},
+                )
+                .expect("filling the blocklist");
+            eprintln!(
+                "live_flood: {shape} blocklist {loaded} -> {size} entries in {:.2} s",
+                t.elapsed().as_secs_f64()
             );
+            loaded = size;
+            let peer = (size == 10_000).then(|| xdp_filter(&lab, list));
+            let mut cands = vec![&floor, &fg];
+            if let Some(p) = &peer {
+                cands.push(p);
+            }
+            rows(
+                &lab,
+                &format!("{size} {shape}, random"),
+                &random,
+                &cands,
+                &frames,
+            );
+            if peer.is_some() {
+                let _ = std::fs::remove_dir_all(XDP_FILTER_PINS);
+            }
+            if size == full {
+                let listed = Flood::listed(list, 0x1157);
+                let label = format!("{size} {shape}, listed (drop path)");
+                rows(&lab, &label, &listed, &[&floor, &fg], &frames);
+            }
         }
-        if peer.is_some() {
-            let _ = std::fs::remove_dir_all(XDP_FILTER_PINS);
-        }
+        memory_rows.push((shape, memory(&pin)));
     }
     println!();
-    memory(&pin, loaded);
+    print_memory(full, &memory_rows);
 }
 
-/// Kernel memory of the list maps (their fdinfo `memlock`, which 6.x reports as what the map
-/// uses) with `entries` on the blocklist.
-fn memory(pin: &PinDir, entries: usize) {
+const MEMORY_MAPS: [&str; 6] = {
     use filter_common::map_names as n;
-    println!(
-        "## Kernel memory with {entries} blocklist entries
-"
-    );
-    println!("| map | bytes |");
-    println!("|---|---|");
-    let mut total = 0;
-    for name in [
+    [
         n::BLOCK_V4_EXACT,
         n::BLOCK_V4,
         n::BLOCK_V6_EXACT,
         n::BLOCK_V6,
         n::FRONT,
         n::LIST_META,
-    ] {
-        let map = MapData::from_pin(pin.maps().join(name)).expect("pinned map");
-        let bytes = map_memlock(map.fd());
-        total += bytes;
-        println!("| {name} | {bytes} |");
+    ]
+};
+
+/// Kernel memory of the list maps (their fdinfo `memlock`, which 6.x reports as what the map
+/// uses), in [`MEMORY_MAPS`] order.
+fn memory(pin: &PinDir) -> Vec<u64> {
+    MEMORY_MAPS
+        .iter()
+        .map(|name| {
+            let map = MapData::from_pin(pin.maps().join(name)).expect("pinned map");
+            map_memlock(map.fd())
+        })
+        .collect()
+}
+
+fn print_memory(entries: usize, shapes: &[(&str, Vec<u64>)]) {
+    println!("## Kernel memory with {entries} blocklist entries\n");
+    let names: Vec<&str> = shapes.iter().map(|(s, _)| *s).collect();
+    println!("| map | {} |", names.join(" | "));
+    println!("|---|{}", "---|".repeat(shapes.len()));
+    for (i, name) in MEMORY_MAPS.iter().enumerate() {
+        let cells: Vec<String> = shapes.iter().map(|(_, m)| m[i].to_string()).collect();
+        println!("| {name} | {} |", cells.join(" | "));
     }
-    println!(
-        "| **total** | **{total}** ({:.0} bytes per entry) |\n",
-        total as f64 / entries.max(1) as f64
-    );
+    let totals: Vec<String> = shapes
+        .iter()
+        .map(|(_, m)| {
+            let t: u64 = m.iter().sum();
+            format!(
+                "**{t}** ({:.0} bytes per entry)",
+                t as f64 / entries.max(1) as f64
+            )
+        })
+        .collect();
+    println!("| **total** | {} |\n", totals.join(" | "));
 }

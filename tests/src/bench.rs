@@ -111,6 +111,63 @@ impl Flood {
         Flood { ebpf }
     }
 
+    /// Sources drawn at random from addresses inside `list`'s entries (one per entry, each
+    /// family from its own): every frame's source is listed, the drop path.
+    pub fn listed(list: &[IpNet], seed: u64) -> Flood {
+        let mut rng = Rng::new(seed);
+        let mut v4: Vec<u32> = Vec::new();
+        let mut v6: Vec<[u8; 16]> = Vec::new();
+        for net in list {
+            let r = rng.next_u64();
+            match net {
+                IpNet::V4(n) => {
+                    let host = !u32::from(n.netmask());
+                    v4.push(u32::from(n.network()) | (r as u32 & host));
+                }
+                IpNet::V6(n) => {
+                    let host = !u128::from(n.netmask());
+                    let r = (u128::from(r) << 64) | u128::from(rng.next_u64());
+                    v6.push((u128::from(n.network()) | (r & host)).to_be_bytes());
+                }
+            }
+        }
+        let n4 = v4.len() as u32;
+        let n6 = v6.len() as u32;
+        let mut ebpf = EbpfLoader::new()
+            .override_global("LISTED_V4", &n4, true)
+            .override_global("LISTED_V6", &n6, true)
+            .map_max_entries("SOURCES_V4", n4.max(1))
+            .map_max_entries("SOURCES_V6", n6.max(1))
+            .load(FLOOD_OBJECT)
+            .expect("loading the flood generator");
+        let fd = |name: &str| match ebpf.map(name).expect("sources map") {
+            aya::maps::Map::Array(data) => data.fd().as_fd().as_raw_fd(),
+            _ => panic!("{name} is an array"),
+        };
+        // SAFETY: the maps' fds stay open while `ebpf` lives, past these calls.
+        let (f4, f6) = unsafe {
+            (
+                std::os::fd::BorrowedFd::borrow_raw(fd("SOURCES_V4")),
+                std::os::fd::BorrowedFd::borrow_raw(fd("SOURCES_V6")),
+            )
+        };
+        let k4: Vec<u32> = (0..n4).collect();
+        let k6: Vec<u32> = (0..n6).collect();
+        for (name, (_, err)) in [
+            ("SOURCES_V4", floodgate::batch::update(f4, &k4, &v4, 0)),
+            ("SOURCES_V6", floodgate::batch::update(f6, &k6, &v6, 0)),
+        ] {
+            assert!(err.is_none(), "filling {name}: {err:?}");
+        }
+        let prog: &mut Xdp = ebpf
+            .program_mut("flood")
+            .expect("flood program")
+            .try_into()
+            .expect("xdp");
+        prog.load().expect("verifying the flood generator");
+        Flood { ebpf }
+    }
+
     /// Random sources anywhere in IPv4 (and in 2000::/3 for IPv6 frames).
     pub fn anywhere() -> Flood {
         Flood::new(Ipv4Addr::UNSPECIFIED, u32::MAX)
@@ -266,6 +323,47 @@ pub fn mixed_list(n: usize, seed: u64) -> Vec<IpNet> {
             let bits =
                 ((top as u128) << 96) | (((r >> 32) as u128 & 0xffff_ffff) << 64) | lo as u128;
             Ipv6Net::new(Ipv6Addr::from(bits), len)
+                .expect("len")
+                .trunc()
+                .into()
+        };
+        if seen.insert(net) {
+            out.push(net);
+        }
+    }
+    out
+}
+
+/// A prefix-heavy list of `n` entries: 70% IPv4 /32, 20% /24, 2% /16, 8% IPv6 /64; none in
+/// the lab's 198.18.0.0/15 or 2001:db8::/32.
+pub fn prefix_heavy_list(n: usize, seed: u64) -> Vec<IpNet> {
+    let mut rng = Rng::new(seed);
+    let mut seen = std::collections::HashSet::with_capacity(n);
+    let mut out = Vec::with_capacity(n);
+    let lab = Ipv4Net::new(Ipv4Addr::new(198, 18, 0, 0), 15).expect("lab range");
+    while out.len() < n {
+        let r = rng.next_u64();
+        let pick = (r >> 40) % 100;
+        let net: IpNet = if pick < 92 {
+            let len = match pick {
+                0..=69 => 32,
+                70..=89 => 24,
+                _ => 16,
+            };
+            let net = Ipv4Net::new(Ipv4Addr::from(r as u32), len)
+                .expect("len")
+                .trunc();
+            if lab.contains(&net) || net.contains(&lab) {
+                continue;
+            }
+            net.into()
+        } else {
+            let top = 0x2000_0000 | (r as u32 & 0x1fff_ffff);
+            if top == 0x2001_0db8 {
+                continue;
+            }
+            let bits = ((top as u128) << 96) | (((r >> 32) as u128 & 0xffff_ffff) << 64);
+            Ipv6Net::new(Ipv6Addr::from(bits), 64)
                 .expect("len")
                 .trunc()
                 .into()

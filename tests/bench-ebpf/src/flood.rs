@@ -6,13 +6,21 @@
 //! IPv4: the source becomes `(SRC4_BASE & !SRC4_MASK) | (random & SRC4_MASK)` (host order),
 //! with the header checksum recomputed. IPv6: the source becomes random in 2000::/3 (global
 //! unicast), so it spreads over the address space as a spoofed flood does.
+//!
+//! With `LISTED_V4` / `LISTED_V6` set (non-zero), the source is instead a random one of the
+//! first that many addresses of `SOURCES_V4` / `SOURCES_V6`, filled by the benchmark with an
+//! address inside each listed entry: a flood whose every source is listed (the drop path).
 #![cfg_attr(target_arch = "bpf", no_std)]
 #![cfg_attr(target_arch = "bpf", no_main)]
 
 #[cfg(target_arch = "bpf")]
 mod program {
     use aya_ebpf::{
-        bindings::xdp_action, helpers::bpf_get_prandom_u32, macros::xdp, programs::XdpContext,
+        bindings::xdp_action,
+        helpers::bpf_get_prandom_u32,
+        macros::{map, xdp},
+        maps::Array,
+        programs::XdpContext,
     };
 
     /// Set at load time (`EbpfLoader::set_global`).
@@ -20,6 +28,18 @@ mod program {
     static SRC4_BASE: u32 = 0;
     #[unsafe(no_mangle)]
     static SRC4_MASK: u32 = 0xffff_ffff;
+
+    #[unsafe(no_mangle)]
+    static LISTED_V4: u32 = 0;
+    #[unsafe(no_mangle)]
+    static LISTED_V6: u32 = 0;
+
+    /// Listed IPv4 sources (host order) and IPv6 sources (network-order bytes); the loader
+    /// sizes them.
+    #[map]
+    static SOURCES_V4: Array<u32> = Array::with_max_entries(1, 0);
+    #[map]
+    static SOURCES_V6: Array<[u8; 16]> = Array::with_max_entries(1, 0);
 
     const ETH_LEN: usize = 14;
 
@@ -37,7 +57,13 @@ mod program {
             if ethertype == 0x0800 {
                 let base = core::ptr::read_volatile(&SRC4_BASE);
                 let mask = core::ptr::read_volatile(&SRC4_MASK);
-                let src = (base & !mask) | (bpf_get_prandom_u32() & mask);
+                let listed = core::ptr::read_volatile(&LISTED_V4);
+                let mut src = (base & !mask) | (bpf_get_prandom_u32() & mask);
+                if listed != 0 {
+                    if let Some(a) = SOURCES_V4.get(bpf_get_prandom_u32() % listed) {
+                        src = *a;
+                    }
+                }
                 let ip = p.add(ETH_LEN);
                 let b = src.to_be_bytes();
                 for (i, byte) in b.iter().enumerate() {
@@ -56,6 +82,15 @@ mod program {
                 *ip.add(11) = c[1];
             } else if ethertype == 0x86dd {
                 let src = p.add(ETH_LEN + 8);
+                let listed = core::ptr::read_volatile(&LISTED_V6);
+                if listed != 0 {
+                    if let Some(a) = SOURCES_V6.get(bpf_get_prandom_u32() % listed) {
+                        for (i, byte) in a.iter().enumerate() {
+                            *src.add(i) = *byte;
+                        }
+                    }
+                    return xdp_action::XDP_TX;
+                }
                 for w in 0..4 {
                     let b = bpf_get_prandom_u32().to_ne_bytes();
                     for (i, byte) in b.iter().enumerate() {
