@@ -316,7 +316,7 @@ fn expired_entries_are_hidden_then_swept() {
 #[test]
 fn a_full_list_refuses_the_batch_and_keeps_what_it_had() {
     let mut h = Harness::new();
-    let before = h.state.lists.list(ListKind::Allow).counts();
+    let before = h.state.lists.counts(ListKind::Allow);
     // More /32s than the allowlist's exact map holds: the batch must fail and be rolled back.
     let nets: Vec<_> = (0..=filter_common::ALLOW_EXACT_MAX)
         .map(|i| ipnet::IpNet::from(std::net::IpAddr::V4(Ipv4Addr::from(0xC612_0000u32 + i))))
@@ -338,7 +338,7 @@ fn a_full_list_refuses_the_batch_and_keeps_what_it_had() {
         "error names the cause: {err}"
     );
     assert_eq!(
-        h.state.lists.list(ListKind::Allow).counts(),
+        h.state.lists.counts(ListKind::Allow),
         before,
         "nothing of the batch is left"
     );
@@ -419,12 +419,16 @@ fn blocklist_drops_are_counted_per_source() {
 
 /// The front bitmap the data plane reads first: every entry shows there, removals leave stale
 /// bits that a rebuild clears (after REBUILD_AFTER removals), an IPv6 prefix shorter than /48
-/// switches the family's front to "look everything up", and a first load goes in by batch.
+/// is probed for every IPv6 source, and a first load goes in by batch.
 #[test]
 fn the_front_shows_every_entry_and_rebuilds_after_removals() {
     let mut h = Harness::new();
     let drop_from = |h: &mut Harness, src: Ipv4Addr| h.run(&v4(src, UDP, &udp_payload()));
-    assert_eq!(h.state.lists.front.marked(ListKind::Block), [0, 0], "empty");
+    assert_eq!(
+        h.state.lists.front.marked(ListKind::Block),
+        [0, 0, 0],
+        "empty"
+    );
     assert_eq!(drop_from(&mut h, BLOCKED4), (XDP_PASS, Reason::Pass));
 
     // 5000 hosts in 5000 different /24s (10.0.0.0/8), in one first load: a batch.
@@ -444,7 +448,7 @@ fn the_front_shows_every_entry_and_rebuilds_after_removals() {
         )
         .expect("first load");
     assert_eq!(added.added, 5000);
-    assert_eq!(h.state.lists.front.marked(ListKind::Block), [5000, 0]);
+    assert_eq!(h.state.lists.front.marked(ListKind::Block), [5000, 0, 0]);
     for src in [Ipv4Addr::new(10, 0, 0, 1), Ipv4Addr::new(10, 19, 135, 1)] {
         assert_eq!(
             drop_from(&mut h, src),
@@ -490,7 +494,7 @@ fn the_front_shows_every_entry_and_rebuilds_after_removals() {
         .expect("removing 4000");
     assert_eq!(
         h.state.lists.front.marked(ListKind::Block),
-        [5000, 0],
+        [5000, 0, 0],
         "stale"
     );
     assert_eq!(
@@ -504,7 +508,7 @@ fn the_front_shows_every_entry_and_rebuilds_after_removals() {
         .expect("removing one more");
     assert_eq!(
         h.state.lists.front.marked(ListKind::Block),
-        [5000, 0],
+        [5000, 0, 0],
         "4001 removals: not yet"
     );
     h.state
@@ -513,7 +517,7 @@ fn the_front_shows_every_entry_and_rebuilds_after_removals() {
         .expect("removing 99 more");
     assert_eq!(
         h.state.lists.front.marked(ListKind::Block),
-        [900, 0],
+        [900, 0, 0],
         "rebuilt"
     );
     assert_eq!(
@@ -521,7 +525,7 @@ fn the_front_shows_every_entry_and_rebuilds_after_removals() {
         (XDP_DROP, Reason::Blocklist)
     );
 
-    // A /8 marks its 65536 /24s; flush clears everything at once.
+    // A /8 marks its 256 /16s in the WIDE bitmap; flush clears everything at once.
     let slash8 = parse_prefix("11.0.0.0/8").expect("prefix");
     h.state
         .lists
@@ -534,10 +538,7 @@ fn the_front_shows_every_entry_and_rebuilds_after_removals() {
             &mut |_, _| {},
         )
         .expect("a /8");
-    assert_eq!(
-        h.state.lists.front.marked(ListKind::Block),
-        [900 + 65536, 0]
-    );
+    assert_eq!(h.state.lists.front.marked(ListKind::Block), [900, 256, 0]);
     assert_eq!(
         drop_from(&mut h, Ipv4Addr::new(11, 200, 3, 4)),
         (XDP_DROP, Reason::Blocklist)
@@ -545,7 +546,7 @@ fn the_front_shows_every_entry_and_rebuilds_after_removals() {
     h.state.lists.flush(ListKind::Block).expect("flush");
     assert_eq!(
         h.state.lists.front.marked(ListKind::Block),
-        [0, 0],
+        [0, 0, 0],
         "flushed"
     );
     assert_eq!(
@@ -553,7 +554,8 @@ fn the_front_shows_every_entry_and_rebuilds_after_removals() {
         (XDP_PASS, Reason::Pass)
     );
 
-    // IPv6: a /32 spans 65536 /48 slots, so it sets the family's "short prefix" word instead.
+    // IPv6: a /32 spans 65536 /48 slots, so it sets only its length's bit, which every IPv6
+    // source reads.
     let v6_32 = parse_prefix("2001:db8::/32").expect("prefix");
     h.state
         .lists
@@ -566,7 +568,11 @@ fn the_front_shows_every_entry_and_rebuilds_after_removals() {
             &mut |_, _| {},
         )
         .expect("a v6 /32");
-    assert_eq!(h.state.lists.front.marked(ListKind::Block), [0, 0]);
+    assert_eq!(h.state.lists.front.marked(ListKind::Block), [0, 0, 0]);
+    assert_eq!(
+        h.state.lists.front.lengths(ListKind::Block),
+        [vec![], vec![32]]
+    );
     assert_eq!(
         h.run(&v6(CLEAN6, UDP, &udp(1, 2, &[0; 8]))),
         (XDP_DROP, Reason::Blocklist)
@@ -589,4 +595,59 @@ fn every_stage_fits_in_its_verifier_budget() {
             "{name}: {n} verified instructions, over 40% of 1M"
         );
     }
+}
+
+/// The entry counts kept as entries are written (status, metrics and the API read them instead
+/// of walking the maps) agree with a walk of the maps after every kind of change.
+#[test]
+fn kept_counts_match_a_walk_of_the_maps() {
+    let mut h = Harness::new();
+    let check = |h: &Harness, what: &str| {
+        for kind in [ListKind::Allow, ListKind::Block] {
+            assert_eq!(
+                h.state.lists.map_counts(kind),
+                h.state.lists.list(kind).walk_counts(),
+                "{what}: {} counts",
+                kind.name()
+            );
+        }
+    };
+    lists(&mut h);
+    check(&h, "fixtures added");
+    let cli = |h: &Harness| {
+        h.state
+            .lists
+            .source_counts(ListKind::Block)
+            .get(&SOURCE_CLI)
+            .copied()
+            .unwrap_or_default()
+    };
+    let before = cli(&h);
+    // Another source adds an entry the CLI had: it moves to that source.
+    let feed = h.state.lists.register_source("feed").expect("source");
+    let host = parse_prefix("198.18.66.6").expect("prefix");
+    h.state
+        .lists
+        .add(ListKind::Block, feed, &[host], None, None, &mut |_, _| {})
+        .expect("re-adding");
+    check(&h, "an entry changed source");
+    assert_eq!(cli(&h), [before[0] - 1, before[1]], "the CLI's count drops");
+    assert_eq!(
+        h.state.lists.source_counts(ListKind::Block).get(&feed),
+        Some(&[1, 0]),
+        "the feed's count rises"
+    );
+    h.state
+        .lists
+        .del(ListKind::Block, &[host])
+        .expect("removing");
+    check(&h, "an entry removed");
+    h.state
+        .lists
+        .sweep_expired(ListKind::Block)
+        .expect("sweep");
+    check(&h, "expired entries swept");
+    h.state.lists.flush(ListKind::Block).expect("flush");
+    check(&h, "flushed");
+    assert_eq!(h.state.lists.map_counts(ListKind::Block), [0; 4]);
 }

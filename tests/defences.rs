@@ -813,10 +813,18 @@ fn auto_ban_puts_the_source_on_the_blocklist_until_it_expires() {
     // sources keep skipping the blocklist; the next sweep's rebuild is due.
     assert_eq!(
         h.state.lists.front.marked(ListKind::Block),
-        [marked[0] + 1, marked[1]],
+        [marked[0] + 1, marked[1], marked[2]],
         "the ban's slot is marked at once"
     );
     assert!(h.state.lists.front.auto_pending(), "a rebuild is due");
+    assert_eq!(
+        h.state
+            .lists
+            .source_counts(ListKind::Block)
+            .get(&filter_common::SOURCE_AUTO),
+        Some(&[1, 0]),
+        "the data plane counts its ban"
+    );
     assert_eq!(h.run(&f).1, Blocklist, "the ban is on the blocklist");
     let entries = h.state.lists.entries(ListKind::Block).unwrap();
     let ban = entries

@@ -3,16 +3,16 @@
 //! where every packet is a new source and per-source state learns nothing. A source over its
 //! limit for `ban_after` goes onto the blocklist for `ban_for`, written here, marked `auto`.
 
-use core::intrinsics::{AtomicOrdering, atomic_or};
+use core::intrinsics::{AtomicOrdering, atomic_or, atomic_xadd};
 
 use aya_ebpf::{bindings::BPF_NOEXIST, maps::lpm_trie::Key, programs::XdpContext};
 use aya_log_ebpf::info;
 use filter_common::{
     AGGREGATE_CLASS_BITS, Class, ClassLimit, Config, FRONT_AUTO_MARKED, FRONT_AUTO_V4, FRONT_BLOCK,
-    FRONT_CTL, FRONT_NONEMPTY, FRONT_V4_PREFIX, FRONT_V6_PREFIX, ListEntry, OVER_LIMIT_GAP_NS,
-    PrefixKey, Reason, SOURCE_AUTO, SourceKey, SourceState, aggregate_key_v4, aggregate_key_v6,
-    front_lens_v4, front_lens_v6, front_nonempty_bit, front_pos_v4, front_pos_v6, front_slot_v4,
-    front_slot_v6,
+    FRONT_CTL, FRONT_NONEMPTY, FRONT_V6_PREFIX, ListEntry, OVER_LIMIT_GAP_NS, PrefixKey, Reason,
+    SOURCE_AUTO, SourceKey, SourceState, aggregate_key_v4, aggregate_key_v6, front_count_word,
+    front_lens_v4, front_lens_v6, front_nonempty_bit, front_pos, front_slot_v4, front_slot_v6,
+    front_wide_pos,
     sanity::{TCP_ACK, TCP_SYN},
 };
 
@@ -187,6 +187,7 @@ pub extern "C" fn fg_ban(hi: u64, lo: u64, prefix_v6: u32, now: u64, ban_for_ns:
             BLOCK_V4.insert(&k, &entry, flags)
         };
         if added.is_ok() {
+            add_front(front_count_word(1, SOURCE_AUTO, (prefix < 32) as u32), 1);
             let shown = (hi >> 32) as u32;
             info!(
                 &ctx,
@@ -197,6 +198,7 @@ pub extern "C" fn fg_ban(hi: u64, lo: u64, prefix_v6: u32, now: u64, ban_for_ns:
         // Per-source IPv6 state is at most /127 in practice (default /64): the prefix map.
         let k = PrefixKey { len: prefix, addr };
         if BLOCK_V6.insert(&k, &entry, flags).is_ok() {
+            add_front(front_count_word(1, SOURCE_AUTO, 3), 1);
             info!(
                 &ctx,
                 "auto-ban {:i}/{} for {}s: over its per-source limit", addr, prefix, secs
@@ -204,9 +206,10 @@ pub extern "C" fn fg_ban(hi: u64, lo: u64, prefix_v6: u32, now: u64, ban_for_ns:
         }
     }
     // Show the entry in the front at once: OR its length's bit (a prefix) and its slot's bit
-    // (and the list's non-empty bit) in, then say a ban was marked. An IPv4 prefix broader
-    // than one slot cannot be marked with one bit: for it, every IPv4 source is looked up
-    // until userspace rebuilds the front (IPv6 ones are, by their length's bit). Stored after
+    // (and the list's non-empty bit) in, then say a ban was marked. An IPv4 ban of /17 to /23
+    // spans several NEAR bits and one shorter than /16 several WIDE bits: for those, every
+    // IPv4 source is looked up until userspace rebuilds the front (IPv6 bans shorter than /48
+    // need nothing more: their length's bit is read for every source). Stored after
     // the insert, so a rebuild that clears these words and then reads the lists either sees
     // the entry or sees the word set again.
     or_front(
@@ -221,13 +224,16 @@ pub extern "C" fn fg_ban(hi: u64, lo: u64, prefix_v6: u32, now: u64, ban_for_ns:
         };
         or_front(w, 1 << bit);
     }
-    let marked = if !v6 && prefix >= FRONT_V4_PREFIX as u32 {
-        let cover = prefix == FRONT_V4_PREFIX as u32;
-        let (w, bit) = front_pos_v4(front_slot_v4(v4), FRONT_BLOCK, cover);
+    let marked = if !v6 && prefix >= 24 {
+        let (w, bit) = front_pos(front_slot_v4(v4), false, FRONT_BLOCK);
+        or_front(w, 1 << bit);
+        true
+    } else if !v6 && prefix == 16 {
+        let (w, bit) = front_wide_pos(front_slot_v4(v4) >> 8, FRONT_BLOCK);
         or_front(w, 1 << bit);
         true
     } else if v6 && prefix >= FRONT_V6_PREFIX as u32 {
-        let (w, bit) = front_pos_v6(front_slot_v6(&addr), FRONT_BLOCK);
+        let (w, bit) = front_pos(front_slot_v6(&addr), true, FRONT_BLOCK);
         or_front(w, 1 << bit);
         true
     } else {
@@ -242,6 +248,14 @@ pub extern "C" fn fg_ban(hi: u64, lo: u64, prefix_v6: u32, now: u64, ban_for_ns:
         unsafe { core::ptr::write_volatile(w, 1) };
     }
     0
+}
+
+/// Add to word `index` of the front (an entry count), atomically.
+#[inline(always)]
+fn add_front(index: u32, n: u64) {
+    if let Some(w) = FRONT.get_ptr_mut(index) {
+        unsafe { atomic_xadd::<u64, u64, { AtomicOrdering::Relaxed }>(w, n) };
+    }
 }
 
 /// OR `bits` into word `index` of the front, atomically (userspace and other CPUs write it too).

@@ -1,5 +1,5 @@
-//! The allowlist and blocklist lookups of the first stage: the front bitmap that says which
-//! list may hold a source and where (hosts inside its /24, or a prefix covering it), then
+//! The allowlist and blocklist lookups of the first stage: the front bitmaps that say which
+//! list may hold a source and at which lengths (near its /24, or a /16 or wider), then
 //! bounded hash probes: the exact-host map, and the prefix map once per prefix length the list
 //! holds, longest first. An expired entry is stepped over to the next shorter length, so a
 //! lapsed ban never hides a live broader one. Per-entry hit counts, per-source drop counts.
@@ -12,18 +12,18 @@ use core::intrinsics::{AtomicOrdering, atomic_xadd};
 
 use aya_ebpf::{helpers::bpf_ktime_get_ns, maps::HashMap, programs::XdpContext};
 use filter_common::{
-    FRONT_ALLOW, FRONT_AUTO_V4, FRONT_BLOCK, FRONT_COVER, FRONT_CTL, FRONT_LENS_V4, FRONT_LENS_V6,
-    FRONT_NONEMPTY, FRONT_V4_WORDS, FRONT_V6_PREFIX, ListEntry, PrefixKey, entry_live,
-    front_slot_v4, front_slot_v6,
+    FRONT_ALLOW, FRONT_AUTO_V4, FRONT_BLOCK, FRONT_CTL, FRONT_LENS_V4, FRONT_LENS_V6,
+    FRONT_NONEMPTY, FRONT_V4_NEAR, FRONT_V6_PREFIX, ListEntry, PrefixKey, entry_live, front_pos,
+    front_slot_v4, front_slot_v6, front_wide_pos,
 };
 
 use crate::{maps, stats};
 
 /// A probe's answer: 0 when no live entry matched, else `FOUND | list source`.
 const FOUND: u64 = 1 << 32;
-/// The lists' HOSTS and COVER bits of one list, shifted down to bits 0 (HOSTS) and 1 (COVER).
-const HOSTS: u64 = 1;
-const COVER: u64 = 2;
+/// The NEAR and WIDE bits of one list, shifted down to bits 0 (NEAR) and 1 (WIDE).
+const NEAR: u64 = 1;
+const WIDE: u64 = 2;
 
 #[inline(always)]
 fn ctl(w: u32) -> Option<u64> {
@@ -31,68 +31,50 @@ fn ctl(w: u32) -> Option<u64> {
 }
 
 /// The front of an IPv4 source: which lists may hold it, and where ([`FRONT_ALLOW`],
-/// [`FRONT_BLOCK`], each split in [`FRONT_HOSTS`] and [`FRONT_COVER`]). A list without IPv4
-/// entries costs no bitmap read; both lists' bits come from one word. An auto-ban the front
-/// does not show yet (auto control word set) means: look everywhere in the blocklist. A failed
-/// read: look everywhere.
+/// [`FRONT_BLOCK`], each split in NEAR and WIDE, see `filter_common::FRONT_NEAR`). A list
+/// without IPv4 entries costs no bitmap read. An auto-ban the front does not show yet (auto
+/// control word set) means: look everywhere in the blocklist. A failed read: look there.
 #[inline(always)]
 pub fn front_v4(src: [u8; 4]) -> u64 {
     let Some(nonempty) = ctl(FRONT_NONEMPTY) else {
         return FRONT_ALLOW | FRONT_BLOCK;
     };
-    let mut want = 0;
-    if nonempty & 1 != 0 {
-        want |= FRONT_ALLOW;
-    }
-    if nonempty & 2 != 0 {
-        want |= FRONT_BLOCK;
-    }
-    if want == 0 {
-        return 0;
-    }
     let slot = front_slot_v4(src);
-    let mut out = match maps::FRONT.get(slot >> 4) {
-        Some(w) => (*w >> ((slot & 15) * 4)) & 0xf,
-        None => FRONT_ALLOW | FRONT_BLOCK,
-    } & want;
+    let mut out = 0;
+    for (i, list) in [(0, FRONT_ALLOW), (1, FRONT_BLOCK)] {
+        if nonempty & (1 << i) != 0 {
+            let (word, bit) = front_pos(slot, false, list);
+            let near = maps::FRONT.get(word).is_none_or(|w| (*w >> bit) & 1 != 0);
+            let (word, bit) = front_wide_pos(slot >> 8, list);
+            let wide = maps::FRONT.get(word).is_none_or(|w| (*w >> bit) & 1 != 0);
+            out |= ((near as u64) | (wide as u64) << 1) << (2 * i);
+        }
+    }
     if ctl(FRONT_AUTO_V4) != Some(0) {
         out |= FRONT_BLOCK;
     }
     out
 }
 
-/// The front of an IPv6 source: its /48 slot's HOSTS bits, and COVER for a list that holds
+/// The front of an IPv6 source: its /48 slot's NEAR bits, and WIDE for a list that holds
 /// prefixes shorter than /48 (looked up for every source).
 #[inline(always)]
 pub fn front_v6(src: &[u8; 16]) -> u64 {
     let Some(nonempty) = ctl(FRONT_NONEMPTY) else {
         return FRONT_ALLOW | FRONT_BLOCK;
     };
-    let nonempty = nonempty >> 2;
-    if nonempty & 3 == 0 {
-        return 0;
-    }
     let slot = front_slot_v6(src);
-    let pair = match maps::FRONT.get(FRONT_V4_WORDS + (slot >> 5)) {
-        Some(w) => (*w >> ((slot & 31) * 2)) & 3,
-        None => 3,
-    };
-    let mut out = (pair & 1) | ((pair & 2) << 1);
     const SHORT: u64 = (1 << FRONT_V6_PREFIX) - 1;
-    if ctl(FRONT_LENS_V6).is_none_or(|l| l & SHORT != 0) {
-        out |= FRONT_ALLOW & FRONT_COVER;
+    let mut out = 0;
+    for (i, list) in [(0, FRONT_ALLOW), (1, FRONT_BLOCK)] {
+        if nonempty & (4 << i) != 0 {
+            let (word, bit) = front_pos(slot, true, list);
+            let near = maps::FRONT.get(word).is_none_or(|w| (*w >> bit) & 1 != 0);
+            let wide = ctl(FRONT_LENS_V6 + 2 * i).is_none_or(|l| l & SHORT != 0);
+            out |= ((near as u64) | (wide as u64) << 1) << (2 * i);
+        }
     }
-    if ctl(FRONT_LENS_V6 + 2).is_none_or(|l| l & SHORT != 0) {
-        out |= FRONT_BLOCK & FRONT_COVER;
-    }
-    let mut want = 0;
-    if nonempty & 1 != 0 {
-        want |= FRONT_ALLOW;
-    }
-    if nonempty & 2 != 0 {
-        want |= FRONT_BLOCK;
-    }
-    out & want
+    out
 }
 
 /// Is the IPv4 source allowlisted (a live entry; its hit counted)? `front` from [`front_v4`].
@@ -138,7 +120,7 @@ fn halves(a: &[u8; 16]) -> (u64, u64) {
 }
 
 // The global functions: scalar arguments only (the verifier checks them once, alone). `bits`
-// is the list's HOSTS (1) and COVER (2) bits from the front.
+// is the list's NEAR (1) and WIDE (2) bits from the front.
 
 #[unsafe(no_mangle)]
 #[inline(never)]
@@ -164,8 +146,8 @@ pub extern "C" fn fg_block_v6(hi: u64, lo: u64, bits: u64) -> u64 {
     probe_v6(&maps::BLOCK_V6_EXACT, &maps::BLOCK_V6, 2, hi, lo, bits)
 }
 
-/// IPv4: the exact host when the /24 holds hosts, then the prefix lengths the list holds,
-/// longest first: /25-/31 when it holds hosts, /24 and shorter when a prefix covers it.
+/// IPv4: with NEAR, the exact host, then the lengths /31 down to /17 the list holds; with
+/// WIDE, the lengths /16 and shorter it holds. Longest first; the first live entry answers.
 /// `lens_shift` is the list's place in the LENS word (0 allow, 32 block).
 #[inline(always)]
 fn probe_v4(
@@ -175,7 +157,7 @@ fn probe_v4(
     addr: u32,
     bits: u64,
 ) -> u64 {
-    if bits & HOSTS != 0 {
+    if bits & NEAR != 0 {
         if let Some(e) = exact.get_ptr_mut(&addr.to_be_bytes()) {
             if live(e) {
                 return hit(e);
@@ -184,12 +166,13 @@ fn probe_v4(
     }
     // A failed read of the LENS word: probe every length.
     let held = ctl(FRONT_LENS_V4).map_or(u64::MAX, |w| w >> lens_shift) & 0xffff_ffff;
+    const WIDE_LENS: u64 = (1 << FRONT_V4_NEAR) - 1;
     let mut lens = 0;
-    if bits & HOSTS != 0 {
-        lens |= held & 0xffff_ffff & !((1 << 25) - 1);
+    if bits & NEAR != 0 {
+        lens |= held & 0xffff_ffff & !WIDE_LENS;
     }
-    if bits & COVER != 0 {
-        lens |= held & ((1 << 25) - 1);
+    if bits & WIDE != 0 {
+        lens |= held & WIDE_LENS;
     }
     for _ in 0..32 {
         if lens == 0 {
@@ -211,8 +194,8 @@ fn probe_v4(
     0
 }
 
-/// IPv6: the exact host and lengths /48-/127 when the /48 slot holds entries, then the lengths
-/// shorter than /48 the list holds (COVER). `lens_word` is the list's first LENS_V6 word.
+/// IPv6: with NEAR, the exact host and the lengths /127 down to /48 the list holds; with WIDE,
+/// the lengths shorter than /48 it holds. `lens_word` is the list's first LENS_V6 word.
 #[inline(always)]
 fn probe_v6(
     exact: &HashMap<[u8; 16], ListEntry>,
@@ -223,7 +206,7 @@ fn probe_v6(
     bits: u64,
 ) -> u64 {
     let addr = join(hi, lo);
-    if bits & HOSTS != 0 {
+    if bits & NEAR != 0 {
         if let Some(e) = exact.get_ptr_mut(&addr) {
             if live(e) {
                 return hit(e);
@@ -249,14 +232,14 @@ fn probe_v6(
             }
         }
     }
-    // Lengths 0-63: /48-/63 with the slot, shorter with COVER.
+    // Lengths 0-63: /48-/63 with NEAR, shorter with WIDE.
     let held = ctl(FRONT_LENS_V6 + lens_word).unwrap_or(u64::MAX);
     const SHORT: u64 = (1 << FRONT_V6_PREFIX) - 1;
     let mut lens = 0;
-    if bits & HOSTS != 0 {
+    if bits & NEAR != 0 {
         lens |= held & !SHORT;
     }
-    if bits & COVER != 0 {
+    if bits & WIDE != 0 {
         lens |= held & SHORT;
     }
     for _ in 0..64 {

@@ -779,8 +779,8 @@ async fn snapshotter(sh: Arc<Shared>) {
         let _ = tokio::task::spawn_blocking(move || {
             let counts = {
                 let st = s.state();
-                let mut c = st.lists.list(ListKind::Block).map_counts().to_vec();
-                c.extend(st.lists.list(ListKind::Allow).map_counts());
+                let mut c = st.lists.map_counts(ListKind::Block).to_vec();
+                c.extend(st.lists.map_counts(ListKind::Allow));
                 c
             };
             let changes = s.changes.load(Ordering::Relaxed);

@@ -9,16 +9,18 @@
 //! yet.
 
 use std::{
+    collections::BTreeMap,
     os::fd::{AsFd, AsRawFd},
     sync::atomic::{AtomicU64, Ordering},
 };
 
 use aya::{Ebpf, maps::MapData};
 use filter_common::{
-    FRONT_ALLOW, FRONT_AUTO_MARKED, FRONT_AUTO_V4, FRONT_BLOCK, FRONT_CTL, FRONT_LEN,
-    FRONT_NONEMPTY, FRONT_PENDING_ALLOW, FRONT_PENDING_BLOCK, FRONT_SLOT_BITS, FRONT_V4_PREFIX,
-    FRONT_V4_WORDS, FRONT_V6_PREFIX, front_lens_v4, front_lens_v6, front_list, front_nonempty_bit,
-    front_pos_v4, front_pos_v6, front_slot_v4, front_slot_v6, map_names,
+    FRONT_ALLOW, FRONT_AUTO_MARKED, FRONT_AUTO_V4, FRONT_BLOCK, FRONT_COUNT_MAPS, FRONT_CTL,
+    FRONT_LEN, FRONT_NONEMPTY, FRONT_PENDING_ALLOW, FRONT_PENDING_BLOCK, FRONT_SLOT_BITS,
+    FRONT_V4_NEAR, FRONT_V6_PREFIX, FRONT_WIDE_WORDS, FRONT_WORDS, SOURCES_MAX, front_count_word,
+    front_lens_v4, front_lens_v6, front_list, front_nonempty_bit, front_pos, front_slot_v4,
+    front_slot_v6, front_wide_pos, map_names,
 };
 use ipnet::IpNet;
 
@@ -77,25 +79,15 @@ fn mark_into(net: &IpNet, list: u64, set: &mut impl FnMut(u32, u64)) {
                 let (w, b) = front_lens_v4(list, u32::from(len));
                 set(w, 1 << b);
             }
-            let first = front_slot_v4(n.network().octets());
-            if len > FRONT_V4_PREFIX {
-                let (w, b) = front_pos_v4(first, list, false);
-                set(w, 1 << b);
-                return;
-            }
-            // A prefix of /24 or shorter covers whole slots: its COVER bit in each, a word (16
-            // slots) at a time where it covers whole words.
-            let end = first + (1u32 << (FRONT_V4_PREFIX - len));
-            let mut slot = first;
-            while slot < end {
-                let (w, b) = front_pos_v4(slot, list, true);
-                if slot.is_multiple_of(16) && end - slot >= 16 {
-                    set(w, cover_mask(list));
-                    slot += 16;
-                } else {
-                    set(w, 1 << b);
-                    slot += 1;
-                }
+            let slot = front_slot_v4(n.network().octets());
+            if len >= FRONT_V4_NEAR {
+                // NEAR bits of the /24s it lies in or covers (at most 128).
+                let n = 1u32 << 24u8.saturating_sub(len);
+                set_run(slot, n, &mut |i| front_pos(i, false, list), set);
+            } else {
+                // WIDE bits of the /16s it covers.
+                let n = 1u32 << (16 - len);
+                set_run(slot >> 8, n, &mut |i| front_wide_pos(i, list), set);
             }
         }
         IpNet::V6(n) => {
@@ -105,34 +97,50 @@ fn mark_into(net: &IpNet, list: u64, set: &mut impl FnMut(u32, u64)) {
             }
             // Shorter than /48: its LENS bit alone sends every source to it.
             if len >= FRONT_V6_PREFIX {
-                let (w, b) = front_pos_v6(front_slot_v6(&n.network().octets()), list);
+                let (w, b) = front_pos(front_slot_v6(&n.network().octets()), true, list);
                 set(w, 1 << b);
             }
         }
     }
 }
 
-/// `list`'s bits in an IPv4 word: both kinds, or the COVER ones.
-fn v4_mask(list: u64) -> u64 {
-    0x3333_3333_3333_3333 << (2 * front_list(list))
-}
-fn cover_mask(list: u64) -> u64 {
-    0x2222_2222_2222_2222 << (2 * front_list(list))
-}
-/// `list`'s bits in an IPv6 word.
-fn v6_mask(list: u64) -> u64 {
-    0x5555_5555_5555_5555 << front_list(list)
+/// Set the bits of `n` consecutive slots from `first` (`pos` gives each slot's word and bit,
+/// consecutive bits of consecutive words): a word at a time.
+fn set_run(
+    first: u32,
+    n: u32,
+    pos: &mut impl FnMut(u32) -> (u32, u32),
+    set: &mut impl FnMut(u32, u64),
+) {
+    let end = first + n;
+    let mut slot = first;
+    while slot < end {
+        let (word, bit) = pos(slot);
+        let k = (64 - bit).min(end - slot);
+        let bits = if k == 64 {
+            u64::MAX
+        } else {
+            ((1u64 << k) - 1) << bit
+        };
+        set(word, bits);
+        slot += k;
+    }
 }
 
-/// The words `kind` owns, each with the mask of its bits there: its bits of every bitmap
-/// word, of the control word, and its LENS words.
+/// The words `kind` owns, each with the mask of its bits there: its bitmaps whole, its bits
+/// of the non-empty word, and its LENS words.
 fn owned(kind: ListKind) -> impl Iterator<Item = (u32, u64)> {
     let b = bit(kind);
+    let near = |v6| {
+        let (first, _) = front_pos(0, v6, b);
+        (first..first + FRONT_WORDS).map(|w| (w, u64::MAX))
+    };
+    let (wide, _) = front_wide_pos(0, b);
     let (lens_v4, _) = front_lens_v4(b, 0);
     let (lens_v6, _) = front_lens_v6(b, 0);
-    (0..FRONT_V4_WORDS)
-        .map(move |w| (w, v4_mask(b)))
-        .chain((FRONT_V4_WORDS..FRONT_CTL).map(move |w| (w, v6_mask(b))))
+    near(false)
+        .chain(near(true))
+        .chain((wide..wide + FRONT_WIDE_WORDS).map(|w| (w, u64::MAX)))
         .chain([
             (
                 FRONT_CTL + FRONT_NONEMPTY,
@@ -252,19 +260,71 @@ impl Front {
         Ok(())
     }
 
-    /// Slots marked for `kind`, per family (IPv4 /24s with hosts or covered, IPv6 /48 slots).
-    pub fn marked(&self, kind: ListKind) -> [usize; 2] {
-        let b = bit(kind);
-        let v4 = (0..FRONT_V4_WORDS)
-            .map(|i| {
-                let x = (self.word(i).load(Ordering::Relaxed) & v4_mask(b)) >> (2 * front_list(b));
-                ((x | (x >> 1)) & 0x1111_1111_1111_1111).count_ones() as usize
+    /// Add `delta` to the count of `kind`'s entries of list source `source` in map `map`.
+    pub fn count(&self, kind: ListKind, source: u32, map: u32, delta: i64) {
+        if source < SOURCES_MAX && map < FRONT_COUNT_MAPS {
+            self.word(front_count_word(front_list(bit(kind)), source, map))
+                .fetch_add(delta as u64, Ordering::Relaxed);
+        }
+    }
+
+    /// `kind`'s count words as they are now, for [`Front::recount`].
+    pub fn count_words(&self, kind: ListKind) -> Vec<u64> {
+        let first = front_count_word(front_list(bit(kind)), 0, 0);
+        (first..first + SOURCES_MAX * FRONT_COUNT_MAPS)
+            .map(|w| self.word(w).load(Ordering::SeqCst))
+            .collect()
+    }
+
+    /// `kind`'s entries per list source and map (sources with none left out).
+    pub fn counts(&self, kind: ListKind) -> BTreeMap<u32, [usize; 4]> {
+        let words = self.count_words(kind);
+        words
+            .chunks(FRONT_COUNT_MAPS as usize)
+            .enumerate()
+            .filter(|(_, c)| c.iter().any(|n| *n != 0))
+            // A count below zero (a writer's bug) shows as none, not as 2^64.
+            .map(|(s, c)| {
+                (
+                    s as u32,
+                    [0, 1, 2, 3].map(|m| (c[m] as i64).max(0) as usize),
+                )
             })
-            .sum();
-        let v6 = (FRONT_V4_WORDS..FRONT_CTL)
-            .map(|i| (self.word(i).load(Ordering::Relaxed) & v6_mask(b)).count_ones() as usize)
-            .sum();
-        [v4, v6]
+            .collect()
+    }
+
+    /// Set `kind`'s counts to those `walked` from the maps, where a count still holds what it
+    /// did before the walk (`before`, from [`Front::count_words`]): one that moved meanwhile
+    /// (a write, an auto-ban) is left for the next recount.
+    pub fn recount(&self, kind: ListKind, before: &[u64], walked: &BTreeMap<u32, [usize; 4]>) {
+        let first = front_count_word(front_list(bit(kind)), 0, 0);
+        for (i, old) in before.iter().enumerate() {
+            let (source, map) = (i as u32 / FRONT_COUNT_MAPS, i % FRONT_COUNT_MAPS as usize);
+            let want = walked.get(&source).map_or(0, |c| c[map]) as u64;
+            if want != *old {
+                let _ = self.word(first + i as u32).compare_exchange(
+                    *old,
+                    want,
+                    Ordering::SeqCst,
+                    Ordering::Relaxed,
+                );
+            }
+        }
+    }
+
+    /// Slots marked for `kind`: IPv4 /24s (NEAR), IPv4 /16s (WIDE), IPv6 /48 slots (NEAR).
+    pub fn marked(&self, kind: ListKind) -> [usize; 3] {
+        let b = bit(kind);
+        let count = |first: u32, n: u32| -> usize {
+            (first..first + n)
+                .map(|i| self.word(i).load(Ordering::Relaxed).count_ones() as usize)
+                .sum()
+        };
+        [
+            count(front_pos(0, false, b).0, FRONT_WORDS),
+            count(front_wide_pos(0, b).0, FRONT_WIDE_WORDS),
+            count(front_pos(0, true, b).0, FRONT_WORDS),
+        ]
     }
 
     /// The prefix lengths `kind` may hold, per family (hosts, /32 and /128, not included).
@@ -302,38 +362,40 @@ mod tests {
     const LENS_V4: u32 = FRONT_CTL + filter_common::FRONT_LENS_V4;
 
     #[test]
-    fn a_host_marks_its_slash_24_hosts_bit() {
-        // 10.1.2.3 -> slot 0x0a0102: word 0x0a0102 >> 4, slot 2 of 16: bits 8-11, block HOSTS
-        // is bit 2 of the four.
-        assert_eq!(
-            marks("10.1.2.3/32"),
-            vec![(0x0a0102 >> 4, 1 << (2 * 4 + 2))]
-        );
-        // A /25 also marks HOSTS, and its length.
+    fn a_host_marks_its_slash_24() {
+        // 10.1.2.3 -> slot 0x0a0102: word 0x0a0102 >> 6 of the IPv4 block region, bit 2.
+        let (base, _) = front_pos(0, false, FRONT_BLOCK);
+        assert_eq!(marks("10.1.2.3/32"), vec![(base + (0x0a0102 >> 6), 1 << 2)]);
+        // A /25 also marks its /24, and its length.
         assert_eq!(
             marks("10.1.2.0/25"),
-            vec![(LENS_V4, 1 << (32 + 25)), (0x0a0102 >> 4, 1 << (2 * 4 + 2))]
+            vec![(LENS_V4, 1 << (32 + 25)), (base + (0x0a0102 >> 6), 1 << 2)]
         );
     }
 
     #[test]
-    fn a_short_prefix_marks_cover_in_every_slash_24_it_covers() {
-        // A /16 is 256 slots: 16 whole words of block COVER bits.
-        let m = marks("10.1.0.0/16");
-        assert_eq!(m[0], (LENS_V4, 1 << (32 + 16)));
-        assert_eq!(m.len(), 17);
-        assert!(m[1..].iter().all(|(_, b)| *b == 0x8888_8888_8888_8888));
-        assert_eq!(m[1].0, 0x0a0100 >> 4);
-        // 10.1.2.0/23 is 2 slots of one word: bits 3 of slots 2 and 3.
+    fn prefixes_mark_near_down_to_17_and_wide_from_16() {
+        let (base, _) = front_pos(0, false, FRONT_BLOCK);
+        // 10.1.2.0/23 is 2 slots of one word.
         assert_eq!(
             marks("10.1.2.0/23")[1..],
-            [
-                (0x0a0102 >> 4, 1 << (2 * 4 + 3)),
-                (0x0a0102 >> 4, 1 << (3 * 4 + 3))
+            [(base + (0x0a0102 >> 6), 0b11 << 2)]
+        );
+        // A /17 is 128 slots: 2 whole words.
+        let m = marks("10.1.0.0/17");
+        assert_eq!(m.len(), 3);
+        assert!(m[1..].iter().all(|(_, b)| *b == u64::MAX));
+        // A /16 is one bit of the WIDE bitmap, no NEAR bit.
+        let (wide, _) = front_wide_pos(0, FRONT_BLOCK);
+        assert_eq!(
+            marks("10.1.0.0/16"),
+            vec![
+                (LENS_V4, 1 << (32 + 16)),
+                (wide + (0x0a01 >> 6), 1 << (0x0a01 & 63))
             ]
         );
-        // 0.0.0.0/0: every word of the IPv4 bitmap.
-        assert_eq!(marks("0.0.0.0/0").len(), 1 + FRONT_V4_WORDS as usize);
+        // 0.0.0.0/0: every word of the WIDE bitmap.
+        assert_eq!(marks("0.0.0.0/0").len(), 1 + FRONT_WIDE_WORDS as usize);
     }
 
     #[test]
@@ -341,7 +403,8 @@ mod tests {
         let a = marks("2001:db8:1:2::/64");
         let b = marks("2001:db8:1:ffff::1/128");
         assert_eq!(a[1], b[0], "same /48, same slot");
-        assert!(a[1].0 >= FRONT_V4_WORDS && a[1].0 < FRONT_CTL);
+        let (base, _) = front_pos(0, true, FRONT_BLOCK);
+        assert!(a[1].0 >= base && a[1].0 < base + FRONT_WORDS);
         let (w, bit) = front_lens_v6(FRONT_BLOCK, 64);
         assert_eq!(a[0], (w, 1 << bit));
         let (w, bit) = front_lens_v6(FRONT_BLOCK, 32);
@@ -351,21 +414,16 @@ mod tests {
     #[test]
     fn each_list_owns_its_own_bits() {
         let allow: std::collections::HashMap<u32, u64> = owned(ListKind::Allow).collect();
-        let mut shared = 0;
         for (w, mask) in owned(ListKind::Block) {
             let other = allow.get(&w).copied().unwrap_or(0);
             assert_eq!(mask & other, 0, "word {w}: bits owned by both lists");
-            shared += (other != 0) as usize;
         }
-        assert!(
-            shared >= FRONT_V4_WORDS as usize,
-            "the lists share bitmap words"
-        );
         // And every bit a mark sets is one its list owns.
         let block: std::collections::HashMap<u32, u64> = owned(ListKind::Block).collect();
         for net in [
             "10.1.2.3/32",
             "10.0.0.0/8",
+            "10.0.0.0/20",
             "2001:db8::/32",
             "2001:db8::1/128",
         ] {

@@ -220,14 +220,9 @@ impl ListMaps {
             .collect()
     }
 
-    /// Entry counts: (IPv4, IPv6).
-    pub fn counts(&self) -> (usize, usize) {
-        let [h4, p4, h6, p6] = self.map_counts();
-        (h4 + p4, h6 + p6)
-    }
-
-    /// Entries in each map, in [`MapKind::ALL`] order (expired ones not yet swept included).
-    pub fn map_counts(&self) -> [usize; 4] {
+    /// Entries in each map, in [`MapKind::ALL`] order, by walking them (see
+    /// [`Lists::map_counts`] for the kept counts).
+    pub fn walk_counts(&self) -> [usize; 4] {
         self.maps.each_ref().map(|m| m.len())
     }
 
@@ -277,13 +272,16 @@ impl Upsert<'_> {
         }
     }
 
-    /// `net` was written; it was listed before (`existed`) or not.
-    fn count(&mut self, net: IpNet, existed: bool) {
-        if self.seen.insert(net) && !existed {
+    /// `net` was written; it was listed before (`existed`) or not. Returns whether this is
+    /// its first write in the batch (a repeat changes no count).
+    fn count(&mut self, net: IpNet, existed: bool) -> bool {
+        let first = self.seen.insert(net);
+        if first && !existed {
             self.added.added += 1;
         } else {
             self.added.updated += 1;
         }
+        first
     }
 
     fn advance(&mut self, n: usize) {
@@ -534,7 +532,9 @@ impl Lists {
             let list = self.list(u.kind);
             let (done, err) = list.map(m).insert_batch(&nets, &values);
             for net in &nets[..done] {
-                u.count(*net, false);
+                if u.count(*net, false) {
+                    self.front.count(u.kind, u.source, m as u32, 1);
+                }
             }
             written += done;
             u.advance(done);
@@ -580,7 +580,17 @@ impl Lists {
             }
         }
         for (net, old) in nets.iter().zip(&olds) {
-            u.count(*net, old.is_some());
+            if u.count(*net, old.is_some()) {
+                match old {
+                    None => self.front.count(u.kind, u.source, m as u32, 1),
+                    // The entry now belongs to the source that wrote it last.
+                    Some(o) if o.source != u.source => {
+                        self.front.count(u.kind, o.source, m as u32, -1);
+                        self.front.count(u.kind, u.source, m as u32, 1);
+                    }
+                    Some(_) => {}
+                }
+            }
         }
         u.advance(chunk.len());
         Ok(())
@@ -624,24 +634,27 @@ impl Lists {
                 if let Some(m) = &self.comments.entry_meta(kind, net) {
                     j.meta(net, Some(m));
                 }
-                present.push(old.is_some());
+                present.push(old);
             }
             j.commit()?;
-            for (net, &p) in chunk.iter().zip(&present) {
-                if p {
-                    self.remove_entry(kind, net)?;
+            for (net, old) in chunk.iter().zip(&present) {
+                if let Some(o) = old {
+                    self.remove_entry(kind, net, o.source)?;
                 }
             }
-            removed.extend(present);
+            removed.extend(present.iter().map(Option::is_some));
         }
         let n = removed.iter().filter(|r| **r).count();
         self.removed(kind, n)?;
         Ok(removed)
     }
 
-    /// Remove `net` and its comment; returns whether it was listed.
-    fn remove_entry(&mut self, kind: ListKind, net: &IpNet) -> Result<bool> {
+    /// Remove `net` (of list source `source`) and its comment; returns whether it was listed.
+    fn remove_entry(&mut self, kind: ListKind, net: &IpNet, source: u32) -> Result<bool> {
         let listed = self.list_mut(kind).remove(net)?;
+        if listed {
+            self.front.count(kind, source, MapKind::of(net) as u32, -1);
+        }
         self.comments.remove_entry(kind, net);
         Ok(listed)
     }
@@ -670,12 +683,26 @@ impl Lists {
         for undo in pending.records.iter().rev() {
             match undo {
                 Undo::Entry(net, None) => {
-                    if self.list_mut(kind).remove(net)? {
-                        taken_out += 1;
+                    let m = MapKind::of(net) as u32;
+                    if let Some(now) = self.list(kind).get(net)? {
+                        if self.list_mut(kind).remove(net)? {
+                            self.front.count(kind, now.source, m, -1);
+                            taken_out += 1;
+                        }
                     }
                 }
                 Undo::Entry(net, Some(old)) => {
+                    let m = MapKind::of(net) as u32;
+                    let now = self.list(kind).get(net)?;
                     self.list_mut(kind).insert(net, *old)?;
+                    match now {
+                        None => self.front.count(kind, old.source, m, 1),
+                        Some(n) if n.source != old.source => {
+                            self.front.count(kind, n.source, m, -1);
+                            self.front.count(kind, old.source, m, 1);
+                        }
+                        Some(_) => {}
+                    }
                     put_back.push(*net);
                 }
                 Undo::Meta(net, None) => self.comments.remove_entry(kind, net),
@@ -831,7 +858,7 @@ impl Lists {
     /// changes, so a caller changing several lists can refuse the whole change up front.
     pub fn check_fits(&self, kind: ListKind, nets: &[IpNet]) -> Result<()> {
         let list = self.list(kind);
-        let mut after = list.map_counts();
+        let mut after = self.map_counts(kind);
         let mut new: Vec<&IpNet> = nets.iter().collect();
         new.sort();
         new.dedup();
@@ -851,25 +878,51 @@ impl Lists {
     /// Delete entries whose TTL has passed (the data plane already ignores them).
     pub fn sweep_expired(&mut self, kind: ListKind) -> Result<usize> {
         let now = monotonic_now().as_nanos() as u64;
-        let expired = self.nets_where(kind, |_, v| !entry_live(v.expires_at_ns, now))?;
-        for net in &expired {
-            self.remove_entry(kind, net)?;
+        let before = self.front.count_words(kind);
+        let all = self.list(kind).entries()?;
+        // The walk doubles as a recount: counts that drifted (a writer that died between a
+        // map write and its count) are set right, unless something wrote meanwhile.
+        let mut walked = BTreeMap::<u32, [usize; 4]>::new();
+        for (net, v) in &all {
+            walked.entry(v.source).or_default()[MapKind::of(net) as usize] += 1;
         }
-        self.removed(kind, expired.len())?;
-        Ok(expired.len())
-    }
-
-    /// Live entries per source, as [IPv4, IPv6] counts. One pass over the maps, without the
-    /// per-entry comment lookups [`Lists::entries`] makes.
-    pub fn source_counts(&self, kind: ListKind) -> Result<BTreeMap<u32, [usize; 2]>> {
-        let now = monotonic_now().as_nanos() as u64;
-        let mut out: BTreeMap<u32, [usize; 2]> = BTreeMap::new();
-        for (net, v) in self.list(kind).entries()? {
-            if entry_live(v.expires_at_ns, now) {
-                out.entry(v.source).or_default()[usize::from(net.addr().is_ipv6())] += 1;
+        self.front.recount(kind, &before, &walked);
+        let mut n = 0;
+        for (net, v) in &all {
+            if !entry_live(v.expires_at_ns, now) && self.remove_entry(kind, net, v.source)? {
+                n += 1;
             }
         }
-        Ok(out)
+        self.removed(kind, n)?;
+        Ok(n)
+    }
+
+    /// Entries per source, as [IPv4, IPv6] counts, from the kept counts (no map walk; entries
+    /// whose TTL passed count until the sweep deletes them).
+    pub fn source_counts(&self, kind: ListKind) -> BTreeMap<u32, [usize; 2]> {
+        self.front
+            .counts(kind)
+            .into_iter()
+            .map(|(s, [h4, p4, h6, p6])| (s, [h4 + p4, h6 + p6]))
+            .collect()
+    }
+
+    /// Entries in each map, in [`MapKind::ALL`] order, from the kept counts (expired ones not
+    /// yet swept included).
+    pub fn map_counts(&self, kind: ListKind) -> [usize; 4] {
+        let mut out = [0; 4];
+        for c in self.front.counts(kind).values() {
+            for (o, n) in out.iter_mut().zip(c) {
+                *o += n;
+            }
+        }
+        out
+    }
+
+    /// Entry counts: (IPv4, IPv6).
+    pub fn counts(&self, kind: ListKind) -> (usize, usize) {
+        let [h4, p4, h6, p6] = self.map_counts(kind);
+        (h4 + p4, h6 + p6)
     }
 
     /// Live entries, sorted by family, address, prefix length.

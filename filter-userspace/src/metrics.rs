@@ -196,7 +196,7 @@ pub fn render(
             ListKind::Block,
             gauge(
                 "floodgate_blocklist_entries",
-                "Live blocklist entries by address family and source.",
+                "Blocklist entries by address family and source (kept counts: an expired entry counts until the sweep deletes it).",
                 &["family", "source"],
             ),
         ),
@@ -204,7 +204,7 @@ pub fn render(
             ListKind::Allow,
             gauge(
                 "floodgate_allowlist_entries",
-                "Live allowlist entries by address family and source.",
+                "Allowlist entries by address family and source (kept counts: an expired entry counts until the sweep deletes it).",
                 &["family", "source"],
             ),
         ),
@@ -216,7 +216,7 @@ pub fn render(
     );
     let names = state.lists.sources.names()?;
     for (kind, g) in &entries {
-        for (id, by_family) in state.lists.source_counts(*kind)? {
+        for (id, by_family) in state.lists.source_counts(*kind) {
             let name = names.get(id);
             for (family, n) in ["ipv4", "ipv6"].into_iter().zip(by_family) {
                 if n > 0 {
@@ -225,8 +225,9 @@ pub fn render(
             }
         }
         let list = state.lists.list(*kind);
-        for ((count, cap), m) in list
-            .map_counts()
+        for ((count, cap), m) in state
+            .lists
+            .map_counts(*kind)
             .iter()
             .zip(list.capacities())
             .zip(MapKind::ALL)

@@ -159,7 +159,7 @@ pub fn status(pin: &PinDir, args: StatusArgs) -> anyhow::Result<()> {
         Err(e) => return Err(e.into()),
     };
     let sizes = |kind| -> anyhow::Result<ListSizes> {
-        let (ipv4, ipv6) = state.lists.list(kind).counts();
+        let (ipv4, ipv6) = state.lists.counts(kind);
         Ok(ListSizes { ipv4, ipv6 })
     };
     let settings = state.settings()?;
