@@ -1,5 +1,5 @@
 //! Builds the benchmarks' own XDP programs (tests/bench-ebpf: the empty XDP_DROP floor and the
-//! live-frames flood generator) for bpfel-unknown-none, into OUT_DIR for
+//! live-frames flood generator, the cache-miss yardstick) for bpfel-unknown-none, into OUT_DIR for
 //! `include_bytes_aligned!` in src/bench.rs. They are not part of the product, so the
 //! `floodgate` binary does not carry them. `cargo xtask setup` installs what this needs.
 use anyhow::{Context as _, anyhow};

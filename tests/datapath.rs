@@ -642,10 +642,7 @@ fn kept_counts_match_a_walk_of_the_maps() {
         .del(ListKind::Block, &[host])
         .expect("removing");
     check(&h, "an entry removed");
-    h.state
-        .lists
-        .sweep_expired(ListKind::Block)
-        .expect("sweep");
+    h.state.lists.sweep_expired(ListKind::Block).expect("sweep");
     check(&h, "expired entries swept");
     h.state.lists.flush(ListKind::Block).expect("flush");
     check(&h, "flushed");

@@ -509,12 +509,8 @@ async fn sources(AxState(sh): Sh) -> Response {
     let r = blocking(&sh, |sh| {
         let st = sh.state();
         let sources = st.lists.sources.all().map_err(from_error)?;
-        let block = st
-            .lists
-            .source_counts(ListKind::Block);
-        let allow = st
-            .lists
-            .source_counts(ListKind::Allow);
+        let block = st.lists.source_counts(ListKind::Block);
+        let allow = st.lists.source_counts(ListKind::Allow);
         let count = |c: &std::collections::BTreeMap<u32, [usize; 2]>, id| {
             c.get(&id).map_or(0, |[v4, v6]| v4 + v6)
         };

@@ -246,6 +246,58 @@ fn main() {
     }
     println!();
     print_memory(full, &memory_rows);
+    yardstick(&lab, &random, &floor, &frames[0].1);
+}
+
+/// What a random memory access costs here: XDP_DROP after 1 to 3 dependent random reads in a
+/// 128 MiB array, beside the empty program, under the same random flood. A lookup in a
+/// million-entry hash (front word, bucket, element) makes about three such reads.
+fn yardstick(lab: &Lab, flood: &Flood, floor: &Candidate, frame: &[u8]) {
+    println!("## What a cache miss costs on this machine\n");
+    println!(
+        "The yardstick program (tests/bench-ebpf/src/misses.rs): XDP_DROP after N dependent \
+         reads at random places of a 128 MiB array, under the random IPv4 flood, {ROUNDS} rounds \
+         beside the empty program. Each read is a cache miss and, on a virtual machine, a nested \
+         TLB miss: the price of each map touched on the drop path.\n"
+    );
+    println!("| dependent random reads | ns per packet | x empty | ns per read |");
+    println!("|---|---|---|---|");
+    let progs: Vec<Candidate> = (1..=3)
+        .map(|n| {
+            let (fd, id) = misses(n);
+            Candidate { fd, id }
+        })
+        .collect();
+    let mut ns: Vec<Vec<f64>> = vec![Vec::new(); 4];
+    for _ in 0..ROUNDS {
+        for (i, c) in std::iter::once(floor).chain(&progs).enumerate() {
+            ns[i].push(on_victim(lab, c, || {
+                flood.send(lab, frame, FRAMES / 10);
+                mean_run_ns(c.id, || {
+                    flood.send(lab, frame, FRAMES);
+                })
+            }));
+        }
+    }
+    println!(
+        "| 0 (empty XDP_DROP) | {} | 1.00 | |",
+        fmt_spread(&ns[0], 1)
+    );
+    for n in 1..=3 {
+        let ratio: Vec<f64> = ns[n].iter().zip(&ns[0]).map(|(a, b)| a / b).collect();
+        let per: Vec<f64> = ns[n]
+            .iter()
+            .zip(&ns[0])
+            .map(|(a, b)| (a - b) / n as f64)
+            .collect();
+        println!(
+            "| {n} | {} | {} | {} |",
+            fmt_spread(&ns[n], 1),
+            fmt_spread(&ratio, 2),
+            fmt_spread(&per, 1)
+        );
+    }
+    println!();
 }
 
 const MEMORY_MAPS: [&str; 6] = {

@@ -25,6 +25,26 @@ pub static FLOOR_OBJECT: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_D
 /// The flood generator (`tests/bench-ebpf/src/flood.rs`), built by tests/build.rs.
 pub static FLOOD_OBJECT: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/flood"));
 
+/// The yardstick (`tests/bench-ebpf/src/misses.rs`), built by tests/build.rs.
+pub static MISSES_OBJECT: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/misses"));
+
+/// The yardstick loaded with `reads` dependent random reads per packet: its fd and id (the
+/// object, which holds its 128 MiB array, is kept alive by the program).
+pub fn misses(reads: u32) -> (ProgramFd, u32) {
+    let mut obj = EbpfLoader::new()
+        .override_global("MISS_READS", &reads, true)
+        .load(MISSES_OBJECT)
+        .expect("loading the misses object");
+    let prog: &mut Xdp = obj
+        .program_mut("misses")
+        .expect("misses program")
+        .try_into()
+        .expect("xdp");
+    prog.load().expect("verifying the misses program");
+    let info = prog.info().expect("misses info");
+    (info.fd().expect("misses fd"), info.id())
+}
+
 /// The empty XDP_DROP program (the floor), loaded: its fd (which keeps it loaded) and id.
 pub fn floor() -> (ProgramFd, u32) {
     let mut obj = Ebpf::load(FLOOR_OBJECT).expect("loading the floor object");
