@@ -2,7 +2,10 @@
 //! `LIST_META` map (the data plane never needs them). Entries and rules share the map, told
 //! apart by [`MetaKey::list`].
 
-use std::time::{SystemTime, UNIX_EPOCH};
+use std::{
+    os::fd::AsFd,
+    time::{SystemTime, UNIX_EPOCH},
+};
 
 use aya::{
     Ebpf,
@@ -79,6 +82,17 @@ impl Comments {
         self.map.get(&entry_key(kind, net), 0).ok()
     }
 
+    /// Which comment records exist, read by batch: for removing many entries, which then
+    /// look up and delete only the comments that are there.
+    pub fn present(&self) -> Result<CommentIndex> {
+        let all = crate::batch::lookup_all::<MetaKey, EntryMeta>(self.map.map().fd().as_fd())
+            .map_err(|e| crate::error::Error::Io {
+                context: "reading the comment map".into(),
+                source: e,
+            })?;
+        Ok(CommentIndex(all.map(|all| all.into_iter().collect())))
+    }
+
     /// A list entry's comment.
     pub fn entry(&self, kind: ListKind, net: &IpNet) -> Option<String> {
         self.entry_meta(kind, net).map(|m| text(&m))
@@ -125,4 +139,17 @@ impl Comments {
 fn text(m: &EntryMeta) -> String {
     let len = (m.comment_len as usize).min(COMMENT_MAX);
     String::from_utf8_lossy(&m.comment[..len]).into_owned()
+}
+
+/// The comment records that exist ([`Comments::present`]); when the map could not be read by
+/// batch, every entry may have one.
+pub struct CommentIndex(Option<std::collections::HashMap<MetaKey, EntryMeta>>);
+
+impl CommentIndex {
+    /// Whether an entry has a comment record and which (None: unknown, look it up).
+    pub fn get(&self, kind: ListKind, net: &IpNet) -> Option<Option<EntryMeta>> {
+        self.0
+            .as_ref()
+            .map(|all| all.get(&entry_key(kind, net)).copied())
+    }
 }

@@ -8,7 +8,7 @@
 //! whose process dies is undone from it.
 
 use std::{
-    collections::{BTreeMap, HashSet},
+    collections::{BTreeMap, HashMap as StdHashMap, HashSet},
     path::PathBuf,
     time::Duration,
 };
@@ -246,6 +246,10 @@ pub struct Lists {
     map_id: u32,
 }
 
+/// One map's entries as read by batch (a fast hash: a refresh builds sets of a million).
+type Known = StdHashMap<IpNet, ListEntry, foldhash::fast::RandomState>;
+type FastSet<T> = HashSet<T, foldhash::fast::RandomState>;
+
 /// One upsert under way: what each of its writes needs.
 struct Upsert<'a> {
     kind: ListKind,
@@ -254,7 +258,7 @@ struct Upsert<'a> {
     now: Duration,
     added: Added,
     /// Entries written so far: a repeat in the batch is an update, not a second add.
-    seen: HashSet<IpNet>,
+    seen: FastSet<IpNet>,
     done: usize,
     progress: &'a mut dyn FnMut(usize, usize),
 }
@@ -432,7 +436,7 @@ impl Lists {
             crate::entry::check_item(i)?;
         }
         self.journaled(kind, source, |lists, j| {
-            lists.upsert_journaled(j, kind, source, items, progress)
+            lists.upsert_journaled(j, kind, source, items, progress, None)
         })
     }
 
@@ -467,6 +471,7 @@ impl Lists {
         source: u32,
         items: &[Item],
         progress: &mut dyn FnMut(usize, usize),
+        read: Option<&[Known; 4]>,
     ) -> Result<Added> {
         let mut u = Upsert {
             kind,
@@ -474,7 +479,7 @@ impl Lists {
             items,
             now: monotonic_now(),
             added: Added::default(),
-            seen: HashSet::new(),
+            seen: FastSet::default(),
             done: 0,
             progress,
         };
@@ -493,15 +498,31 @@ impl Lists {
             // A map that is empty when its turn comes (a first load) takes its entries by
             // batch: none can have a hit count to keep. Asking whether a map is empty walks
             // its buckets (milliseconds for a big sparse hash): only when a batch could follow.
-            if batch_ok && rest.len() >= BATCH_MIN && self.list(kind).map(m).is_empty() {
+            let empty = match read {
+                Some(r) => r[m as usize].is_empty(),
+                None => rest.len() >= BATCH_MIN && self.list(kind).map(m).is_empty(),
+            };
+            if batch_ok && rest.len() >= BATCH_MIN && empty {
                 let written;
                 (written, batch_ok) = self.insert_batches(j, &mut u, m, rest)?;
                 rest = &rest[written..];
             }
-            // Otherwise each entry is looked up and written on its own: an update keeps its
-            // hit count.
+            // Otherwise each entry is looked up and written: an update keeps its hit count.
+            // A run that is a good part of a big map (a feed's refresh or replace) reads the
+            // map once by batch instead of one lookup per entry, and skips entries that would
+            // not change.
+            let kept = self.map_counts(kind)[m as usize];
+            let own;
+            let known = match read {
+                Some(r) => Some(&r[m as usize]),
+                None if rest.len() >= BATCH_MIN && rest.len() * 4 >= kept => {
+                    own = self.read_map(kind, m)?;
+                    Some(&own)
+                }
+                None => None,
+            };
             for chunk in rest.chunks(CHUNK) {
-                self.insert_each(j, &mut u, chunk)?;
+                self.insert_each(j, &mut u, chunk, known)?;
             }
         }
         (u.progress)(items.len(), items.len());
@@ -547,15 +568,54 @@ impl Lists {
         Ok((written, true))
     }
 
+    /// One map's entries, read by batch.
+    fn read_map(&self, kind: ListKind, m: MapKind) -> Result<Known> {
+        self.list(kind)
+            .map(m)
+            .entries()
+            .map(|kv| kv.map_context(|| "reading the entries".to_string()))
+            .collect()
+    }
+
     /// Write `chunk` (entries of one map) over what is there: journal the old values, then
-    /// write the new ones, each keeping its hit count.
-    fn insert_each(&mut self, j: &mut Journal, u: &mut Upsert, chunk: &[usize]) -> Result<()> {
+    /// write the new ones, each keeping its hit count. With `known` (the map as read before
+    /// the batch), an entry already there with the same expiry and source is left alone (no
+    /// write: its hits keep counting), and only entries there but changing are looked up
+    /// again (for their hits as of now).
+    fn insert_each(
+        &mut self,
+        j: &mut Journal,
+        u: &mut Upsert,
+        chunk: &[usize],
+        known: Option<&Known>,
+    ) -> Result<()> {
         let items = u.items;
+        let total = chunk.len();
         let mut olds = Vec::with_capacity(chunk.len());
+        let mut write = Vec::with_capacity(chunk.len());
         for &i in chunk {
-            let old = self.list(u.kind).get(&items[i].net)?;
-            j.entry(&items[i].net, old.as_ref());
+            let net = &items[i].net;
+            let old = match known.map(|k| k.get(net)) {
+                None => self.list(u.kind).get(net)?,
+                Some(None) => None,
+                Some(Some(o)) => {
+                    let same = u.value(&items[i], o.hits) == *o;
+                    if same && !u.seen.contains(net) {
+                        // Unchanged: counted as an update, nothing written or journaled.
+                        u.count(*net, true);
+                        continue;
+                    }
+                    self.list(u.kind).get(net)?
+                }
+            };
+            j.entry(net, old.as_ref());
             olds.push(old);
+            write.push(i);
+        }
+        let chunk = &write[..];
+        if chunk.is_empty() {
+            u.advance(total);
+            return Ok(());
         }
         j.commit()?;
         // The new values, each keeping its entry's hit count, go in with one
@@ -592,7 +652,7 @@ impl Lists {
                 }
             }
         }
-        u.advance(chunk.len());
+        u.advance(total);
         Ok(())
     }
 
@@ -647,6 +707,62 @@ impl Lists {
         let n = removed.iter().filter(|r| **r).count();
         self.removed(kind, n)?;
         Ok(removed)
+    }
+
+    /// Remove entries just read with their values (no lookup each), journaling each entry and
+    /// comment first: the comments that exist are read once by batch, the entries deleted by
+    /// batch per map (one by one past a key that went meanwhile).
+    fn remove_known(
+        &mut self,
+        j: &mut Journal,
+        kind: ListKind,
+        entries: &[(IpNet, ListEntry)],
+    ) -> Result<()> {
+        let index = if entries.len() >= BATCH_MIN {
+            Some(self.comments.present()?)
+        } else {
+            None
+        };
+        let mut n = 0;
+        for chunk in entries.chunks(CHUNK) {
+            let mut commented = Vec::new();
+            for (net, old) in chunk {
+                j.entry(net, Some(old));
+                let meta = match index.as_ref().and_then(|i| i.get(kind, net)) {
+                    Some(m) => m,
+                    None => self.comments.entry_meta(kind, net),
+                };
+                if let Some(m) = &meta {
+                    j.meta(net, Some(m));
+                    commented.push(*net);
+                }
+            }
+            j.commit()?;
+            let mut by_map: [Vec<&(IpNet, ListEntry)>; 4] = Default::default();
+            for e in chunk {
+                by_map[MapKind::of(&e.0) as usize].push(e);
+            }
+            for (m, run) in MapKind::ALL.into_iter().zip(&by_map) {
+                let nets: Vec<IpNet> = run.iter().map(|e| e.0).collect();
+                let (done, err) = self.list(kind).map(m).remove_batch(&nets);
+                for (_, old) in &run[..done] {
+                    self.front.count(kind, old.source, m as u32, -1);
+                    n += 1;
+                }
+                if err.is_some() {
+                    for (net, old) in &run[done..] {
+                        if self.list_mut(kind).remove(net)? {
+                            self.front.count(kind, old.source, m as u32, -1);
+                            n += 1;
+                        }
+                    }
+                }
+            }
+            for net in &commented {
+                self.comments.remove_entry(kind, net);
+            }
+        }
+        self.removed(kind, n)
     }
 
     /// Remove `net` (of list source `source`) and its comment; returns whether it was listed.
@@ -845,10 +961,24 @@ impl Lists {
             crate::entry::check_item(i)?;
         }
         self.journaled(kind, source, |lists, j| {
-            let added = lists.upsert_journaled(j, kind, source, items, progress)?;
-            let keep: HashSet<&IpNet> = items.iter().map(|i| &i.net).collect();
-            let stale = lists.nets_where(kind, |n, v| v.source == source && !keep.contains(n))?;
-            lists.remove_journaled(j, kind, &stale)?;
+            // The maps are read once, by batch: the upsert skips what would not change, and
+            // the source's stale entries come from the same read (the upsert only writes
+            // entries it keeps).
+            let read: [Known; 4] = [
+                lists.read_map(kind, MapKind::V4Host)?,
+                lists.read_map(kind, MapKind::V4Prefix)?,
+                lists.read_map(kind, MapKind::V6Host)?,
+                lists.read_map(kind, MapKind::V6Prefix)?,
+            ];
+            let added = lists.upsert_journaled(j, kind, source, items, progress, Some(&read))?;
+            let keep: FastSet<&IpNet> = items.iter().map(|i| &i.net).collect();
+            let stale: Vec<(IpNet, ListEntry)> = read
+                .iter()
+                .flat_map(|m| m.iter())
+                .filter(|(n, v)| v.source == source && !keep.contains(n))
+                .map(|(n, v)| (*n, *v))
+                .collect();
+            lists.remove_known(j, kind, &stale)?;
             Ok((added, stale.len()))
         })
     }
@@ -859,6 +989,17 @@ impl Lists {
     pub fn check_fits(&self, kind: ListKind, nets: &[IpNet]) -> Result<()> {
         let list = self.list(kind);
         let mut after = self.map_counts(kind);
+        // If every one were new and it still fits, no lookup is needed (the common case).
+        let mut bound = after;
+        for n in nets {
+            bound[MapKind::of(n) as usize] += 1;
+        }
+        if MapKind::ALL
+            .iter()
+            .all(|&m| bound[m as usize] <= list.capacities[m as usize] as usize)
+        {
+            return Ok(());
+        }
         let mut new: Vec<&IpNet> = nets.iter().collect();
         new.sort();
         new.dedup();

@@ -101,6 +101,8 @@ pub trait ListMap: Send {
     fn remove(&mut self, net: &IpNet) -> Result<(), MapError>;
     /// Write entries with BPF_MAP_UPDATE_BATCH ([`crate::batch::update`]).
     fn insert_batch(&self, nets: &[IpNet], values: &[ListEntry]) -> (usize, Option<io::Error>);
+    /// Delete entries with BPF_MAP_DELETE_BATCH ([`crate::batch::delete`]).
+    fn remove_batch(&self, nets: &[IpNet]) -> (usize, Option<io::Error>);
     fn entries(&self) -> Entries<'_>;
     /// Entries in the map (expired ones not yet swept included): a walk over every key.
     fn len(&self) -> usize;
@@ -145,6 +147,10 @@ impl<A: Addr + 'static> ListMap for HashMap<MapData, A, ListEntry> {
     fn insert_batch(&self, nets: &[IpNet], values: &[ListEntry]) -> (usize, Option<io::Error>) {
         let keys: Vec<A> = nets.iter().map(A::of).collect();
         crate::batch::update(self.data().fd().as_fd(), &keys, values, 0)
+    }
+    fn remove_batch(&self, nets: &[IpNet]) -> (usize, Option<io::Error>) {
+        let keys: Vec<A> = nets.iter().map(A::of).collect();
+        crate::batch::delete(self.data().fd().as_fd(), &keys)
     }
     fn entries(&self) -> Entries<'_> {
         // One syscall per few thousand entries where the kernel can (a 1M-entry list is read in

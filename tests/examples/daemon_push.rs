@@ -12,6 +12,7 @@ use std::{
 };
 
 use floodgate::{
+    lists::ListKind,
     loader::PinDir,
     state::{Access, State},
 };
@@ -19,7 +20,11 @@ use floodgate_lab::{
     ATTACKER_IF, ATTACKER_V4, Lab, VICTIM_IF, VICTIM_V4,
     traffic::{RawSender, udp_frame},
 };
-use floodgate_tests::daemon::{Daemon, Scratch, TOKEN, http};
+use floodgate_tests::{
+    bench::mixed_list,
+    daemon::{Daemon, Scratch, TOKEN, http},
+    floodgate,
+};
 use serde_json::json;
 
 fn median(mut v: Vec<f64>) -> f64 {
@@ -185,6 +190,153 @@ fn main() -> anyhow::Result<()> {
     println!(
         "/metrics with 100k entries: {:.2} s",
         t0.elapsed().as_secs_f64()
+    );
+    let remove = json!({"source": "bulk"}).to_string();
+    let r = d.call("DELETE", "/v1/blocklist?source=bulk", None, true);
+    assert_eq!(r.status, 200, "{remove}: {r:?}");
+
+    million(&lab, d, &post)
+}
+
+/// A million entries: one push, the reads that must not walk them, a replace with 10% churn
+/// (watched for lapses), then the snapshot written and restored.
+fn million(
+    lab: &Lab,
+    mut d: Daemon,
+    post: &dyn Fn(String) -> floodgate_tests::daemon::Reply,
+) -> anyhow::Result<()> {
+    const N: usize = 1_000_000;
+    let all = mixed_list(N + N / 10, 0x5eed);
+    let body = |nets: &[ipnet::IpNet], replace: bool| {
+        let entries: Vec<String> = nets.iter().map(|n| n.to_string()).collect();
+        json!({"source": "feed", "replace": replace, "entries": entries}).to_string()
+    };
+    let first = body(&all[..N], false);
+    let t0 = Instant::now();
+    let r = post(first.clone());
+    let secs = t0.elapsed().as_secs_f64();
+    assert_eq!(r.status, 200, "{:?}", r.body);
+    let lists_ms = |d: &Daemon| {
+        d.events("push")
+            .last()
+            .and_then(|e| e["ms"].as_f64())
+            .unwrap_or(f64::NAN)
+    };
+    println!(
+        "1M-entry push (the mixed list, new): {secs:.2} s ({:.0} MiB of JSON; the lists' part, \
+         after parsing: {:.2} s)",
+        first.len() as f64 / (1 << 20) as f64,
+        lists_ms(&d) / 1e3
+    );
+    drop(first);
+
+    // Reads at 1M: median of 5 each.
+    let timed = |f: &dyn Fn()| -> f64 {
+        median(
+            (0..5)
+                .map(|_| {
+                    let t = Instant::now();
+                    f();
+                    t.elapsed().as_secs_f64() * 1e3
+                })
+                .collect(),
+        )
+    };
+    let metrics = timed(&|| assert_eq!(d.call("GET", "/metrics", None, false).status, 200));
+    let sources = timed(&|| {
+        let r = d.call("GET", "/v1/sources", None, true);
+        assert_eq!(r.status, 200);
+    });
+    let status = timed(&|| {
+        let out = floodgate(lab, &["status"]);
+        assert!(out.status.success(), "{out:?}");
+    });
+    let state = State::open(&PinDir::new(&lab.pin_dir), Access::Read)?;
+    let check = timed(&|| {
+        let c = state.lists.map_counts(ListKind::Block);
+        assert_eq!(c.iter().sum::<usize>(), N, "{c:?}");
+    });
+    println!(
+        "at 1M entries, median of 5: /metrics {metrics:.1} ms, /v1/sources {sources:.1} ms, \
+         `floodgate status` {status:.1} ms (a process start included), snapshot check {check:.3} ms"
+    );
+
+    // Replace: 90% of the entries stay, 10% go, 10% come. A watcher reads 1000 that stay from
+    // the pinned map all along: any miss is a lapse.
+    let stays: Vec<[u8; 4]> = all[N / 10..N]
+        .iter()
+        .filter_map(|n| match n {
+            ipnet::IpNet::V4(v) if v.prefix_len() == 32 => Some(v.addr().octets()),
+            _ => None,
+        })
+        .take(1000)
+        .collect();
+    let exact: aya::maps::HashMap<aya::maps::MapData, [u8; 4], filter_common::ListEntry> =
+        aya::maps::HashMap::try_from(aya::maps::Map::HashMap(aya::maps::MapData::from_pin(
+            PinDir::new(&lab.pin_dir)
+                .maps()
+                .join(filter_common::map_names::BLOCK_V4_EXACT),
+        )?))?;
+    let second = body(&all[N / 10..], true);
+    let stop = AtomicBool::new(false);
+    let (secs, reads, lapses) = std::thread::scope(|s| {
+        let watcher = s.spawn(|| {
+            let (mut reads, mut lapses) = (0u64, 0u64);
+            while !stop.load(Ordering::Relaxed) {
+                for k in &stays {
+                    reads += 1;
+                    if exact.get(k, 0).is_err() {
+                        lapses += 1;
+                    }
+                }
+            }
+            (reads, lapses)
+        });
+        let t0 = Instant::now();
+        let r = post(second.clone());
+        let secs = t0.elapsed().as_secs_f64();
+        stop.store(true, Ordering::Relaxed);
+        assert_eq!(r.status, 200, "{:?}", r.body);
+        let (reads, lapses) = watcher.join().expect("watcher");
+        (secs, reads, lapses)
+    });
+    assert_eq!(
+        state
+            .lists
+            .map_counts(ListKind::Block)
+            .iter()
+            .sum::<usize>(),
+        N
+    );
+    println!(
+        "1M replace by 1M (10% churn: 100k in, 100k out): {secs:.2} s (the lists' part: \
+         {:.2} s); lapses seen by a watcher reading 1000 staying entries throughout: {lapses} \
+         of {reads} reads",
+        lists_ms(&d) / 1e3
+    );
+    drop(second);
+    drop(state);
+
+    // Snapshot: written and restored by the library the daemon uses, daemon stopped.
+    d.stop(libc::SIGTERM);
+    let dir = Scratch::new();
+    let path = dir.0.join("lists.snap");
+    let mut state = State::open(&PinDir::new(&lab.pin_dir), Access::Write)?;
+    let t0 = Instant::now();
+    let snap = floodgate::snapshot::take(&state.lists)?;
+    floodgate::snapshot::write(&path, &snap)?;
+    let write = t0.elapsed().as_secs_f64();
+    drop(snap);
+    state.lists.flush(ListKind::Block)?;
+    let t0 = Instant::now();
+    let snap = floodgate::snapshot::read(&path)?.expect("a snapshot");
+    let r = floodgate::snapshot::restore(&mut state.lists, &snap, &mut |_, _| {})?;
+    let restore = t0.elapsed().as_secs_f64();
+    assert_eq!(r.entries, N);
+    println!(
+        "snapshot of 1M entries: written in {write:.2} s ({:.0} MiB), restored into empty \
+         maps in {restore:.2} s",
+        std::fs::metadata(&path)?.len() as f64 / (1 << 20) as f64
     );
     Ok(())
 }
