@@ -648,3 +648,91 @@ fn kept_counts_match_a_walk_of_the_maps() {
     check(&h, "flushed");
     assert_eq!(h.state.lists.map_counts(ListKind::Block), [0; 4]);
 }
+
+/// A replace big enough to read the maps by batch: unchanged entries are not rewritten (their
+/// hits stay), changed ones are, new ones come, the source's others go with their comments,
+/// other sources' entries stay, and the kept counts follow.
+#[test]
+fn a_big_replace_keeps_what_stays_and_removes_the_rest() {
+    use floodgate::entry::Item;
+    let mut h = Harness::new();
+    let feed = h.state.lists.register_source("feed").expect("source");
+    let net = |i: u32| ipnet::IpNet::from(std::net::IpAddr::V4(Ipv4Addr::from(0x0a00_0000 + i)));
+    let item = |i: u32, ttl: Option<Duration>, comment: Option<&str>| Item {
+        net: net(i),
+        ttl,
+        comment: comment.map(str::to_string),
+    };
+    // 0..2000 from the feed (0 and 1 commented), and one CLI entry.
+    let first: Vec<Item> = (0..2000)
+        .map(|i| item(i, None, (i < 2).then_some("old")))
+        .collect();
+    h.state
+        .lists
+        .upsert(ListKind::Block, feed, &first, &mut |_, _| {})
+        .expect("first load");
+    let cli = parse_prefix("198.18.66.6").expect("prefix");
+    h.state
+        .lists
+        .add(
+            ListKind::Block,
+            SOURCE_CLI,
+            &[cli],
+            None,
+            None,
+            &mut |_, _| {},
+        )
+        .expect("a CLI entry");
+    // A hit on entry 1500 (it stays) and on entry 1 (it goes).
+    for src in [Ipv4Addr::new(10, 0, 5, 220), Ipv4Addr::new(10, 0, 0, 1)] {
+        assert_eq!(
+            h.run(&v4(src, UDP, &udp_payload())),
+            (XDP_DROP, Reason::Blocklist),
+            "{src}"
+        );
+    }
+    // Replace by 100..2100: 1900 stay (1999 gets a TTL: a change), 100 come, 100 go.
+    let second: Vec<Item> = (100..2100)
+        .map(|i| item(i, (i == 1999).then_some(Duration::from_secs(600)), None))
+        .collect();
+    let (added, removed) = h
+        .state
+        .lists
+        .replace(ListKind::Block, feed, &second, &mut |_, _| {})
+        .expect("replace");
+    assert_eq!((added.added, added.updated, removed), (100, 1900, 100));
+    let entries = h.state.lists.entries(ListKind::Block).expect("entries");
+    let get = |i: u32| entries.iter().find(|e| e.net == net(i));
+    assert_eq!(
+        get(1500).map(|e| e.hits),
+        Some(1),
+        "an unchanged entry keeps its hit"
+    );
+    assert!(
+        get(1999).and_then(|e| e.expires_in).is_some(),
+        "a changed entry is rewritten"
+    );
+    assert!(get(2099).is_some() && get(0).is_none() && get(99).is_none());
+    assert!(
+        entries.iter().any(|e| e.net == cli),
+        "other sources' entries stay"
+    );
+    assert_eq!(
+        h.state.lists.comments.entry(ListKind::Block, &net(1)),
+        None,
+        "a removed entry's comment goes with it"
+    );
+    assert_eq!(
+        h.state.lists.source_counts(ListKind::Block).get(&feed),
+        Some(&[2000, 0])
+    );
+    assert_eq!(
+        h.state.lists.map_counts(ListKind::Block),
+        h.state.lists.list(ListKind::Block).walk_counts()
+    );
+    assert_eq!(
+        h.run(&v4(Ipv4Addr::new(10, 0, 0, 1), UDP, &udp_payload())),
+        (XDP_PASS, Reason::Pass),
+        "a removed entry no longer drops"
+    );
+}
