@@ -227,6 +227,8 @@ pub extern "C" fn fg_ban(hi: u64, lo: u64, prefix_v6: u32, now: u64, ban_for_ns:
     let marked = if !v6 && prefix >= 24 {
         let (w, bit) = front_pos(front_slot_v4(v4), false, FRONT_BLOCK);
         or_front(w, 1 << bit);
+        let (w, bit) = front_wide_pos(front_slot_v4(v4) >> 8, FRONT_BLOCK);
+        or_front(w, 2 << bit);
         true
     } else if !v6 && prefix == 16 {
         let (w, bit) = front_wide_pos(front_slot_v4(v4) >> 8, FRONT_BLOCK);

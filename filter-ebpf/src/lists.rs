@@ -43,10 +43,16 @@ pub fn front_v4(src: [u8; 4]) -> u64 {
     let mut out = 0;
     for (i, list) in [(0, FRONT_ALLOW), (1, FRONT_BLOCK)] {
         if nonempty & (1 << i) != 0 {
-            let (word, bit) = front_pos(slot, false, list);
-            let near = maps::FRONT.get(word).is_none_or(|w| (*w >> bit) & 1 != 0);
+            // The /16's bits first (a small, cached map); the NEAR bitmap only if the /16
+            // has anything near.
             let (word, bit) = front_wide_pos(slot >> 8, list);
-            let wide = maps::FRONT.get(word).is_none_or(|w| (*w >> bit) & 1 != 0);
+            let pair = maps::FRONT.get(word).map_or(3, |w| (*w >> bit) & 3);
+            let wide = pair & 1 != 0;
+            let mut near = false;
+            if pair & 2 != 0 {
+                let (word, bit) = front_pos(slot, false, list);
+                near = maps::FRONT.get(word).is_none_or(|w| (*w >> bit) & 1 != 0);
+            }
             out |= ((near as u64) | (wide as u64) << 1) << (2 * i);
         }
     }

@@ -81,13 +81,24 @@ fn mark_into(net: &IpNet, list: u64, set: &mut impl FnMut(u32, u64)) {
             }
             let slot = front_slot_v4(n.network().octets());
             if len >= FRONT_V4_NEAR {
-                // NEAR bits of the /24s it lies in or covers (at most 128).
+                // NEAR bits of the /24s it lies in or covers (at most 128), and its /16's
+                // ANY NEAR bit.
                 let n = 1u32 << 24u8.saturating_sub(len);
                 set_run(slot, n, &mut |i| front_pos(i, false, list), set);
+                let (w, b) = front_wide_pos(slot >> 8, list);
+                set(w, 2 << b);
             } else {
-                // WIDE bits of the /16s it covers.
-                let n = 1u32 << (16 - len);
-                set_run(slot >> 8, n, &mut |i| front_wide_pos(i, list), set);
+                // WIDE bits of the /16s it covers, 32 per word.
+                let first = slot >> 8;
+                let end = first + (1u32 << (16 - len));
+                let mut s16 = first;
+                while s16 < end {
+                    let (w, b) = front_wide_pos(s16, list);
+                    let k = (32 - b / 2).min(end - s16);
+                    let ones = if k == 32 { u64::MAX } else { (1u64 << (2 * k)) - 1 };
+                    set(w, (ones & 0x5555_5555_5555_5555) << b);
+                    s16 += k;
+                }
             }
         }
         IpNet::V6(n) => {
@@ -312,7 +323,8 @@ impl Front {
         }
     }
 
-    /// Slots marked for `kind`: IPv4 /24s (NEAR), IPv4 /16s (WIDE), IPv6 /48 slots (NEAR).
+    /// Slots marked for `kind`: IPv4 /24s (NEAR), IPv4 /16s (WIDE, not counting ANY NEAR),
+    /// IPv6 /48 slots (NEAR).
     pub fn marked(&self, kind: ListKind) -> [usize; 3] {
         let b = bit(kind);
         let count = |first: u32, n: u32| -> usize {
@@ -322,7 +334,12 @@ impl Front {
         };
         [
             count(front_pos(0, false, b).0, FRONT_WORDS),
-            count(front_wide_pos(0, b).0, FRONT_WIDE_WORDS),
+            (front_wide_pos(0, b).0..front_wide_pos(0, b).0 + FRONT_WIDE_WORDS)
+                .map(|i| {
+                    (self.word(i).load(Ordering::Relaxed) & 0x5555_5555_5555_5555).count_ones()
+                        as usize
+                })
+                .sum(),
             count(front_pos(0, true, b).0, FRONT_WORDS),
         ]
     }
@@ -361,15 +378,29 @@ mod tests {
 
     const LENS_V4: u32 = FRONT_CTL + filter_common::FRONT_LENS_V4;
 
+    /// The ANY NEAR bit of 10.1.0.0/16 in the blocklist's WIDE map.
+    fn any_near_10_1() -> (u32, u64) {
+        let (wide, _) = front_wide_pos(0, FRONT_BLOCK);
+        // /16 0x0a01: word 0x0a01 >> 5, pair (0x0a01 & 31) = 1: bits 2 (WIDE) and 3 (ANY NEAR).
+        (wide + (0x0a01 >> 5), 1 << 3)
+    }
+
     #[test]
     fn a_host_marks_its_slash_24() {
         // 10.1.2.3 -> slot 0x0a0102: word 0x0a0102 >> 6 of the IPv4 block region, bit 2.
         let (base, _) = front_pos(0, false, FRONT_BLOCK);
-        assert_eq!(marks("10.1.2.3/32"), vec![(base + (0x0a0102 >> 6), 1 << 2)]);
+        assert_eq!(
+            marks("10.1.2.3/32"),
+            vec![(base + (0x0a0102 >> 6), 1 << 2), any_near_10_1()]
+        );
         // A /25 also marks its /24, and its length.
         assert_eq!(
             marks("10.1.2.0/25"),
-            vec![(LENS_V4, 1 << (32 + 25)), (base + (0x0a0102 >> 6), 1 << 2)]
+            vec![
+                (LENS_V4, 1 << (32 + 25)),
+                (base + (0x0a0102 >> 6), 1 << 2),
+                any_near_10_1()
+            ]
         );
     }
 
@@ -379,23 +410,24 @@ mod tests {
         // 10.1.2.0/23 is 2 slots of one word.
         assert_eq!(
             marks("10.1.2.0/23")[1..],
-            [(base + (0x0a0102 >> 6), 0b11 << 2)]
+            [(base + (0x0a0102 >> 6), 0b11 << 2), any_near_10_1()]
         );
         // A /17 is 128 slots: 2 whole words.
         let m = marks("10.1.0.0/17");
-        assert_eq!(m.len(), 3);
-        assert!(m[1..].iter().all(|(_, b)| *b == u64::MAX));
-        // A /16 is one bit of the WIDE bitmap, no NEAR bit.
-        let (wide, _) = front_wide_pos(0, FRONT_BLOCK);
+        assert_eq!(m.len(), 4);
+        assert!(m[1..3].iter().all(|(_, b)| *b == u64::MAX));
+        // A /16 is one WIDE bit, no NEAR bit.
+        let (w, _) = any_near_10_1();
         assert_eq!(
             marks("10.1.0.0/16"),
-            vec![
-                (LENS_V4, 1 << (32 + 16)),
-                (wide + (0x0a01 >> 6), 1 << (0x0a01 & 63))
-            ]
+            vec![(LENS_V4, 1 << (32 + 16)), (w, 1 << 2)]
         );
-        // 0.0.0.0/0: every word of the WIDE bitmap.
-        assert_eq!(marks("0.0.0.0/0").len(), 1 + FRONT_WIDE_WORDS as usize);
+        // A /15: two WIDE bits of one word.
+        assert_eq!(marks("10.0.0.0/15")[1..], [(w, 0b0101)]);
+        // 0.0.0.0/0: every WIDE bit, a word at a time.
+        let all = marks("0.0.0.0/0");
+        assert_eq!(all.len(), 1 + FRONT_WIDE_WORDS as usize);
+        assert!(all[1..].iter().all(|(_, b)| *b == 0x5555_5555_5555_5555));
     }
 
     #[test]
