@@ -95,7 +95,11 @@ fn mark_into(net: &IpNet, list: u64, set: &mut impl FnMut(u32, u64)) {
                 while s16 < end {
                     let (w, b) = front_wide_pos(s16, list);
                     let k = (32 - b / 2).min(end - s16);
-                    let ones = if k == 32 { u64::MAX } else { (1u64 << (2 * k)) - 1 };
+                    let ones = if k == 32 {
+                        u64::MAX
+                    } else {
+                        (1u64 << (2 * k)) - 1
+                    };
                     set(w, (ones & 0x5555_5555_5555_5555) << b);
                     s16 += k;
                 }
