@@ -339,6 +339,8 @@ pub const LIST_META_MAX: u32 = 1 << 20;
 /// reading at all (for lists up to some 100k entries most /16s hold none: the 2 MiB bitmap
 /// then stays out of the way of a random flood).
 /// IPv6 has no WIDE bitmap: the lengths under /48 a list holds are probed for every source.
+/// Its counterpart of ANY NEAR is a bit per hashed /32 ([`front_any_v6`], 8 KiB per list):
+/// set when a NEAR bit of an entry in that /32 is, read before the NEAR bitmap.
 /// A NEAR bitmap of 2 MiB per list is what a random source touches (one 4-bit-per-/24 bitmap
 /// for both lists, 8 MiB, measured 3x slower under a random flood: TLB and cache misses).
 ///
@@ -359,10 +361,15 @@ pub const FRONT_ALLOW: u64 = 0b0011;
 pub const FRONT_BLOCK: u64 = 0b1100;
 pub const FRONT_NEAR: u64 = 0b0101;
 pub const FRONT_WIDE_BITS: u64 = 0b1010;
+/// First word of the IPv6 ANY NEAR maps (allowlist, then blocklist): [`FRONT_V6_ANY_WORDS`]
+/// each.
+pub const FRONT_V6_ANY: u32 = FRONT_WIDE + 2 * FRONT_WIDE_WORDS;
+/// Words per IPv6 ANY NEAR map: 65536 hashed /32s, 64 per word.
+pub const FRONT_V6_ANY_WORDS: u32 = 1 << (16 - 6);
 /// First of the entry counts: per list, list source and map ([`front_count_word`]), kept as
 /// entries are written (by userspace, and by the data plane's auto-ban) so that status,
 /// metrics and the API never walk a million-entry map to count it.
-pub const FRONT_COUNTS: u32 = FRONT_WIDE + 2 * FRONT_WIDE_WORDS;
+pub const FRONT_COUNTS: u32 = FRONT_V6_ANY + 2 * FRONT_V6_ANY_WORDS;
 /// Maps per list: IPv4 hosts, IPv4 prefixes, IPv6 hosts, IPv6 prefixes.
 pub const FRONT_COUNT_MAPS: u32 = 4;
 /// First control word.
@@ -422,6 +429,18 @@ pub const fn front_list(list: u64) -> u32 {
 pub fn front_pos(slot: u32, v6: bool, list: u64) -> (u32, u32) {
     let region = (v6 as u32) * 2 + front_list(list);
     (region * FRONT_WORDS + (slot >> 6), slot & 63)
+}
+
+/// (word index, bit) of an IPv6 address's ANY NEAR bit in `list`: a multiplicative hash of
+/// its /32, 16 bits.
+#[inline(always)]
+pub fn front_any_v6(addr: &[u8; 16], list: u64) -> (u32, u32) {
+    let top = u32::from_be_bytes([addr[0], addr[1], addr[2], addr[3]]) as u64;
+    let h = (top.wrapping_mul(0x9e37_79b9_7f4a_7c15) >> 48) as u32;
+    (
+        FRONT_V6_ANY + front_list(list) * FRONT_V6_ANY_WORDS + (h >> 6),
+        h & 63,
+    )
 }
 
 /// (word index, bit) of an IPv4 /16's (the address's top 16 bits) WIDE bit in the WIDE map

@@ -10,9 +10,9 @@ use aya_log_ebpf::info;
 use filter_common::{
     AGGREGATE_CLASS_BITS, Class, ClassLimit, Config, FRONT_AUTO_MARKED, FRONT_AUTO_V4, FRONT_BLOCK,
     FRONT_CTL, FRONT_NONEMPTY, FRONT_V6_PREFIX, ListEntry, OVER_LIMIT_GAP_NS, PrefixKey, Reason,
-    SOURCE_AUTO, SourceKey, SourceState, aggregate_key_v4, aggregate_key_v6, front_count_word,
-    front_lens_v4, front_lens_v6, front_nonempty_bit, front_pos, front_slot_v4, front_slot_v6,
-    front_wide_pos,
+    SOURCE_AUTO, SourceKey, SourceState, aggregate_key_v4, aggregate_key_v6, front_any_v6,
+    front_count_word, front_lens_v4, front_lens_v6, front_nonempty_bit, front_pos, front_slot_v4,
+    front_slot_v6, front_wide_pos,
     sanity::{TCP_ACK, TCP_SYN},
 };
 
@@ -236,6 +236,8 @@ pub extern "C" fn fg_ban(hi: u64, lo: u64, prefix_v6: u32, now: u64, ban_for_ns:
         true
     } else if v6 && prefix >= FRONT_V6_PREFIX as u32 {
         let (w, bit) = front_pos(front_slot_v6(&addr), true, FRONT_BLOCK);
+        or_front(w, 1 << bit);
+        let (w, bit) = front_any_v6(&addr, FRONT_BLOCK);
         or_front(w, 1 << bit);
         true
     } else {

@@ -13,8 +13,8 @@ use core::intrinsics::{AtomicOrdering, atomic_xadd};
 use aya_ebpf::{helpers::bpf_ktime_get_ns, maps::HashMap, programs::XdpContext};
 use filter_common::{
     FRONT_ALLOW, FRONT_AUTO_V4, FRONT_BLOCK, FRONT_CTL, FRONT_LENS_V4, FRONT_LENS_V6,
-    FRONT_NONEMPTY, FRONT_V4_NEAR, FRONT_V6_PREFIX, ListEntry, PrefixKey, entry_live, front_pos,
-    front_slot_v4, front_slot_v6, front_wide_pos,
+    FRONT_NONEMPTY, FRONT_V4_NEAR, FRONT_V6_PREFIX, ListEntry, PrefixKey, entry_live, front_any_v6,
+    front_pos, front_slot_v4, front_slot_v6, front_wide_pos,
 };
 
 use crate::{maps, stats};
@@ -74,8 +74,13 @@ pub fn front_v6(src: &[u8; 16]) -> u64 {
     let mut out = 0;
     for (i, list) in [(0, FRONT_ALLOW), (1, FRONT_BLOCK)] {
         if nonempty & (4 << i) != 0 {
-            let (word, bit) = front_pos(slot, true, list);
-            let near = maps::FRONT.get(word).is_none_or(|w| (*w >> bit) & 1 != 0);
+            // The /32's ANY NEAR bit first (a small, cached map), then the NEAR bitmap.
+            let (word, bit) = front_any_v6(src, list);
+            let mut near = maps::FRONT.get(word).is_none_or(|w| (*w >> bit) & 1 != 0);
+            if near {
+                let (word, bit) = front_pos(slot, true, list);
+                near = maps::FRONT.get(word).is_none_or(|w| (*w >> bit) & 1 != 0);
+            }
             let wide = ctl(FRONT_LENS_V6 + 2 * i).is_none_or(|l| l & SHORT != 0);
             out |= ((near as u64) | (wide as u64) << 1) << (2 * i);
         }

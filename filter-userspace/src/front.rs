@@ -18,9 +18,10 @@ use aya::{Ebpf, maps::MapData};
 use filter_common::{
     FRONT_ALLOW, FRONT_AUTO_MARKED, FRONT_AUTO_V4, FRONT_BLOCK, FRONT_COUNT_MAPS, FRONT_CTL,
     FRONT_LEN, FRONT_NONEMPTY, FRONT_PENDING_ALLOW, FRONT_PENDING_BLOCK, FRONT_SLOT_BITS,
-    FRONT_V4_NEAR, FRONT_V6_PREFIX, FRONT_WIDE_WORDS, FRONT_WORDS, SOURCES_MAX, front_count_word,
-    front_lens_v4, front_lens_v6, front_list, front_nonempty_bit, front_pos, front_slot_v4,
-    front_slot_v6, front_wide_pos, map_names,
+    FRONT_V4_NEAR, FRONT_V6_ANY, FRONT_V6_ANY_WORDS, FRONT_V6_PREFIX, FRONT_WIDE_WORDS,
+    FRONT_WORDS, SOURCES_MAX, front_any_v6, front_count_word, front_lens_v4, front_lens_v6,
+    front_list, front_nonempty_bit, front_pos, front_slot_v4, front_slot_v6, front_wide_pos,
+    map_names,
 };
 use ipnet::IpNet;
 
@@ -112,7 +113,10 @@ fn mark_into(net: &IpNet, list: u64, set: &mut impl FnMut(u32, u64)) {
             }
             // Shorter than /48: its LENS bit alone sends every source to it.
             if len >= FRONT_V6_PREFIX {
-                let (w, b) = front_pos(front_slot_v6(&n.network().octets()), true, list);
+                let addr = n.network().octets();
+                let (w, b) = front_pos(front_slot_v6(&addr), true, list);
+                set(w, 1 << b);
+                let (w, b) = front_any_v6(&addr, list);
                 set(w, 1 << b);
             }
         }
@@ -151,11 +155,13 @@ fn owned(kind: ListKind) -> impl Iterator<Item = (u32, u64)> {
         (first..first + FRONT_WORDS).map(|w| (w, u64::MAX))
     };
     let (wide, _) = front_wide_pos(0, b);
+    let any6 = FRONT_V6_ANY + front_list(b) * FRONT_V6_ANY_WORDS;
     let (lens_v4, _) = front_lens_v4(b, 0);
     let (lens_v6, _) = front_lens_v6(b, 0);
     near(false)
         .chain(near(true))
         .chain((wide..wide + FRONT_WIDE_WORDS).map(|w| (w, u64::MAX)))
+        .chain((any6..any6 + FRONT_V6_ANY_WORDS).map(|w| (w, u64::MAX)))
         .chain([
             (
                 FRONT_CTL + FRONT_NONEMPTY,
