@@ -711,13 +711,14 @@ impl Lists {
 
     /// Remove entries just read with their values (no lookup each), journaling each entry and
     /// comment first: the comments that exist are read once by batch, the entries deleted by
-    /// batch per map (one by one past a key that went meanwhile).
+    /// batch per map (one by one past a key that went meanwhile). Returns how many went; the
+    /// caller accounts for them in the front.
     fn remove_known(
         &mut self,
         j: &mut Journal,
         kind: ListKind,
         entries: &[(IpNet, ListEntry)],
-    ) -> Result<()> {
+    ) -> Result<usize> {
         let index = if entries.len() >= BATCH_MIN {
             Some(self.comments.present()?)
         } else {
@@ -762,7 +763,7 @@ impl Lists {
                 self.comments.remove_entry(kind, net);
             }
         }
-        self.removed(kind, n)
+        Ok(n)
     }
 
     /// Remove `net` (of list source `source`) and its comment; returns whether it was listed.
@@ -978,7 +979,11 @@ impl Lists {
                 .filter(|(n, v)| v.source == source && !keep.contains(n))
                 .map(|(n, v)| (*n, *v))
                 .collect();
-            lists.remove_known(j, kind, &stale)?;
+            let n = lists.remove_known(j, kind, &stale)?;
+            // The front's stale bits are only counted here: the rebuild they make due (a
+            // second read of a big list) is left to the daemon's sweeper or the next change.
+            // Until then those sources cost a lookup that finds nothing.
+            lists.front.removed(kind, n);
             Ok((added, stale.len()))
         })
     }
